@@ -1,0 +1,53 @@
+# `make demo` and `make test` set up a fresh Debian 12 machine from scratch (as root).
+SHELL := /bin/bash
+APT_PACKAGES := lxc btrfs-progs busybox-static uidmap zstd tar python3-venv python3-dev \
+	iproute2 procps util-linux e2fsprogs
+VENV := .venv
+PY := $(VENV)/bin/python3
+STAMP := $(VENV)/.installed
+
+.PHONY: install apt demo test unit integration lint bench clean
+
+install: apt $(STAMP)
+	@tools/setup-subids
+	@tools/install-launchers
+	@PYVZ_ROOT=/ $(PY) -m pyvz.rootinit
+	@if [ -d /etc/systemd/system ]; then \
+		install -m 644 tools/pyvz-boot.service /etc/systemd/system/pyvz-boot.service; \
+		if [ -d /run/systemd/system ]; then systemctl daemon-reload && systemctl enable pyvz-boot.service >/dev/null 2>&1 || true; fi; \
+	fi
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:" $$missing; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || /usr/bin/python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+demo: install
+	@tools/demo
+
+lint: install
+	$(VENV)/bin/ruff check pyvz tests bench
+	$(VENV)/bin/ruff format --check pyvz tests bench
+	$(VENV)/bin/mypy
+
+unit: install
+	$(VENV)/bin/pytest -q tests/unit
+
+integration: install
+	$(VENV)/bin/pytest -q tests/integration
+
+test: install lint
+	$(VENV)/bin/pytest -q tests
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,49 @@
+"""What every front end shares: argument errors as vzctl exit codes, and error reporting."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from pyvz.errors import ExitCode, VzError
+from pyvz.log import log, set_ctid, setup
+from pyvz.paths import Paths
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one line and vzctl's exit code 20."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> NoReturn:
+        raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, f"{message} (see {self.prog} --help)")
+
+
+def run_tool(tool: str, body: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
+    """Run a front end: set up logging, map VzError to its exit code, --debug for tracebacks."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    quiet = "--quiet" in args
+    verbose = "--verbose" in args
+    setup(tool, Paths.from_env().log_file, quiet=quiet, verbose=int(verbose))
+    log.debug(f"command line: {tool} {' '.join(args)}")
+    try:
+        return body(args)
+    except VzError as err:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        log.error(err.message)
+        return int(err.code)
+    except KeyboardInterrupt:
+        log.error("interrupted; the CT is left as it was or complete (run `vzctl status`)")
+        return 130
+    except BrokenPipeError:
+        return 0
+    finally:
+        set_ctid(None)

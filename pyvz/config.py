@@ -1,0 +1,220 @@
+"""OpenVZ-format config files (vz.conf, CTID.conf, samples) and the names/ links.
+
+Files are edited line by line so comments, ordering and keys pyvz does not know survive
+every write; writes are atomic.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import NamedTuple, TypeVar
+
+from pyvz.atomic import symlink_atomic, write_atomic
+from pyvz.errors import ExitCode, VzError
+from pyvz.params import Param, parse_ctid, parse_name
+from pyvz.paths import Paths
+
+T = TypeVar("T")
+
+_LINE_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)=(.*?)\s*$")
+_VEID_RE = re.compile(r"\$(?:VEID\b|\{VEID\}|CTID\b|\{CTID\})")
+
+
+def _unquote(raw: str) -> str | None:
+    if len(raw) >= 2 and raw[0] == raw[-1] == "'":
+        return raw[1:-1]
+    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+        body = raw[1:-1]
+        if re.search(r'(?<!\\)"', body):
+            return None
+        return re.sub(r'\\(["\\$`])', r"\1", body)
+    if re.search(r"[\s\"'`;|&<>]", raw):
+        return None
+    return raw
+
+
+def _quote(value: str) -> str:
+    # $VEID stays unescaped: OpenVZ configs rely on it being expanded.
+    return '"' + re.sub(r'(["\\])', r"\\\1", value) + '"'
+
+
+class _Line:
+    def __init__(self, raw: str, key: str | None = None) -> None:
+        self.raw = raw
+        self.key = key
+
+
+class ConfigFile:
+    """One KEY="value" file, kept as lines."""
+
+    def __init__(self, path: Path, lines: list[_Line] | None = None) -> None:
+        self.path = path
+        self.lines = lines or []
+
+    @classmethod
+    def parse(cls, text: str, path: Path) -> ConfigFile:
+        lines: list[_Line] = []
+        for number, raw in enumerate(text.splitlines(), 1):
+            stripped = raw.strip()
+            if not stripped or stripped.startswith("#"):
+                lines.append(_Line(raw))
+                continue
+            match = _LINE_RE.match(raw)
+            if not match or _unquote(match.group(2)) is None:
+                raise VzError(
+                    ExitCode.INVALID_CONFIG,
+                    f'{path}:{number}: malformed line {raw.strip()!r} (expected KEY="value")',
+                )
+            lines.append(_Line(raw, match.group(1)))
+        return cls(path, lines)
+
+    @classmethod
+    def load(cls, path: Path, missing: ExitCode = ExitCode.NO_CT_CONFIG) -> ConfigFile:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise VzError(missing, f"config file {path} not found") from None
+        return cls.parse(text, path)
+
+    def get(self, key: str) -> str | None:
+        for line in reversed(self.lines):
+            if line.key == key:
+                match = _LINE_RE.match(line.raw)
+                assert match
+                return _unquote(match.group(2))
+        return None
+
+    def set(self, key: str, value: str) -> None:
+        rendered = f"{key}={_quote(value)}"
+        for line in reversed(self.lines):
+            if line.key == key:
+                line.raw = rendered
+                return
+        self.lines.append(_Line(rendered, key))
+
+    def remove(self, key: str) -> None:
+        self.lines = [line for line in self.lines if line.key != key]
+
+    def items(self) -> dict[str, str]:
+        result: dict[str, str] = {}
+        for line in self.lines:
+            if line.key:
+                value = self.get(line.key)
+                assert value is not None
+                result[line.key] = value
+        return result
+
+    def render(self) -> str:
+        return "".join(line.raw + "\n" for line in self.lines)
+
+    def write(self, path: Path | None = None) -> None:
+        target = path or self.path
+        try:
+            write_atomic(target, self.render())
+        except OSError as err:
+            raise VzError(ExitCode.CONFIG_SAVE_ERROR, f"cannot save {target}: {err.strerror}") from None
+
+
+def substitute_veid(value: str, ctid: int) -> str:
+    return _VEID_RE.sub(str(ctid), value)
+
+
+class CtConfig(NamedTuple):
+    """A CT's effective settings: vz.conf defaults overlaid by CTID.conf, $VEID expanded."""
+
+    ctid: int
+    values: Mapping[str, str]
+    source: Path
+
+    @classmethod
+    def merge(
+        cls, ctid: int, global_conf: Mapping[str, str], ct_conf: Mapping[str, str], source: Path
+    ) -> CtConfig:
+        merged = {k: substitute_veid(v, ctid) for k, v in {**global_conf, **ct_conf}.items()}
+        return cls(ctid, merged, source)
+
+    def raw(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    def get(self, param: Param[T]) -> T | None:
+        assert param.key, f"{param.name} is not stored in configs"
+        text = self.values.get(param.key)
+        if text is None or text == "":
+            return param.default  # type: ignore[no-any-return]
+        try:
+            return param.parse(text)
+        except VzError as err:
+            raise VzError(ExitCode.INVALID_CONFIG, f"{self.source}: {param.key}: {err}") from None
+
+    def require(self, param: Param[T], code: ExitCode) -> T:
+        value = self.get(param)
+        if value is None:
+            raise VzError(code, f"{param.key} is not set in {self.source} nor in vz.conf")
+        return value
+
+
+def load_global(paths: Paths) -> ConfigFile:
+    return ConfigFile.load(paths.vz_conf, missing=ExitCode.NO_GLOBAL_CONFIG)
+
+
+def ct_config(paths: Paths, global_conf: ConfigFile, ct_conf: ConfigFile, ctid: int) -> CtConfig:
+    return CtConfig.merge(ctid, global_conf.items(), ct_conf.items(), ct_conf.path)
+
+
+# ---- names/ -----------------------------------------------------------------------------
+
+
+def name_owner(paths: Paths, name: str) -> int | None:
+    """The CTID whose names/NAME link points at an existing config, if any."""
+    link = paths.name_link(name)
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return None
+    match = re.fullmatch(r"(\d+)\.conf", Path(target).name)
+    if not match or not (paths.conf_dir / Path(target).name).exists():
+        return None
+    return int(match.group(1))
+
+
+def set_name_link(paths: Paths, name: str, ctid: int) -> None:
+    paths.names_dir.mkdir(parents=True, exist_ok=True)
+    symlink_atomic(f"../conf/{ctid}.conf", paths.name_link(name))
+
+
+def remove_name_link(paths: Paths, name: str, ctid: int) -> None:
+    """Remove names/NAME only while it still points at this CT (never someone else's)."""
+    link = paths.name_link(name)
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return
+    if Path(target).name == f"{ctid}.conf":
+        link.unlink(missing_ok=True)
+
+
+def resolve_ctid(paths: Paths, text: str) -> int:
+    """A CTID from a number or a CT name, as vzctl accepts either."""
+    if text.isdigit():
+        return parse_ctid(text)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", text):
+        raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"invalid CTID or name: {text!r}")
+    parse_name(text)
+    owner = name_owner(paths, text)
+    if owner is None:
+        raise VzError(ExitCode.NO_CT_CONFIG, f"CT {text!r} not found: no CTID or name matches")
+    return owner
+
+
+def existing_ctids(paths: Paths) -> Iterator[int]:
+    try:
+        entries = os.listdir(paths.conf_dir)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        match = re.fullmatch(r"(\d+)\.conf", entry)
+        if match and int(match.group(1)) > 100:
+            yield int(match.group(1))

@@ -1,0 +1,1 @@
+"""The Container: lifecycle orchestration on top of config, storage and runtime."""

@@ -1,0 +1,247 @@
+"""One CT: where its config and files are, what state it is in, mount, start and stop."""
+
+from __future__ import annotations
+
+import time
+from functools import cached_property
+from typing import NamedTuple
+
+from pyvz import scripts
+from pyvz.config import ConfigFile, CtConfig, ct_config
+from pyvz.distro.base import Distro
+from pyvz.distro.registry import detect
+from pyvz.errors import ExitCode, VzError
+from pyvz.host import Host
+from pyvz.log import log
+from pyvz.params import DISABLED, HOSTNAME, LAYOUT, LOCAL_GID, LOCAL_UID, PRIVATE, ROOT, STOP_TIMEOUT, Layout
+from pyvz.rootview import RootView
+from pyvz.runtime.lxc import RuntimeSpec
+from pyvz.storage import pool
+from pyvz.storage.base import Area, StorageDriver, driver_for
+from pyvz.storage.idmap import IdMap
+
+DEFAULT_STOP_TIMEOUT = 60
+BOOT_WAIT_TIMEOUT = 120.0
+
+
+class Status(NamedTuple):
+    exists: bool
+    mounted: bool
+    running: bool
+
+    def line(self, ctid: int) -> str:
+        return (
+            f"CTID {ctid} {'exist' if self.exists else 'deleted'} "
+            f"{'mounted' if self.mounted else 'unmounted'} {'running' if self.running else 'down'}"
+        )
+
+
+class Container:
+    def __init__(self, host: Host, ctid: int) -> None:
+        self.host = host
+        self.ctid = ctid
+        self.paths = host.paths
+
+    # ---- configuration -------------------------------------------------------------------
+
+    def has_config(self) -> bool:
+        return self.paths.conf_file(self.ctid).exists()
+
+    def conf_file(self) -> ConfigFile:
+        path = self.paths.conf_file(self.ctid)
+        if not path.exists():
+            raise VzError(ExitCode.NO_CT_CONFIG, f"CT {self.ctid} does not exist (no {path})")
+        return ConfigFile.load(path)
+
+    @cached_property
+    def config(self) -> CtConfig:
+        return ct_config(self.paths, self.host.global_conf, self.conf_file(), self.ctid)
+
+    def reload(self) -> None:
+        self.__dict__.pop("config", None)
+
+    def area(self, cfg: CtConfig | None = None) -> Area:
+        cfg = cfg or self.config
+        private = cfg.require(PRIVATE, ExitCode.VE_PRIVATE_NOTSET)
+        root = cfg.require(ROOT, ExitCode.VE_ROOT_NOTSET)
+        uid = cfg.get(LOCAL_UID) or 0
+        gid = cfg.get(LOCAL_GID)
+        return Area(self.paths.host(private), self.paths.host(root), IdMap(uid, uid if gid is None else gid))
+
+    def driver(self, cfg: CtConfig | None = None) -> StorageDriver:
+        return driver_for((cfg or self.config).get(LAYOUT) or Layout.BTRFS)
+
+    def view(self) -> RootView:
+        area = self.area()
+        uid, gid = self.driver().host_owner(area)
+        return RootView(area.root, uid, gid)
+
+    def distro(self) -> Distro:
+        return detect(self.view())
+
+    # ---- state ---------------------------------------------------------------------------
+
+    def status(self) -> Status:
+        running = self.host.runtime.is_running(self.ctid)
+        if not self.has_config():
+            return Status(False, False, running)
+        pool.mount_existing(self.paths)
+        area = self.area()
+        return Status(area.private.exists(), self.driver().is_mounted(area), running)
+
+    def is_running(self) -> bool:
+        return self.host.runtime.is_running(self.ctid)
+
+    def require_exists(self) -> Area:
+        self.conf_file()
+        pool.mount_existing(self.paths)
+        area = self.area()
+        if not area.private.exists():
+            raise VzError(
+                ExitCode.NO_PRIVATE,
+                f"CT {self.ctid}'s private area {area.private} does not exist "
+                "(a failed create? `vzctl destroy` cleans up)",
+            )
+        return area
+
+    def require_running(self) -> None:
+        if not self.is_running():
+            raise VzError(ExitCode.NOT_RUNNING, f"CT {self.ctid} is not running")
+
+    def script_env(self, area: Area) -> dict[str, str]:
+        return {
+            "VE_ROOT": str(area.root),
+            "VE_PRIVATE": str(area.private),
+            "VE_CONFFILE": str(self.paths.conf_file(self.ctid)),
+        }
+
+    # ---- mount ---------------------------------------------------------------------------
+
+    def mount(self, explicit: bool = False) -> bool:
+        """Mount if needed; True if this call mounted it."""
+        area = self.require_exists()
+        driver = self.driver()
+        if driver.is_mounted(area):
+            if explicit:
+                raise VzError(ExitCode.MOUNTED, f"CT {self.ctid} is already mounted")
+            return False
+        env = self.script_env(area)
+        scripts.run_host_action(self.paths, self.ctid, "premount", env)
+        try:
+            area.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise VzError(
+                ExitCode.CANT_CREATE_MOUNTPOINT, f"cannot create {area.root}: {err.strerror}"
+            ) from None
+        driver.mount(area)
+        try:
+            scripts.run_host_action(self.paths, self.ctid, "mount", env)
+        except VzError:
+            driver.umount(area)
+            raise
+        log.info("Container is mounted")
+        return True
+
+    def umount(self, explicit: bool = False) -> None:
+        area = self.require_exists()
+        driver = self.driver()
+        if self.is_running():
+            raise VzError(ExitCode.RUNNING, f"CT {self.ctid} is running; stop it first")
+        if not driver.is_mounted(area):
+            if explicit:
+                raise VzError(ExitCode.NOT_MOUNTED, f"CT {self.ctid} is not mounted")
+            return
+        env = self.script_env(area)
+        scripts.run_host_action(self.paths, self.ctid, "umount", env)
+        driver.umount(area)
+        scripts.run_host_action(self.paths, self.ctid, "postumount", env)
+        log.info("Container is unmounted")
+
+    # ---- start / stop --------------------------------------------------------------------
+
+    def start(self, wait: bool = False, force: bool = False) -> None:
+        area = self.require_exists()
+        if self.is_running():
+            raise VzError(ExitCode.RUNNING, f"CT {self.ctid} is already running")
+        cfg = self.config
+        if cfg.get(DISABLED) and not force:
+            raise VzError(
+                ExitCode.START_DISABLED, f"CT {self.ctid} is disabled (DISABLED=yes); use --force to start it"
+            )
+        log.info("Starting container...")
+        mounted_here = self.mount()
+        try:
+            distro = self.distro()
+            hostname = cfg.get(HOSTNAME)
+            if hostname:
+                distro.set_hostname(self.view(), hostname)
+                log.info(f"Set hostname: {hostname}")
+            # The disk quota is not set here: qgroup limits live on disk, set by create and set.
+            driver = self.driver()
+            spec = RuntimeSpec(
+                ctid=self.ctid,
+                rootfs=area.root,
+                rootfs_options=driver.lxc_rootfs_options(area),
+                idmap=area.idmap,
+                hostname=hostname or f"ct{self.ctid}",
+                halt_signal=distro.halt_signal,
+                cgroups=self.host.runtime.cgroups_of(self.ctid),
+            )
+            self.host.runtime.start(spec)
+        except BaseException:
+            if mounted_here and not self.is_running():
+                self.driver().umount(area)
+            raise
+        self._run_ct_action("start")
+        log.info("Container start in progress...")
+        if wait:
+            self.wait_booted(distro)
+
+    def wait_booted(self, distro: Distro) -> None:
+        probe = distro.boot_probe
+        if probe is None:
+            return
+        from pyvz.run import run
+
+        deadline = time.monotonic() + BOOT_WAIT_TIMEOUT
+        argv = self.host.runtime.attach_argv(self.ctid, list(probe))
+        while time.monotonic() < deadline:
+            if run(argv, check=False, timeout=BOOT_WAIT_TIMEOUT).returncode == 0:
+                log.info("Container boot complete")
+                return
+            if not self.is_running():
+                break
+            time.sleep(0.1)
+        raise VzError(
+            ExitCode.WAIT_FAILED, f"CT {self.ctid} did not finish booting within {BOOT_WAIT_TIMEOUT:g} s"
+        )
+
+    def _run_ct_action(self, action: str) -> None:
+        text = scripts.ct_action_text(self.paths, self.ctid, action)
+        if text is None:
+            return
+        from pyvz.run import run
+
+        result = run(self.host.runtime.attach_argv(self.ctid, ["/bin/sh", "-s"]), input=text, check=False)
+        if result.returncode != 0:
+            raise VzError(
+                ExitCode.ACTIONSCRIPT_ERROR,
+                f"CT {self.ctid} {action} script failed with exit code {result.returncode}: "
+                f"{result.stderr.strip()[-300:]}",
+            )
+
+    def stop(self, fast: bool = False) -> None:
+        area = self.require_exists()
+        if not self.is_running():
+            raise VzError(ExitCode.NOT_RUNNING, f"unable to stop: CT {self.ctid} is not running")
+        log.info("Stopping container ...")
+        if not fast:
+            try:
+                self._run_ct_action("stop")
+            except VzError as err:
+                log.warning(str(err))
+        timeout = self.config.get(STOP_TIMEOUT)
+        self.host.runtime.stop(self.ctid, DEFAULT_STOP_TIMEOUT if timeout is None else timeout, kill=fast)
+        log.info("Container was stopped")
+        if self.driver().is_mounted(area):
+            self.umount()

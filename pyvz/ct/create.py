@@ -1,0 +1,194 @@
+"""Creating and destroying CTs, so that a crash at any point leaves nothing half-alive.
+
+Create writes the config first, then builds the private area under a partial name and
+renames it into place: until that rename the CT reads as `deleted`, and destroy cleans up.
+Destroy renames the private area away first, so from its first step the CT reads as
+`deleted`, and running destroy again finishes the job.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pyvz.config import (
+    ConfigFile,
+    CtConfig,
+    name_owner,
+    remove_name_link,
+    set_name_link,
+)
+from pyvz.ct.container import Container
+from pyvz.errors import ExitCode, VzError
+from pyvz.host import Host, check_subids
+from pyvz.log import log
+from pyvz.params import (
+    BY_KEY,
+    DISKSPACE,
+    HOSTNAME,
+    LAYOUT,
+    LOCAL_GID,
+    LOCAL_UID,
+    NAME,
+    ORIGIN_SAMPLE,
+    OSTEMPLATE,
+    PRIVATE,
+    ROOT,
+    Layout,
+    parse_options,
+)
+from pyvz.storage import pool
+from pyvz.storage.base import Area, driver_for
+from pyvz.storage.trees import unpacked_tree
+from pyvz.templates import cache
+
+
+def _sample(host: Host, name: str) -> ConfigFile:
+    path = host.paths.sample_file(name)
+    if not path.exists():
+        samples = sorted(p.name[3:-12] for p in host.paths.conf_dir.glob("ve-*.conf-sample"))
+        raise VzError(
+            ExitCode.CP_CONFIG,
+            f"sample config {path.name} not found (available: {', '.join(samples) or 'none'})",
+        )
+    return ConfigFile.load(path, missing=ExitCode.CP_CONFIG)
+
+
+def _taken_uids(host: Host) -> set[int]:
+    taken = set()
+    for ctid in host.ctids():
+        value = ConfigFile.load(host.paths.conf_file(ctid)).get("LOCAL_UID")
+        if value and value.isdigit():
+            taken.add(int(value))
+    return taken
+
+
+def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
+    values: dict[str, Any] = parse_options(raw)  # syntax first: nothing touched yet
+    ct = Container(host, ctid)
+    with host.ct_lock(ctid), host.root_lock():
+        conf_path = host.paths.conf_file(ctid)
+        if conf_path.exists():
+            raise VzError(
+                ExitCode.PRIVATE_EXISTS,
+                f"CT {ctid} already exists ({conf_path}); destroy it first",
+            )
+        sample_name = values.get(ORIGIN_SAMPLE.name) or host.setting("CONFIGFILE", "basic")
+        assert sample_name is not None
+        conf = _sample(host, sample_name)
+        conf.path = conf_path
+        template = values.get(OSTEMPLATE.name) or conf.get("OSTEMPLATE") or host.setting("DEF_OSTEMPLATE")
+        if not template:
+            raise VzError(
+                ExitCode.OSTEMPLATE_NOTSET, "no --ostemplate given and no DEF_OSTEMPLATE in vz.conf"
+            )
+        OSTEMPLATE.parse(template)
+        name = values.get(NAME.name)
+        if name is not None:
+            owner = name_owner(host.paths, name)
+            if owner is not None:
+                raise VzError(ExitCode.SET_NAME_ERROR, f"name {name!r} is already used by CT {owner}")
+        settings: dict[str, str] = {
+            OSTEMPLATE.key: template,  # type: ignore[dict-item]
+            ORIGIN_SAMPLE.key: sample_name,  # type: ignore[dict-item]
+        }
+        for param in (LAYOUT, PRIVATE, ROOT, HOSTNAME, NAME, DISKSPACE, LOCAL_UID, LOCAL_GID):
+            if param.name in values:
+                assert param.key
+                settings[param.key] = param.fmt(values[param.name])
+        if "LOCAL_UID" in settings and "LOCAL_GID" not in settings:
+            settings["LOCAL_GID"] = settings["LOCAL_UID"]
+        for key in ("VE_LAYOUT", "VE_PRIVATE", "VE_ROOT"):
+            if key not in settings and not conf.get(key):
+                default = host.setting(key)
+                if default:
+                    settings[key] = default
+        for key, value in settings.items():
+            conf.set(key, value)
+        cfg = CtConfig.merge(ctid, host.global_conf.items(), conf.items(), conf_path)
+        # Every value the new config holds must parse before anything is written.
+        for key in cfg.values:
+            if key in BY_KEY:
+                cfg.get(BY_KEY[key])
+        layout = cfg.get(LAYOUT) or Layout.BTRFS
+        driver = driver_for(layout)
+        if DISKSPACE.name in values and not driver.has_quota:
+            raise VzError(
+                ExitCode.DISKQUOTA_SET,
+                f"--diskspace cannot be enforced with layout {layout} (overlayfs has no quota); "
+                "use --layout btrfs",
+            )
+        archive = cache.require(host.paths, template)
+        area = ct.area(cfg)
+        if area.private.exists() or area.private.is_symlink():
+            raise VzError(ExitCode.PRIVATE_EXISTS, f"private area {area.private} already exists")
+        if LOCAL_UID.name in values or conf.get("LOCAL_UID"):
+            # An explicit range (0: privileged) from the command line or the sample.
+            if not area.idmap.privileged:
+                check_subids(area.idmap)
+        else:
+            idmap = host.allocate_ids(_taken_uids(host))
+            conf.set("LOCAL_UID", str(idmap.uid))
+            conf.set("LOCAL_GID", str(idmap.gid))
+            area = Area(area.private, area.root, idmap)
+
+        pool.prepare(host.paths, area.private.parent, layout == Layout.BTRFS, host.setting("POOL_SIZE"))
+        log.info(f"Creating container private area ({template})")
+        host.paths.conf_dir.mkdir(parents=True, exist_ok=True)
+        conf.write()
+        try:
+            if name is not None:
+                set_name_link(host.paths, name, ctid)
+            tree = unpacked_tree(archive, area.private.parent)
+            driver.create(area, tree)
+        except BaseException:
+            # Rejected or interrupted: take back everything this command wrote.
+            driver.destroy(area)
+            if name is not None:
+                remove_name_link(host.paths, name, ctid)
+            conf_path.unlink(missing_ok=True)
+            raise
+        log.info("Performing postcreate actions")
+        quota = cfg.get(DISKSPACE)
+        if quota is not None and driver.has_quota:
+            driver.set_quota(area, quota)
+        elif quota is not None:
+            log.warning(f"DISKSPACE is not enforced for layout {layout} (overlayfs has no quota)")
+        log.info(f"Saved parameters for CT {ctid}")
+        log.info("Container private area was created")
+
+
+def destroy(host: Host, ctid: int) -> None:
+    ct = Container(host, ctid)
+    with host.ct_lock(ctid):
+        if ct.is_running():
+            raise VzError(ExitCode.RUNNING, f"CT {ctid} is running; stop it first")
+        conf_path = host.paths.conf_file(ctid)
+        if conf_path.exists():
+            cfg = ct.config
+        else:
+            # A half-destroyed CT has no config any more; fall back on where vz.conf puts it.
+            cfg = CtConfig.merge(ctid, host.global_conf.items(), {}, host.paths.vz_conf)
+        pool.mount_existing(host.paths)
+        area = ct.area(cfg)
+        driver = ct.driver(cfg)
+        leftovers = [p for p in (area.private, area.doomed, area.partial) if p.exists() or p.is_symlink()]
+        if not conf_path.exists() and not leftovers:
+            raise VzError(ExitCode.NO_PRIVATE, f"CT {ctid} does not exist")
+        if driver.is_mounted(area):
+            ct.umount()
+        log.info(f"Destroying container private area: {area.private}")
+        if area.private.exists():
+            os.rename(area.private, area.doomed)
+        if conf_path.exists():
+            os.replace(conf_path, conf_path.with_name(conf_path.name + ".destroyed"))
+        driver.destroy(area)
+        name = cfg.raw(NAME.key or "NAME")
+        if name:
+            remove_name_link(host.paths, name, ctid)
+        host.runtime.forget(ctid)
+        try:
+            area.root.rmdir()
+        except OSError:
+            pass
+        log.info("Container private area was destroyed")

@@ -1,0 +1,152 @@
+"""`vzctl set`: change parameters, apply them live where the kernel allows, save with --save."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyvz.config import ConfigFile, CtConfig, name_owner, remove_name_link, set_name_link
+from pyvz.ct.container import Container
+from pyvz.errors import ExitCode, VzError
+from pyvz.host import Host
+from pyvz.log import log
+from pyvz.params import (
+    APPLYCONFIG,
+    BY_KEY,
+    BY_NAME,
+    DISKSPACE,
+    HOSTNAME,
+    NAME,
+    NOT_APPLIED_FROM_SAMPLE,
+    USERPASSWD,
+    Param,
+    SetMode,
+    Subsystem,
+    parse_options,
+)
+
+
+def _from_sample(host: Host, sample: str) -> dict[str, str]:
+    """The keys of ve-NAME.conf-sample that describe a class of CT (not one CT)."""
+    path = host.paths.sample_file(sample)
+    conf = ConfigFile.load(path, missing=ExitCode.APPLY_CONFIG_ERROR)
+    return {k: v for k, v in conf.items().items() if k not in NOT_APPLIED_FROM_SAMPLE}
+
+
+def set_params(
+    host: Host,
+    ctid: int,
+    raw: dict[str, str],
+    save: bool,
+    setmode: SetMode | None = None,
+) -> None:
+    values: dict[str, Any] = parse_options(raw)
+    if not values:
+        raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, "set: no parameters given (see vzctl --help)")
+    ct = Container(host, ctid)
+    with host.ct_lock(ctid):
+        conf = ct.conf_file()
+        if DISKSPACE.name in values and not ct.driver().has_quota:
+            raise VzError(
+                ExitCode.DISKQUOTA_SET,
+                f"--diskspace cannot be enforced for CT {ctid}: its layout has no disk quota",
+            )
+        changes: dict[str, str] = {}  # config key -> new text
+        if APPLYCONFIG.name in values:
+            changes.update(_from_sample(host, values[APPLYCONFIG.name]))
+        for name, value in values.items():
+            param = BY_NAME[name]
+            if param.key:
+                changes[param.key] = param.fmt(value)
+        new_name = values.get(NAME.name)
+        if new_name is not None:
+            owner = name_owner(host.paths, new_name)
+            if owner is not None and owner != ctid:
+                raise VzError(ExitCode.SET_NAME_ERROR, f"name {new_name!r} is already used by CT {owner}")
+        merged = CtConfig.merge(ctid, host.global_conf.items(), {**conf.items(), **changes}, conf.path)
+        for key in changes:
+            if key in BY_KEY:
+                merged.get(BY_KEY[key])  # a sample's value must parse too
+        running = ct.is_running()
+        changed = {k: v for k, v in changes.items() if conf.get(k) != v}
+
+        if USERPASSWD.name in values:
+            user, password = values[USERPASSWD.name]
+            _set_password(ct, user, password)
+
+        if running:
+            _apply_live(ct, merged, changed, setmode)
+        if save and changes:
+            old_name = conf.get("NAME")
+            if new_name is not None:
+                set_name_link(host.paths, new_name, ctid)
+            for key, value in changes.items():
+                conf.set(key, value)
+            conf.write()
+            if new_name is not None and old_name and old_name != new_name:
+                remove_name_link(host.paths, old_name, ctid)
+            if new_name is not None:
+                log.info(f"Name {new_name} assigned")
+            log.info(f"Saved parameters for CT {ctid}")
+        elif changes and not save and not running:
+            log.warning(
+                f"CT {ctid} is not running and --save was not given: nothing was changed "
+                "(add --save to store the parameters)"
+            )
+        if running and save and changed and setmode == SetMode.RESTART and _needs_restart(changed):
+            log.info("Restarting container to apply the new parameters")
+            ct.reload()
+            ct.stop()
+            ct.start()
+
+
+def _needs_restart(changed: dict[str, str]) -> bool:
+    return any(key in BY_KEY and not BY_KEY[key].live for key in changed)
+
+
+def _apply_live(ct: Container, cfg: CtConfig, changed: dict[str, str], setmode: SetMode | None) -> None:
+    """Apply what can change under a running CT; say plainly what cannot."""
+    appliers = {Subsystem.DISTRO: _apply_distro, Subsystem.STORAGE: _apply_storage}
+    for key in changed:
+        param: Param[Any] | None = BY_KEY.get(key)
+        if param is None:
+            log.warning(f"{key} is saved but pyvz does not know it; it has no effect")
+            continue
+        if not param.live:
+            if setmode != SetMode.RESTART:
+                log.warning(f"{key} takes effect after a restart (use --setmode restart)")
+            continue
+        applier = appliers.get(param.subsystem)
+        if applier:
+            applier(ct, cfg, param)
+
+
+def _apply_distro(ct: Container, cfg: CtConfig, param: Param[Any]) -> None:
+    if param is HOSTNAME:
+        hostname = cfg.get(HOSTNAME)
+        if hostname:
+            distro = ct.distro()
+            distro.set_hostname(ct.view(), hostname)
+            from pyvz.run import run
+
+            run(ct.host.runtime.attach_argv(ct.ctid, list(distro.hostname_command(hostname))))
+            log.info(f"Set hostname: {hostname}")
+
+
+def _apply_storage(ct: Container, cfg: CtConfig, param: Param[Any]) -> None:
+    if param is DISKSPACE:
+        driver = ct.driver()
+        driver.set_quota(ct.area(), cfg.get(DISKSPACE))
+        log.info("Disk quota was set")
+
+
+def _set_password(ct: Container, user: str, password: str) -> None:
+    ct.require_exists()
+    mounted_here = ct.mount()
+    try:
+        created = ct.distro().set_password(ct.view(), user, password)
+    except OSError as err:
+        raise VzError(ExitCode.CHANGE_PASSWORD, f"cannot change the password of {user}: {err}") from None
+    finally:
+        if mounted_here:
+            ct.umount()
+    log.info(f"{'Created user' if created else 'Changed password of user'} {user}")

@@ -1,0 +1,68 @@
+"""The one error type, with vzctl's exit-code table.
+
+Library code raises VzError; only cli/ turns it into a message and an exit status.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """vzctl's exit codes (include/vzerror.h), so scripts written for OpenVZ keep working."""
+
+    OK = 0
+    SETUBC_ERROR = 1
+    SYSTEM_ERROR = 3
+    RESOURCE_ERROR = 6
+    ENVCREATE_ERROR = 7
+    COMMAND_EXECUTION_ERROR = 8
+    LOCKED = 9
+    NO_GLOBAL_CONFIG = 10
+    NO_SCRIPT = 11
+    NO_ACCESS = 12
+    NO_CT_CONFIG = 14
+    EXEC_TIMEOUT = 15
+    INVALID_PARAMETER_SYNTAX = 20
+    INVALID_PARAMETER_VALUE = 21
+    VE_ROOT_NOTSET = 22
+    VE_PRIVATE_NOTSET = 23
+    OSTEMPLATE_NOTSET = 29
+    NOT_RUNNING = 31
+    RUNNING = 32
+    STOP_ERROR = 33
+    NOT_MOUNTED = 40
+    MOUNTED = 41
+    NO_PRIVATE = 43
+    PRIVATE_EXISTS = 44
+    NO_DISK_SPACE = 46
+    BAD_TEMPLATE = 47
+    CANT_CREATE_PRIVATE = 48
+    CANT_CREATE_MOUNTPOINT = 49
+    CANT_MOUNT = 50
+    CANT_UMOUNT = 51
+    CANT_DELETE_PRIVATE = 52
+    DISKQUOTA_SET = 62
+    BAD_HOSTNAME = 70
+    CHANGE_PASSWORD = 74
+    ACTIONSCRIPT_ERROR = 79
+    CP_CONFIG = 82
+    INVALID_CONFIG = 85
+    OSTEMPLATE_NOT_FOUND = 91
+    START_DISABLED = 105
+    APPLY_CONFIG_ERROR = 109
+    SET_NAME_ERROR = 131
+    WAIT_FAILED = 133
+    CONFIG_SAVE_ERROR = 139
+
+
+class VzError(Exception):
+    """Every failure pyvz reports: a vzctl exit code and a one-line message saying what to do."""
+
+    def __init__(self, code: ExitCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

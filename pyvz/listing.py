@@ -1,0 +1,136 @@
+"""What vzlist shows: one record per CT and the table of fields it can print.
+
+Every field is defined once here (its -o name, header, width and JSON form); vzlist only
+picks, sorts and formats. Parameter fields come from the parameter table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from functools import cached_property
+from typing import Any, NamedTuple
+
+from pyvz.config import ConfigFile, CtConfig
+from pyvz.errors import VzError
+from pyvz.host import Host
+from pyvz.params import PARAMS, PRIVATE, ROOT, Param
+from pyvz.storage import pool
+from pyvz.storage.mounts import mount_table
+from pyvz.units import UNLIMITED, BarrierLimit
+
+
+class Record:
+    """One CT as vzlist sees it; each value is computed once, when first asked for."""
+
+    def __init__(self, host: Host, ctid: int, mounted_targets: frozenset[str]) -> None:
+        self.host = host
+        self.ctid = ctid
+        self._mounted_targets = mounted_targets
+
+    @cached_property
+    def config(self) -> CtConfig | None:
+        try:
+            conf = ConfigFile.load(self.host.paths.conf_file(self.ctid))
+        except VzError:
+            return None
+        return CtConfig.merge(self.ctid, self.host.global_conf.items(), conf.items(), conf.path)
+
+    def value(self, param: Param[Any]) -> Any:
+        if self.config is None:
+            return None
+        try:
+            return self.config.get(param)
+        except VzError:
+            return None
+
+    @cached_property
+    def nproc(self) -> int:
+        return self.host.runtime.nproc(self.ctid)
+
+    @cached_property
+    def mounted(self) -> bool:
+        root = self.value(ROOT)
+        return root is not None and os.path.realpath(self.host.paths.host(root)) in self._mounted_targets
+
+    @cached_property
+    def exists(self) -> bool:
+        private = self.value(PRIVATE)
+        return private is not None and self.host.paths.host(private).exists()
+
+    @property
+    def status(self) -> str:
+        if self.nproc > 0:
+            return "running"
+        if self.mounted:
+            return "mounted"
+        return "stopped" if self.exists else "deleted"
+
+    @property
+    def running(self) -> bool:
+        return self.nproc > 0
+
+    def raw(self, key: str) -> str | None:
+        return None if self.config is None else self.config.raw(key)
+
+
+class Field(NamedTuple):
+    name: str
+    header: str
+    width: int  # 0: as wide as it needs to be
+    right: bool  # right-aligned (numbers)
+    get: Callable[[Record], Any]  # the JSON value
+    text: Callable[[Any], str]  # the table cell
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "" or value == []:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ":".join("unlimited" if v >= UNLIMITED else str(v) for v in value.values())
+    return str(value)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, BarrierLimit):
+        return {"softlimit": value.barrier, "hardlimit": value.limit}
+    if isinstance(value, str | int | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _ips(record: Record) -> list[str]:
+    return (record.raw("IP_ADDRESS") or "").split()
+
+
+def _param_field(param: Param[Any], header: str, width: int = 0) -> Field:
+    assert param.field
+    return Field(param.field, header, width, False, lambda r: _json_value(r.value(param)), _cell)
+
+
+_WIDTHS = {"hostname": ("HOSTNAME", 0), "name": ("NAME", 0), "ostemplate": ("OSTEMPLATE", 24)}
+
+FIELDS: dict[str, Field] = {
+    "ctid": Field("ctid", "CTID", 10, True, lambda r: r.ctid, _cell),
+    "nproc": Field("nproc", "NPROC", 10, True, lambda r: r.nproc if r.running else None, _cell),
+    "status": Field("status", "STATUS", 7, False, lambda r: r.status, _cell),
+    "ip": Field("ip", "IP_ADDR", 15, False, _ips, _cell),
+}
+for _param in PARAMS:
+    if _param.field:
+        _header, _width = _WIDTHS.get(_param.field, (_param.field.upper(), 0))
+        FIELDS[_param.field] = _param_field(_param, _header, _width)
+FIELDS["veid"] = FIELDS["ctid"]._replace(name="veid")  # the name vzctl 3.x used
+
+DEFAULT_FIELDS = ("ctid", "nproc", "status", "ip", "hostname")
+
+
+def records(host: Host, ctids: Iterable[int] | None = None) -> list[Record]:
+    pool.mount_existing(host.paths)
+    mounted = frozenset(m.target for m in mount_table())
+    chosen = host.ctids() if ctids is None else sorted(set(ctids))
+    return [Record(host, ctid, mounted) for ctid in chosen]

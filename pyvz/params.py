@@ -1,0 +1,423 @@
+"""The one table of container parameters.
+
+Each row says, once: the vzctl option(s), the config key, how to parse and write the value,
+which commands take it, and which subsystem applies it (and whether that can happen on a
+running CT). The CLI options, config handling, help text, vzlist fields and live
+application are all driven from here, so a later feature adds rows, not code paths.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from pyvz.errors import ExitCode, VzError
+from pyvz.units import (
+    BarrierLimit,
+    bad_value,
+    format_yes_no,
+    parse_barrier_limit,
+    parse_int,
+    parse_yes_no,
+)
+
+T = TypeVar("T")
+
+# CTIDs up to 100 belong to the system in OpenVZ; vzctl caps the rest here.
+MIN_CTID = 101
+MAX_CTID = 2147483644
+
+
+class Layout(StrEnum):
+    BTRFS = "btrfs"
+    DIR = "dir"
+
+
+class SetMode(StrEnum):
+    RESTART = "restart"
+    IGNORE = "ignore"
+
+
+class Subsystem(StrEnum):
+    """Who applies a parameter when it changes."""
+
+    CONFIG = "config"  # stored only; read when needed (name, onboot, ...)
+    DISTRO = "distro"  # files inside the CT (hostname, passwords)
+    STORAGE = "storage"  # the storage driver (disk quota)
+    CREATE = "create"  # fixed at create time (layout, private area, id range)
+
+
+CREATE = frozenset({"create"})
+SET = frozenset({"set"})
+BOTH = frozenset({"create", "set"})
+
+
+class Param(NamedTuple, Generic[T]):
+    name: str
+    key: str | None  # None: an action, never saved (userpasswd, applyconfig)
+    options: tuple[str, ...]
+    parse: Callable[[str], T]
+    fmt: Callable[[T], str]
+    help: str
+    metavar: str
+    commands: frozenset[str]
+    subsystem: Subsystem
+    live: bool = True  # can change on a running CT without a restart
+    field: str | None = None  # vzlist -o name
+    default: Any = None  # the value when neither CTID.conf nor vz.conf sets it
+
+    def parse_value(self, text: str) -> T:
+        return self.parse(text)
+
+
+def _text(text: str) -> str:
+    return text
+
+
+_HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_TEMPLATE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def parse_hostname(text: str) -> str:
+    if not _HOSTNAME_RE.match(text):
+        raise VzError(
+            ExitCode.BAD_HOSTNAME,
+            f"invalid hostname: {text!r} (letters, digits, '-' and '.', labels up to 63 chars)",
+        )
+    return text
+
+
+def parse_name(text: str) -> str:
+    if not _NAME_RE.match(text) or text.isdigit():
+        raise VzError(
+            ExitCode.SET_NAME_ERROR,
+            f"invalid CT name: {text!r} (use letters, digits, '_', '-', '.', not only digits)",
+        )
+    return text
+
+
+def parse_template_name(text: str) -> str:
+    if not _TEMPLATE_RE.match(text) or len(text) > 128:
+        raise bad_value("ostemplate", text, "letters, digits and _.+- only")
+    return text
+
+
+def parse_ctid(text: str) -> int:
+    """A numeric CTID; names are resolved elsewhere (config.resolve_ctid)."""
+    if not text.isdigit():
+        raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"invalid CTID: {text!r}")
+    ctid = int(text)
+    if ctid < MIN_CTID:
+        raise VzError(
+            ExitCode.INVALID_PARAMETER_VALUE,
+            f"CTID {ctid} is reserved (CTIDs up to {MIN_CTID - 1} belong to the system)",
+        )
+    if ctid > MAX_CTID:
+        raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"CTID {ctid} is too large (max {MAX_CTID})")
+    return ctid
+
+
+def _yes_no(what: str) -> Callable[[str], bool]:
+    return lambda text: parse_yes_no(text, what)
+
+
+def _int(what: str, minimum: int = 0, maximum: int = 2**31 - 1) -> Callable[[str], int]:
+    return lambda text: parse_int(text, what, minimum, maximum)
+
+
+def _diskspace(text: str) -> BarrierLimit:
+    # vzctl counts disk space in 1 KiB blocks; suffixed values are bytes.
+    return parse_barrier_limit(text, 1024, "diskspace")
+
+
+def _layout(text: str) -> Layout:
+    try:
+        return Layout(text)
+    except ValueError:
+        raise bad_value("layout", text, "expected btrfs or dir") from None
+
+
+def _path(what: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not text.startswith("/") or "\n" in text or '"' in text:
+            raise bad_value(what, text, "expected an absolute path")
+        return text.rstrip("/") or "/"
+
+    return parse
+
+
+def _userpasswd(text: str) -> tuple[str, str]:
+    user, sep, password = text.partition(":")
+    if not sep or not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user) or not password:
+        raise VzError(
+            ExitCode.INVALID_PARAMETER_VALUE,
+            "invalid --userpasswd: expected USER:PASSWORD with a lower-case user name",
+        )
+    if "\n" in password:
+        raise VzError(ExitCode.INVALID_PARAMETER_VALUE, "invalid --userpasswd: newline in password")
+    return user, password
+
+
+def _fmt_pair(value: tuple[str, str]) -> str:
+    return f"{value[0]}:***"
+
+
+HOSTNAME: Param[str] = Param(
+    "hostname",
+    "HOSTNAME",
+    ("--hostname",),
+    parse_hostname,
+    _text,
+    "CT host name, written to the CT's own files",
+    "NAME",
+    BOTH,
+    Subsystem.DISTRO,
+    field="hostname",
+)
+NAME: Param[str] = Param(
+    "name",
+    "NAME",
+    ("--name",),
+    parse_name,
+    _text,
+    "a name to use instead of the CTID",
+    "NAME",
+    BOTH,
+    Subsystem.CONFIG,
+    field="name",
+)
+DESCRIPTION: Param[str] = Param(
+    "description",
+    "DESCRIPTION",
+    ("--description",),
+    _text,
+    _text,
+    "free-text description",
+    "TEXT",
+    SET,
+    Subsystem.CONFIG,
+    field="description",
+)
+ONBOOT: Param[bool] = Param(
+    "onboot",
+    "ONBOOT",
+    ("--onboot",),
+    _yes_no("onboot"),
+    format_yes_no,
+    "start the CT when the host boots",
+    "yes|no",
+    SET,
+    Subsystem.CONFIG,
+    field="onboot",
+    default=False,
+)
+BOOTORDER: Param[int] = Param(
+    "bootorder",
+    "BOOTORDER",
+    ("--bootorder",),
+    _int("bootorder"),
+    str,
+    "boot order: higher starts first",
+    "N",
+    SET,
+    Subsystem.CONFIG,
+    field="bootorder",
+)
+DISABLED: Param[bool] = Param(
+    "disabled",
+    "DISABLED",
+    ("--disabled",),
+    _yes_no("disabled"),
+    format_yes_no,
+    "refuse to start the CT (unless --force)",
+    "yes|no",
+    SET,
+    Subsystem.CONFIG,
+    field="disabled",
+    default=False,
+)
+OSTEMPLATE: Param[str] = Param(
+    "ostemplate",
+    "OSTEMPLATE",
+    ("--ostemplate",),
+    parse_template_name,
+    _text,
+    "OS template the CT is made from",
+    "NAME",
+    BOTH,
+    Subsystem.CONFIG,
+    field="ostemplate",
+)
+STOP_TIMEOUT: Param[int] = Param(
+    "stop_timeout",
+    "STOP_TIMEOUT",
+    ("--stop-timeout", "--stop_timeout"),
+    _int("stop-timeout", 0, 86400),
+    str,
+    "seconds to wait for a clean shutdown before killing",
+    "SECONDS",
+    SET,
+    Subsystem.CONFIG,
+)
+LAYOUT: Param[Layout] = Param(
+    "layout",
+    "VE_LAYOUT",
+    ("--layout",),
+    _layout,
+    str,
+    "storage layout: btrfs (snapshots, quota) or dir (overlayfs)",
+    "btrfs|dir",
+    CREATE,
+    Subsystem.CREATE,
+    live=False,
+    field="layout",
+)
+PRIVATE: Param[str] = Param(
+    "private",
+    "VE_PRIVATE",
+    ("--private",),
+    _path("private"),
+    _text,
+    "private area (the CT's files)",
+    "PATH",
+    CREATE,
+    Subsystem.CREATE,
+    live=False,
+    field="private",
+)
+ROOT: Param[str] = Param(
+    "root",
+    "VE_ROOT",
+    ("--root",),
+    _path("root"),
+    _text,
+    "mount point of the CT's root",
+    "PATH",
+    CREATE,
+    Subsystem.CREATE,
+    live=False,
+    field="root",
+)
+DISKSPACE: Param[BarrierLimit] = Param(
+    "diskspace",
+    "DISKSPACE",
+    ("--diskspace",),
+    _diskspace,
+    str,
+    "disk quota, soft[:hard] in 1K blocks or with K/M/G/T suffix",
+    "SIZE[:SIZE]",
+    BOTH,
+    Subsystem.STORAGE,
+    field="diskspace",
+)
+LOCAL_UID: Param[int] = Param(
+    "local_uid",
+    "LOCAL_UID",
+    ("--local_uid",),
+    _int("local_uid", 0, 2**32 - 65537),
+    str,
+    "host uid that CT root maps to (0: privileged CT)",
+    "UID",
+    CREATE,
+    Subsystem.CREATE,
+    live=False,
+)
+LOCAL_GID: Param[int] = Param(
+    "local_gid",
+    "LOCAL_GID",
+    ("--local_gid",),
+    _int("local_gid", 0, 2**32 - 65537),
+    str,
+    "host gid that CT root maps to (0: privileged CT)",
+    "GID",
+    CREATE,
+    Subsystem.CREATE,
+    live=False,
+)
+ORIGIN_SAMPLE: Param[str] = Param(
+    "config",
+    "ORIGIN_SAMPLE",
+    ("--config",),
+    parse_template_name,
+    _text,
+    "sample config (ve-NAME.conf-sample) to start from",
+    "NAME",
+    CREATE,
+    Subsystem.CREATE,
+    live=False,
+)
+USERPASSWD: Param[tuple[str, str]] = Param(
+    "userpasswd",
+    None,
+    ("--userpasswd",),
+    _userpasswd,
+    _fmt_pair,
+    "create or update a user's password inside the CT",
+    "USER:PASS",
+    SET,
+    Subsystem.DISTRO,
+)
+APPLYCONFIG: Param[str] = Param(
+    "applyconfig",
+    None,
+    ("--applyconfig",),
+    parse_template_name,
+    _text,
+    "apply the parameters of ve-NAME.conf-sample",
+    "NAME",
+    SET,
+    Subsystem.CONFIG,
+)
+
+PARAMS: tuple[Param[Any], ...] = (
+    OSTEMPLATE,
+    ORIGIN_SAMPLE,
+    LAYOUT,
+    PRIVATE,
+    ROOT,
+    LOCAL_UID,
+    LOCAL_GID,
+    HOSTNAME,
+    NAME,
+    DESCRIPTION,
+    ONBOOT,
+    BOOTORDER,
+    DISABLED,
+    STOP_TIMEOUT,
+    DISKSPACE,
+    USERPASSWD,
+    APPLYCONFIG,
+)
+BY_NAME: dict[str, Param[Any]] = {p.name: p for p in PARAMS}
+BY_KEY: dict[str, Param[Any]] = {p.key: p for p in PARAMS if p.key}
+
+# Keys a sample may carry that applyconfig must not copy: they describe one CT, not a class.
+NOT_APPLIED_FROM_SAMPLE = frozenset(
+    {
+        "OSTEMPLATE",
+        "VE_ROOT",
+        "VE_PRIVATE",
+        "VE_LAYOUT",
+        "NAME",
+        "HOSTNAME",
+        "DESCRIPTION",
+        "LOCAL_UID",
+        "LOCAL_GID",
+        "IP_ADDRESS",
+        "ORIGIN_SAMPLE",
+    }
+)
+
+
+def for_command(command: str) -> list[Param[Any]]:
+    return [p for p in PARAMS if command in p.commands]
+
+
+def parse_options(values: dict[str, str]) -> dict[str, Any]:
+    """Step one of validation: syntax only, touching nothing. Keys are Param.name."""
+    return {name: BY_NAME[name].parse(text) for name, text in values.items()}

@@ -1,0 +1,92 @@
+"""Every on-disk location, derived from PYVZ_ROOT.
+
+Paths written in config files (VE_PRIVATE="/var/lib/vz/private/$VEID") are read as relative
+to the root, so a whole tree can live under a temporary PYVZ_ROOT and two roots can run CTs
+with the same CTID side by side.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT_ENV = "PYVZ_ROOT"
+
+
+class Paths(NamedTuple):
+    root: Path
+
+    @classmethod
+    def from_env(cls) -> Paths:
+        return cls(Path(os.environ.get(ROOT_ENV) or "/").resolve())
+
+    def host(self, configured: str | os.PathLike[str]) -> Path:
+        """Map a path as written in a config file onto this root."""
+        text = os.fspath(configured)
+        return self.root / text.lstrip("/") if text.startswith("/") else self.root / text
+
+    @property
+    def tag(self) -> str:
+        """A short id of this root, used wherever names are machine-global (cgroups)."""
+        if self.root == Path("/"):
+            return "pyvz"
+        return f"pyvz-{zlib.crc32(os.fsencode(self.root)):08x}"
+
+    @property
+    def etc_vz(self) -> Path:
+        return self.root / "etc/vz"
+
+    @property
+    def vz_conf(self) -> Path:
+        return self.etc_vz / "vz.conf"
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.etc_vz / "conf"
+
+    @property
+    def names_dir(self) -> Path:
+        return self.etc_vz / "names"
+
+    @property
+    def lib_vz(self) -> Path:
+        return self.root / "var/lib/vz"
+
+    @property
+    def template_cache(self) -> Path:
+        return self.lib_vz / "template/cache"
+
+    @property
+    def dump_dir(self) -> Path:
+        return self.lib_vz / "dump"
+
+    @property
+    def lock_dir(self) -> Path:
+        return self.lib_vz / "lock"
+
+    @property
+    def lxc_dir(self) -> Path:
+        return self.lib_vz / "lxc"
+
+    @property
+    def pool_image(self) -> Path:
+        return self.lib_vz / "pool.img"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "var/log/vzctl.log"
+
+    def conf_file(self, ctid: int) -> Path:
+        return self.conf_dir / f"{ctid}.conf"
+
+    def sample_file(self, name: str) -> Path:
+        return self.conf_dir / f"ve-{name}.conf-sample"
+
+    def action_script(self, ctid: int | str, action: str) -> Path:
+        """CTID.mount, or vps.mount for the global one (ctid="vps")."""
+        return self.conf_dir / f"{ctid}.{action}"
+
+    def name_link(self, name: str) -> Path:
+        return self.names_dir / name

@@ -1,0 +1,1 @@
+"""Resource control: cgroup v1 and v2 behind one interface."""

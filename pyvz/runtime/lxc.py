@@ -1,0 +1,185 @@
+"""The LXC runtime: render a CT's LXC config and drive it with LXC's C tools.
+
+Containers are started with `lxc-start -d`, so each CT's monitor is LXC's small C process
+and not a fork of Python (about 0.4 MB against 5 MB of private memory per CT). State and
+process counts come from the CT's cgroup; commands that must talk to the monitor's abstract
+unix socket are run in the network namespace the CT was started from.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from pyvz.atomic import write_atomic
+from pyvz.errors import ExitCode, VzError
+from pyvz.paths import Paths
+from pyvz.resources.cgroups import CgroupTree, CtCgroups, detect
+from pyvz.run import run
+from pyvz.storage.idmap import IdMap
+
+LXC_SHARE = Path("/usr/share/lxc/config")
+CT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+TTYS = 2
+
+
+class RuntimeSpec(NamedTuple):
+    ctid: int
+    rootfs: Path
+    rootfs_options: str
+    idmap: IdMap
+    hostname: str
+    halt_signal: str
+    cgroups: CtCgroups
+
+
+def _apparmor_profile() -> str:
+    enabled = Path("/sys/module/apparmor/parameters/enabled")
+    try:
+        if enabled.read_text().strip() == "Y" and Path("/sbin/apparmor_parser").exists():
+            return "generated"
+    except OSError:
+        pass
+    return "unconfined"
+
+
+def render_config(spec: RuntimeSpec, log_file: Path) -> str:
+    lines = [
+        f"# Written by pyvz at each start from CT {spec.ctid}'s config; edits here are lost.",
+        f"lxc.uts.name = {spec.hostname}",
+        f"lxc.rootfs.path = dir:{spec.rootfs}",
+    ]
+    if spec.rootfs_options:
+        lines.append(f"lxc.rootfs.options = {spec.rootfs_options}")
+    lines.append(f"lxc.include = {LXC_SHARE / 'common.conf'}")
+    if not spec.idmap.privileged:
+        lines += [
+            f"lxc.include = {LXC_SHARE / 'userns.conf'}",
+            f"lxc.idmap = u 0 {spec.idmap.uid} {spec.idmap.size}",
+            f"lxc.idmap = g 0 {spec.idmap.gid} {spec.idmap.size}",
+        ]
+    lines += [
+        f"lxc.apparmor.profile = {_apparmor_profile()}",
+        "lxc.net.0.type = empty",
+        f"lxc.signal.halt = {spec.halt_signal}",
+        f"lxc.tty.max = {TTYS}",
+        "lxc.cgroup.relative = 0",
+        f"lxc.cgroup.dir.container = {spec.cgroups.container}",
+        f"lxc.cgroup.dir.monitor = {spec.cgroups.monitor}",
+        # The CT gets its cgroup namespace one level down, so it cannot lift its own limits.
+        "lxc.cgroup.dir.container.inner = ns",
+        f"lxc.log.file = {log_file}",
+        "lxc.log.level = WARN",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class LxcRuntime:
+    def __init__(self, paths: Paths, cgroups: CgroupTree | None = None) -> None:
+        self.paths = paths
+        self.lxcpath = paths.lxc_dir
+        self.cgroups = cgroups or detect()
+
+    def ct_dir(self, ctid: int) -> Path:
+        return self.lxcpath / str(ctid)
+
+    def log_file(self, ctid: int) -> Path:
+        return self.ct_dir(ctid) / "lxc.log"
+
+    def _base(self, tool: str, ctid: int) -> list[str]:
+        return [tool, "-P", str(self.lxcpath), "-n", str(ctid)]
+
+    def cgroups_of(self, ctid: int) -> CtCgroups:
+        return CtCgroups.of(self.paths.tag, ctid)
+
+    # ---- state ---------------------------------------------------------------------------
+
+    def nproc(self, ctid: int) -> int:
+        return self.cgroups.nproc(self.cgroups_of(ctid).container)
+
+    def is_running(self, ctid: int) -> bool:
+        return self.nproc(ctid) > 0
+
+    def _netns_prefix(self, ctid: int) -> list[str]:
+        """nsenter into the monitor's network namespace when it differs from ours."""
+        monitor = self.cgroups.procs(self.cgroups_of(ctid).monitor)
+        if not monitor:
+            return []
+        try:
+            theirs = os.stat(f"/proc/{monitor[0]}/ns/net").st_ino
+            ours = os.stat("/proc/self/ns/net").st_ino
+        except FileNotFoundError:
+            return []
+        return [] if theirs == ours else ["nsenter", f"--net=/proc/{monitor[0]}/ns/net", "--"]
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def start(self, spec: RuntimeSpec) -> None:
+        directory = self.ct_dir(spec.ctid)
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.lxcpath, 0o755)
+        log_file = self.log_file(spec.ctid)
+        config = render_config(spec, log_file)
+        config_path = directory / "config"
+        if not config_path.exists() or config_path.read_text() != config:
+            write_atomic(config_path, config)
+        # A crashed start can leave empty cgroups behind; LXC will not reuse a fixed dir.
+        self.cgroups.remove(spec.cgroups.container)
+        self.cgroups.remove(spec.cgroups.monitor)
+        log_file.unlink(missing_ok=True)
+        result = run(self._base("lxc-start", spec.ctid) + ["-d"], check=False, timeout=120)
+        if result.returncode != 0:
+            self.cgroups.remove(spec.cgroups.container)
+            self.cgroups.remove(spec.cgroups.monitor)
+            why = self._why(spec.ctid) or result.stderr.strip().splitlines()[0:1]
+            raise VzError(ExitCode.ENVCREATE_ERROR, f"unable to start CT {spec.ctid}: {'; '.join(why)}")
+
+    def _why(self, ctid: int) -> list[str]:
+        try:
+            lines = self.log_file(ctid).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [line.split(" - ", 1)[-1] for line in lines if " ERROR " in line][:3]
+
+    def stop(self, ctid: int, timeout: int, kill: bool) -> None:
+        argv = self._netns_prefix(ctid) + self._base("lxc-stop", ctid)
+        argv += ["-k"] if kill else ["-t", str(timeout)]
+        result = run(argv, check=False, timeout=timeout + 30)
+        if result.returncode != 0 and self.is_running(ctid):
+            raise VzError(ExitCode.STOP_ERROR, f"unable to stop CT {ctid}: {result.stderr.strip()}")
+        self.wait_stopped(ctid, 10.0)
+        self.cgroups.remove(self.cgroups_of(ctid).container)
+        self.cgroups.remove(self.cgroups_of(ctid).monitor)
+
+    def wait_stopped(self, ctid: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.is_running(ctid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def attach_argv(
+        self, ctid: int, command: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> list[str]:
+        argv = self._netns_prefix(ctid) + self._base("lxc-attach", ctid) + ["--clear-env"]
+        variables = {"PATH": CT_PATH, "HOME": "/root", "USER": "root", "LOGNAME": "root"}
+        term = os.environ.get("TERM")
+        if term:
+            variables["TERM"] = term
+        variables.update(env or {})
+        for key, value in variables.items():
+            argv += ["-v", f"{key}={value}"]
+        return argv + ["--", *command]
+
+    def console_argv(self, ctid: int, tty: int) -> list[str]:
+        # ^] is lxc-console's escape here; pyvz's own console proxy handles Esc-. on top.
+        return self._netns_prefix(ctid) + self._base("lxc-console", ctid) + ["-t", str(tty), "-e", "^]"]
+
+    def forget(self, ctid: int) -> None:
+        """Remove the LXC side of a CT (its generated config and log)."""
+        import shutil
+
+        shutil.rmtree(self.ct_dir(ctid), ignore_errors=True)
+        self.cgroups.remove(self.cgroups_of(ctid).container)
+        self.cgroups.remove(self.cgroups_of(ctid).monitor)

@@ -1,0 +1,1 @@
+"""Storage drivers: where a CT's files live and how they are mounted."""

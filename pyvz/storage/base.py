@@ -1,0 +1,93 @@
+"""The storage driver interface and its registry, keyed by Layout."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+from pyvz.params import Layout
+from pyvz.storage.idmap import IdMap
+from pyvz.storage.mounts import is_mountpoint, umount_tree
+from pyvz.units import BarrierLimit
+
+
+class Area(NamedTuple):
+    """Where one CT's files are on the host."""
+
+    private: Path
+    root: Path
+    idmap: IdMap
+
+    @property
+    def partial(self) -> Path:
+        """Where a private area is built before it is renamed into place."""
+        return self.private.with_name(f".{self.private.name}.partial")
+
+    @property
+    def doomed(self) -> Path:
+        """Where a private area goes the moment destroy starts, so it stops looking alive."""
+        return self.private.with_name(f".{self.private.name}.destroying")
+
+
+class StorageDriver(ABC):
+    layout: ClassVar[Layout]
+    has_quota: ClassVar[bool]
+
+    @abstractmethod
+    def create(self, area: Area, tree: Path) -> None:
+        """Make the private area from an unpacked template; leaves it complete or absent."""
+
+    @abstractmethod
+    def delete_tree(self, path: Path) -> None:
+        """Remove a private area (or a leftover partial one) at `path`."""
+
+    @abstractmethod
+    def mount(self, area: Area) -> None:
+        """Make the CT's files visible at area.root."""
+
+    @abstractmethod
+    def lxc_rootfs_options(self, area: Area) -> str:
+        """Extra lxc.rootfs.options for this layout."""
+
+    @abstractmethod
+    def host_owner(self, area: Area) -> tuple[int, int]:
+        """Host uid/gid a file written through area.root needs to be owned by CT root."""
+
+    def set_quota(self, area: Area, quota: BarrierLimit | None) -> None:
+        raise NotImplementedError
+
+    def is_mounted(self, area: Area) -> bool:
+        return is_mountpoint(area.root)
+
+    def umount(self, area: Area) -> None:
+        umount_tree(area.root)
+
+    def destroy(self, area: Area) -> None:
+        for leftover in (area.private, area.doomed, area.partial):
+            if leftover.exists() or leftover.is_symlink():
+                self.delete_tree(leftover)
+
+
+def remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        import shutil
+
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+# Modules are imported on use, so a command pays only for the driver it needs.
+_DRIVERS: dict[Layout, tuple[str, str]] = {
+    Layout.BTRFS: ("pyvz.storage.btrfs", "BtrfsDriver"),
+    Layout.DIR: ("pyvz.storage.overlay", "OverlayDriver"),
+}
+
+
+def driver_for(layout: Layout) -> StorageDriver:
+    import importlib
+
+    module, name = _DRIVERS[layout]
+    driver: type[StorageDriver] = getattr(importlib.import_module(module), name)
+    return driver()

@@ -1,0 +1,102 @@
+"""The btrfs layout: a CT is a subvolume snapshot of the unpacked template.
+
+Creating is O(1) in template size, snapshots are instant, and the qgroup limit on the
+subvolume is the disk quota. LXC shifts ids at start with an idmapped rootfs mount.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pyvz.errors import ExitCode, VzError
+from pyvz.params import Layout
+from pyvz.run import run
+from pyvz.storage.base import Area, StorageDriver, remove_path
+from pyvz.storage.mounts import bind_mount
+from pyvz.units import UNLIMITED, BarrierLimit
+
+_SUBVOLUME_INODE = 256  # every btrfs subvolume root has this inode number
+
+
+def is_subvolume(path: Path) -> bool:
+    try:
+        return os.lstat(path).st_ino == _SUBVOLUME_INODE
+    except FileNotFoundError:
+        return False
+
+
+def snapshot(source: Path, target: Path, readonly: bool = False) -> None:
+    argv = ["btrfs", "-q", "subvolume", "snapshot", *(["-r"] if readonly else []), str(source), str(target)]
+    run(argv, error_code=ExitCode.CANT_CREATE_PRIVATE)
+
+
+def create_subvolume(path: Path) -> None:
+    run(["btrfs", "-q", "subvolume", "create", str(path)], error_code=ExitCode.CANT_CREATE_PRIVATE)
+
+
+def set_readonly(path: Path, readonly: bool) -> None:
+    run(["btrfs", "property", "set", "-ts", str(path), "ro", "true" if readonly else "false"])
+
+
+def delete_subvolume(path: Path) -> None:
+    if not is_subvolume(path):
+        remove_path(path)
+        return
+    # Subvolumes the CT made inside its own tree have to go first.
+    for inner in sorted(_nested_subvolumes(path), key=lambda p: len(p.parts), reverse=True):
+        set_readonly(inner, False)
+        run(["btrfs", "-q", "subvolume", "delete", str(inner)], error_code=ExitCode.CANT_DELETE_PRIVATE)
+    set_readonly(path, False)
+    run(["btrfs", "-q", "subvolume", "delete", str(path)], error_code=ExitCode.CANT_DELETE_PRIVATE)
+
+
+def _nested_subvolumes(path: Path) -> list[Path]:
+    found = []
+    for top, dirs, _files in os.walk(path):
+        for name in dirs:
+            candidate = Path(top) / name
+            if is_subvolume(candidate):
+                found.append(candidate)
+    return found
+
+
+def quota_enable(path: Path) -> None:
+    run(["btrfs", "quota", "enable", str(path)], error_code=ExitCode.DISKQUOTA_SET)
+
+
+class BtrfsDriver(StorageDriver):
+    layout = Layout.BTRFS
+    has_quota = True
+
+    def create(self, area: Area, tree: Path) -> None:
+        if area.partial.exists():
+            delete_subvolume(area.partial)
+        snapshot(tree, area.partial)
+        os.rename(area.partial, area.private)
+
+    def delete_tree(self, path: Path) -> None:
+        delete_subvolume(path)
+
+    def mount(self, area: Area) -> None:
+        bind_mount(area.private, area.root)
+
+    def lxc_rootfs_options(self, area: Area) -> str:
+        return "" if area.idmap.privileged else "idmap=container"
+
+    def host_owner(self, area: Area) -> tuple[int, int]:
+        return (0, 0)  # the bind mount on the host is not shifted; LXC shifts it at start
+
+    def set_quota(self, area: Area, quota: BarrierLimit | None) -> None:
+        # btrfs has one hard limit per qgroup: OpenVZ's limit is enforced, the barrier is not.
+        limit = "none" if quota is None or quota.limit >= UNLIMITED else str(quota.limit * 1024)
+        argv = ["btrfs", "qgroup", "limit", limit, str(area.private)]
+        result = run(argv, check=False)
+        if result.returncode != 0 and "quota" in (result.stderr + result.stdout).lower():
+            quota_enable(area.private)
+            result = run(argv, check=False)
+        if result.returncode != 0:
+            raise VzError(
+                ExitCode.DISKQUOTA_SET,
+                f"cannot set disk quota on {area.private}: {result.stderr.strip()}",
+            )

@@ -1,0 +1,77 @@
+"""Reading the mount table and mounting/unmounting, the way every driver needs it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+from pyvz.errors import ExitCode, VzError
+from pyvz.run import run
+
+
+class Mount(NamedTuple):
+    target: str
+    fstype: str
+    source: str
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as octal escapes.
+    return field.encode().decode("unicode_escape") if "\\" in field else field
+
+
+def mount_table() -> list[Mount]:
+    mounts = []
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            rest = right.split()
+            mounts.append(Mount(_unescape(fields[4]), rest[0], _unescape(rest[1])))
+    return mounts
+
+
+def is_mountpoint(path: Path) -> bool:
+    target = os.path.realpath(path)
+    return any(m.target == target for m in mount_table())
+
+
+def fs_type(path: Path) -> str:
+    """The type of the filesystem that holds `path` (its nearest existing ancestor)."""
+    probe = Path(os.path.realpath(path))
+    while not probe.exists():
+        probe = probe.parent
+    best = ""
+    fstype = ""
+    for mount in mount_table():
+        target = mount.target.rstrip("/") + "/"
+        if (str(probe).rstrip("/") + "/").startswith(target) and len(target) >= len(best):
+            best, fstype = target, mount.fstype
+    return fstype
+
+
+def bind_mount(source: Path, target: Path) -> None:
+    run(["mount", "--bind", str(source), str(target)], error_code=ExitCode.CANT_MOUNT)
+
+
+def umount(target: Path, lazy: bool = False) -> None:
+    if not is_mountpoint(target):
+        return
+    argv = ["umount", *(["-l"] if lazy else []), str(target)]
+    run(argv, error_code=ExitCode.CANT_UMOUNT)
+
+
+def umount_tree(target: Path) -> None:
+    """Unmount `target` and anything mounted below it, deepest first."""
+    real = os.path.realpath(target)
+    below = sorted(
+        {m.target for m in mount_table() if m.target == real or m.target.startswith(real + "/")},
+        key=len,
+        reverse=True,
+    )
+    for mountpoint in below:
+        try:
+            run(["umount", mountpoint], error_code=ExitCode.CANT_UMOUNT)
+        except VzError:
+            run(["umount", "-l", mountpoint], error_code=ExitCode.CANT_UMOUNT)

@@ -1,0 +1,1 @@
+"""OS templates: the cache of archives and the builders that fill it."""
