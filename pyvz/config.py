@@ -37,8 +37,11 @@ def _unquote(raw: str) -> str | None:
 
 
 def _quote(value: str) -> str:
-    # $VEID stays unescaped: OpenVZ configs rely on it being expanded.
-    return '"' + re.sub(r'(["\\])', r"\\\1", value) + '"'
+    # Action scripts source these files: escape what a shell would expand, except $VEID,
+    # which OpenVZ configs rely on being expanded.
+    escaped = re.sub(r'(["\\`])', r"\\\1", value)
+    escaped = re.sub(r"\$(?!VEID\b|\{VEID\}|CTID\b|\{CTID\})", r"\\$", escaped)
+    return '"' + escaped + '"'
 
 
 class _Line:
@@ -88,6 +91,8 @@ class ConfigFile:
         return None
 
     def set(self, key: str, value: str) -> None:
+        if "\n" in value or "\r" in value:
+            raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"{key}: a value cannot span lines")
         rendered = f"{key}={_quote(value)}"
         for line in reversed(self.lines):
             if line.key == key:
@@ -198,7 +203,7 @@ def remove_name_link(paths: Paths, name: str, ctid: int) -> None:
 
 def resolve_ctid(paths: Paths, text: str) -> int:
     """A CTID from a number or a CT name, as vzctl accepts either."""
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return parse_ctid(text)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", text):
         raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"invalid CTID or name: {text!r}")

@@ -73,6 +73,8 @@ class Param(NamedTuple, Generic[T]):
 
 
 def _text(text: str) -> str:
+    if any(ord(char) < 32 for char in text):
+        raise bad_value("text", text, "control characters and newlines are not allowed")
     return text
 
 
@@ -84,7 +86,7 @@ _TEMPLATE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
 def parse_hostname(text: str) -> str:
-    if not _HOSTNAME_RE.match(text):
+    if not _HOSTNAME_RE.fullmatch(text):
         raise VzError(
             ExitCode.BAD_HOSTNAME,
             f"invalid hostname: {text!r} (letters, digits, '-' and '.', labels up to 63 chars)",
@@ -93,23 +95,23 @@ def parse_hostname(text: str) -> str:
 
 
 def parse_name(text: str) -> str:
-    if not _NAME_RE.match(text) or text.isdigit():
+    if not _NAME_RE.fullmatch(text) or text.isdigit() or text.startswith("."):
         raise VzError(
             ExitCode.SET_NAME_ERROR,
-            f"invalid CT name: {text!r} (use letters, digits, '_', '-', '.', not only digits)",
+            f"invalid CT name: {text!r} (letters, digits, '_', '-', '.'; not all digits, no leading '.')",
         )
     return text
 
 
 def parse_template_name(text: str) -> str:
-    if not _TEMPLATE_RE.match(text) or len(text) > 128:
+    if not _TEMPLATE_RE.fullmatch(text) or len(text) > 128:
         raise bad_value("ostemplate", text, "letters, digits and _.+- only")
     return text
 
 
 def parse_ctid(text: str) -> int:
     """A numeric CTID; names are resolved elsewhere (config.resolve_ctid)."""
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"invalid CTID: {text!r}")
     ctid = int(text)
     if ctid < MIN_CTID:

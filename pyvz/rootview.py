@@ -68,7 +68,7 @@ class RootView(NamedTuple):
             for leftover in stack:
                 os.close(leftover)
 
-    def _final(self, rel: str) -> tuple[int, str]:
+    def _final(self, rel: str, links: int = 0) -> tuple[int, str]:
         path = PurePosixPath("/" + rel.lstrip("/"))
         dir_fd = self._walk(path.parent)
         name = path.name
@@ -76,8 +76,10 @@ class RootView(NamedTuple):
         if st is not None and stat.S_ISLNK(st.st_mode):
             target = PurePosixPath(os.readlink(name, dir_fd=dir_fd))
             os.close(dir_fd)
+            if links >= _MAX_LINKS:
+                raise VzError(ExitCode.SYSTEM_ERROR, f"too many symlinks at {rel} under {self.root}")
             resolved = target if target.is_absolute() else path.parent / target
-            return self._final(str(resolved))
+            return self._final(str(resolved), links + 1)
         return dir_fd, name
 
     def exists(self, rel: str) -> bool:
@@ -134,10 +136,12 @@ class RootView(NamedTuple):
             os.close(dir_fd)
 
     def _unchanged(self, rel: str, content: str, mode: int, owner: tuple[int, int]) -> bool:
+        path = PurePosixPath("/" + rel.lstrip("/"))
         try:
-            dir_fd, name = self._final(rel)
+            dir_fd = self._walk(path.parent)
         except (FileNotFoundError, NotADirectoryError):
             return False
+        name = path.name  # a symlink here is never "unchanged": write_text replaces it
         try:
             st = _lstat(name, dir_fd)
             if st is None or not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != mode:

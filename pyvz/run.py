@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
@@ -19,6 +20,16 @@ class Result(NamedTuple):
     returncode: int
     stdout: str
     stderr: str
+
+
+def _signal(proc: subprocess.Popen[str], signum: int, group: bool) -> None:
+    try:
+        if group:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+    except ProcessLookupError:
+        pass
 
 
 def _describe_status(code: int) -> str:
@@ -66,22 +77,27 @@ def run(
             stderr=out,
             env=full_env,
             text=True,
+            # Its own process group, so a timeout can kill what it started too. Interactive
+            # commands keep ours: they need the terminal.
+            start_new_session=not inherit_stdio,
         )
     except FileNotFoundError:
         raise VzError(ExitCode.SYSTEM_ERROR, f"{argv[0]} is not installed (run `make install`)") from None
+    except OSError as err:
+        raise VzError(ExitCode.SYSTEM_ERROR, f"cannot run {argv[0]}: {err.strerror}") from None
     try:
         stdout, stderr = proc.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.terminate()
+        _signal(proc, signal.SIGTERM, not inherit_stdio)
         try:
             proc.communicate(timeout=_KILL_GRACE)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _signal(proc, signal.SIGKILL, not inherit_stdio)
             proc.communicate()
         raise VzError(ExitCode.SYSTEM_ERROR, f"`{shlex.join(argv)}` timed out after {timeout:g} s") from None
     except BaseException:
         # Ctrl-C: do not leave the child running behind us.
-        proc.kill()
+        _signal(proc, signal.SIGKILL, not inherit_stdio)
         proc.wait()
         raise
     result = Result(argv, proc.returncode, stdout or "", stderr or "")

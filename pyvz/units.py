@@ -33,6 +33,8 @@ def parse_size(text: str, unit: int, what: str = "size") -> int:
     if not suffix:
         if "." in number:
             raise bad_value(what, text, "a fraction needs a suffix")
+        if int(number) > UNLIMITED:
+            raise bad_value(what, text, "too large")
         return int(number)
     value = float(number) * (1024 ** _SUFFIX[suffix])
     result = int(value // unit)

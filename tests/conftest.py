@@ -78,13 +78,17 @@ def _cleanup_root(root: Path) -> None:
         for entry in lxc_dir.iterdir():
             subprocess.run(["lxc-stop", "-P", str(lxc_dir), "-n", entry.name, "-k"], capture_output=True)
     real = os.path.realpath(root)
-    for target in sorted({m.target for m in mount_table() if m.target.startswith(real + "/")}, key=len, reverse=True):
+    for target in sorted(
+        {m.target for m in mount_table() if m.target.startswith(real + "/")}, key=len, reverse=True
+    ):
         if target != os.path.realpath(paths.lib_vz / "private"):
             subprocess.run(["umount", "-l", target], capture_output=True)
     pool.release(paths)
     tree = detect()
     for directory in tree.dirs(paths.tag):
-        for sub in sorted((Path(t) for t, _d, _f in os.walk(directory)), key=lambda p: len(p.parts), reverse=True):
+        for sub in sorted(
+            (Path(t) for t, _d, _f in os.walk(directory)), key=lambda p: len(p.parts), reverse=True
+        ):
             try:
                 sub.rmdir()
             except OSError:

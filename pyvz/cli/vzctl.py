@@ -21,6 +21,10 @@ def _add_params(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 GLOBAL_FLAGS = ("--quiet", "--verbose", "--skiplock", "--debug")
+COMMANDS = frozenset(
+    "create destroy delete start stop restart status mount umount set exec exec2 enter "
+    "runscript console boot".split()
+)
 
 
 def build_parser(only: str | None = None) -> ArgumentParser:
@@ -88,7 +92,8 @@ def _options(ns: argparse.Namespace, command: str) -> dict[str, str]:
 
 def dispatch(argv: list[str]) -> int:
     words = [a for a in argv if a not in GLOBAL_FLAGS]
-    ns = build_parser(words[0] if words and not words[0].startswith("-") else None).parse_args(argv)
+    only = words[0] if words and words[0] in COMMANDS else None
+    ns = build_parser(only).parse_args(argv)
     from pyvz.config import resolve_ctid
 
     host = Host(skiplock=ns.skiplock)

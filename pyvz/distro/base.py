@@ -77,14 +77,21 @@ class Distro:
             view.write_text("/etc/group", _append(group, f"{user}:x:{uid}:"))
         if view.exists("/etc/gshadow"):
             gshadow = view.read_text("/etc/gshadow")
-            view.write_text("/etc/gshadow", _append(gshadow, f"{user}:!::"), mode=0o640)
+            mode = view.mode_of("/etc/gshadow")
+            view.write_text(
+                "/etc/gshadow",
+                _append(gshadow, f"{user}:!::"),
+                mode=0o640 if mode is None else mode,
+                owner=(0, _shadow_gid(view)),
+            )
         view.mkdir("/home", 0o755)
         view.mkdir(home, 0o750, owner=(uid, uid))
         return account
 
     def _set_shadow(self, view: RootView, user: str, hashed: str) -> None:
         shadow = view.read_or_empty("/etc/shadow")
-        mode = view.mode_of("/etc/shadow") or 0o640
+        mode = view.mode_of("/etc/shadow")
+        mode = 0o640 if mode is None else mode
         lines = shadow.splitlines()
         days = _days_since_epoch()
         for index, line in enumerate(lines):

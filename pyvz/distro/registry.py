@@ -27,7 +27,7 @@ def os_release_ids(view: RootView) -> list[str]:
     text = view.read_or_empty("/etc/os-release") or view.read_or_empty("/usr/lib/os-release")
     ids: list[str] = []
     for key in ("ID", "ID_LIKE"):
-        match = re.search(rf"^{key}=\"?([^\"\n]*)\"?$", text, re.MULTILINE)
+        match = re.search(rf"^{key}=[\"']?([^\"'\n]*)[\"']?$", text, re.MULTILINE)
         if match:
             ids.extend(match.group(1).split())
     return ids

@@ -1,0 +1,136 @@
+"""pyvz.cli.vzctl: OpenVZ's command line, with syntax errors as one line and exit code 20."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pyvz.cli.common import run_tool
+from pyvz.cli.vzctl import build_parser, dispatch
+from pyvz.errors import ExitCode, VzError
+from pyvz.log import setup
+from pyvz.params import for_command
+
+
+@pytest.fixture
+def isolated_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A PYVZ_ROOT with nothing in it, and the global log closed again afterwards."""
+    monkeypatch.setenv("PYVZ_ROOT", str(tmp_path))
+    try:
+        yield tmp_path
+    finally:
+        setup("pyvz", None)
+
+
+def syntax_error(argv: list[str]) -> VzError:
+    with pytest.raises(VzError) as caught:
+        build_parser().parse_args(argv)
+    return caught.value
+
+
+def test_global_flag_and_create_options() -> None:
+    ns = build_parser().parse_args(["--quiet", "create", "101", "--hostname", "x"])
+    assert ns.quiet is True
+    assert ns.verbose is False
+    assert ns.command == "create"
+    assert ns.ctid == "101"
+    assert ns.hostname == "x"
+    assert ns.ostemplate is None
+
+
+def test_every_param_option_is_accepted() -> None:
+    for command in ("create", "set"):
+        for param in for_command(command):
+            for option in param.options:
+                ns = build_parser().parse_args([command, "101", option, "value"])
+                assert getattr(ns, param.name) == "value", option
+
+
+def test_set_flags() -> None:
+    ns = build_parser().parse_args(["set", "web", "--onboot", "yes", "--save", "--setmode", "restart"])
+    assert (ns.ctid, ns.onboot, ns.save, ns.setmode) == ("web", "yes", True, "restart")
+
+
+def test_delete_is_an_alias_of_destroy() -> None:
+    assert build_parser().parse_args(["delete", "101"]).ctid == "101"
+
+
+def test_exec_keeps_options_of_the_command() -> None:
+    ns = build_parser().parse_args(["exec", "101", "ls", "-l", "/"])
+    assert ns.command == "exec"
+    assert ns.ctid == "101"
+    assert ns.args == ["ls", "-l", "/"]
+    ns = build_parser().parse_args(["exec2", "101", "sh", "-c", "exit 3", "--quiet"])
+    assert ns.args == ["sh", "-c", "exit 3", "--quiet"]
+    assert ns.quiet is False  # after the command it belongs to the command
+
+
+def test_enter_exec_and_console_tty() -> None:
+    assert build_parser().parse_args(["enter", "101", "--exec", "id", "-u"]).exec_args == ["id", "-u"]
+    assert build_parser().parse_args(["console", "101"]).tty == 0
+    assert build_parser().parse_args(["console", "101", "2"]).tty == 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["create", "101", "--bogus"],
+        ["create", "101", "--hostname"],
+        ["create", "101", "--onboot", "yes"],  # a `set` option
+        ["--bogus", "status", "101"],
+        ["start", "101", "--wai"],  # no abbreviations
+        ["set", "101", "--setmode", "sometimes"],
+        ["console", "101", "tty1"],
+        ["create"],
+        [],
+    ],
+)
+def test_bad_option_is_syntax_error_on_one_line(argv: list[str]) -> None:
+    err = syntax_error(argv)
+    assert err.code == ExitCode.INVALID_PARAMETER_SYNTAX
+    assert int(err.code) == 20
+    assert "\n" not in err.message
+    assert "--help" in err.message
+
+
+def test_unknown_command_is_syntax_error_on_one_line() -> None:
+    err = syntax_error(["bogus", "101"])
+    assert err.code == ExitCode.INVALID_PARAMETER_SYNTAX
+    assert "\n" not in err.message
+    assert "'bogus'" in err.message
+    assert "create" in err.message
+
+
+def test_build_parser_for_one_command_parses_the_same() -> None:
+    argv = ["create", "101", "--hostname", "x", "--diskspace", "1G"]
+    assert vars(build_parser("create").parse_args(argv)) == vars(build_parser().parse_args(argv))
+    assert build_parser("delete").parse_args(["delete", "101"]).command == "delete"
+
+
+def test_dispatch_rejects_reserved_ctid_before_touching_anything(isolated_root: Path) -> None:
+    with pytest.raises(VzError) as caught:
+        dispatch(["create", "100", "--hostname", "x"])
+    assert caught.value.code == ExitCode.INVALID_PARAMETER_VALUE
+    assert list(isolated_root.iterdir()) == []
+
+
+def test_dispatch_unknown_command_lists_the_commands(isolated_root: Path) -> None:
+    with pytest.raises(VzError) as caught:
+        dispatch(["bogus", "101"])
+    assert caught.value.code == ExitCode.INVALID_PARAMETER_SYNTAX
+    assert "create" in caught.value.message
+
+
+def test_run_tool_maps_errors_to_exit_codes(isolated_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_tool("vzctl", dispatch, ["create", "101", "--bogus"]) == 20
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("Error: unrecognized arguments: --bogus")
+
+    assert run_tool("vzctl", dispatch, ["status", "nosuchname"]) == int(ExitCode.NO_CT_CONFIG)
+    assert "nosuchname" in capsys.readouterr().err
+
+    log = (isolated_root / "var/log/vzctl.log").read_text()
+    assert "unrecognized arguments: --bogus" in log
