@@ -32,6 +32,10 @@ class CgroupTree(ABC):
         self.mount = mount
 
     @abstractmethod
+    def available(self) -> bool:
+        """Whether the hierarchy is mounted here at all (a fresh /sys hides it)."""
+
+    @abstractmethod
     def dirs(self, relative: str) -> list[Path]:
         """Every directory that is this cgroup (one per v1 hierarchy, one on v2)."""
 
@@ -66,6 +70,9 @@ class CgroupV1(CgroupTree):
         except FileNotFoundError:
             return []
 
+    def available(self) -> bool:
+        return (self.mount / "pids").is_dir() or any((h / "tasks").exists() for h in self._hierarchies())
+
     def dirs(self, relative: str) -> list[Path]:
         return [h / relative for h in self._hierarchies() if (h / relative).is_dir()]
 
@@ -81,6 +88,9 @@ class CgroupV1(CgroupTree):
 
 
 class CgroupV2(CgroupTree):
+    def available(self) -> bool:
+        return (self.mount / "cgroup.controllers").exists()
+
     def dirs(self, relative: str) -> list[Path]:
         path = self.mount / relative
         return [path] if path.is_dir() else []

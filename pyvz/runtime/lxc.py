@@ -118,6 +118,12 @@ class LxcRuntime:
     # ---- lifecycle -----------------------------------------------------------------------
 
     def start(self, spec: RuntimeSpec) -> None:
+        if not self.cgroups.available():
+            raise VzError(
+                ExitCode.SYSTEM_ERROR,
+                f"no cgroup hierarchy is mounted at {self.cgroups.mount} here (under `ip netns exec`? "
+                "use `nsenter --net=/run/netns/NAME` instead): refusing to start a CT without limits",
+            )
         directory = self.ct_dir(spec.ctid)
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(self.lxcpath, 0o755)

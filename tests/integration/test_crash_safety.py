@@ -1,0 +1,90 @@
+"""kill -9 at any point of create or destroy: the CT is as it was or complete, status tells
+the truth, and destroy cleans up whatever is left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, VzRoot
+
+pytestmark = pytest.mark.root
+
+DELAYS = [0.0, 0.04, 0.08, 0.12, 0.16, 0.2, 0.25, 0.3, 0.4, 0.6]
+
+
+def killed_after(vzroot: VzRoot, delay: float, *args: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyvz.cli.vzctl", *args],
+        env=vzroot.env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.3)  # let a btrfs or tar the kill orphaned finish
+
+
+def leftovers(vzroot: VzRoot, ctid: int) -> list[str]:
+    found = [p.name for p in vzroot.private_dir.iterdir() if p.name.lstrip(".").split(".")[0] == str(ctid)]
+    found += [p.name for p in vzroot.conf_dir.glob(f"{ctid}.conf")]
+    found += [
+        p.name for p in (vzroot.root / "etc/vz/names").iterdir() if os.readlink(p) == f"../conf/{ctid}.conf"
+    ]
+    return found
+
+
+def check_truthful_then_clean(vzroot: VzRoot, ctid: int) -> str:
+    status = vzroot.ok("status", str(ctid)).strip()
+    if status.startswith(f"CTID {ctid} exist"):
+        # It says it exists: then it must work.
+        vzroot.ok("start", str(ctid))
+        assert vzroot.ok("exec", str(ctid), "cat /etc/os-release").count("ID=busybox") == 1
+        vzroot.ok("stop", "--fast", str(ctid))
+    else:
+        assert status == f"CTID {ctid} deleted unmounted down"
+        done = vzroot.vzctl("start", str(ctid))
+        assert done.code in (14, 43), done.err  # not a half-made CT that tries to boot
+    done = vzroot.vzctl("destroy", str(ctid))
+    assert done.code in (0, 43), done.err
+    assert vzroot.ok("status", str(ctid)).strip() == f"CTID {ctid} deleted unmounted down"
+    assert leftovers(vzroot, ctid) == []
+    return status.split()[2]
+
+
+def test_kill_during_create(vzroot: VzRoot) -> None:
+    vzroot.ok("create", "150")  # the pool and the template tree exist from here on
+    seen = set()
+    for index, delay in enumerate(DELAYS):
+        ctid = 101 + index
+        killed_after(vzroot, delay, "create", str(ctid), "--name", f"n{ctid}", "--hostname", "crash")
+        seen.add(check_truthful_then_clean(vzroot, ctid))
+        vzroot.ok("create", str(ctid), "--name", f"n{ctid}")  # the id and name are free again
+    assert "deleted" in seen  # at least the earliest kill landed before completion
+
+
+def test_kill_during_first_create_with_template_unpack(vzroot: VzRoot) -> None:
+    for index, delay in enumerate([0.15, 0.3, 0.5]):
+        ctid = 120 + index
+        killed_after(vzroot, delay, "create", str(ctid))
+        check_truthful_then_clean(vzroot, ctid)
+    vzroot.ok("create", "130")
+    vzroot.ok("start", "130")
+    vzroot.ok("stop", "--fast", "130")
+
+
+def test_kill_during_destroy(vzroot: VzRoot) -> None:
+    seen = set()
+    for index, delay in enumerate(DELAYS):
+        ctid = 101 + index
+        vzroot.ok("create", str(ctid), "--name", f"d{ctid}")
+        killed_after(vzroot, delay, "destroy", str(ctid))
+        seen.add(check_truthful_then_clean(vzroot, ctid))
+    assert "exist" in seen  # the earliest kill landed before destroy did anything

@@ -1,0 +1,109 @@
+"""Bad input: one line on stderr, vzctl's exit code, and nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import VzRoot
+
+pytestmark = pytest.mark.root
+
+
+def snapshot(vzroot: VzRoot) -> dict[str, object]:
+    """Everything a command could leave behind in (or for) this root."""
+    root = vzroot.root
+    real = os.path.realpath(root)
+
+    def listing(path: Path) -> list[str]:
+        return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
+
+    mounts = sorted(line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if real in line)
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    lxc = subprocess.run(["lxc-ls", "-P", str(vzroot.lxc_dir)], capture_output=True, text=True).stdout.split()
+    private = sorted(p.name for p in vzroot.private_dir.iterdir()) if vzroot.private_dir.exists() else []
+    return {
+        "etc": listing(root / "etc/vz"),
+        "private": private,
+        "root": listing(root / "var/lib/vz/root"),
+        "lxc": lxc,
+        "mounts": mounts,
+        "loops": sorted(line for line in loops.splitlines() if real in line),
+    }
+
+
+def rejected(vzroot: VzRoot, code: int, *args: str) -> str:
+    before = snapshot(vzroot)
+    done = vzroot.vzctl(*args)
+    assert done.code == code, f"vzctl {' '.join(args)}: exit {done.code}, wanted {code}: {done.err}"
+    lines = done.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), done.err
+    assert snapshot(vzroot) == before, f"vzctl {' '.join(args)} left something behind"
+    return lines[0]
+
+
+def test_syntax_errors_touch_nothing(vzroot: VzRoot) -> None:
+    assert "--bogus" in rejected(vzroot, 20, "create", "101", "--bogus", "1")
+    assert "reserved" in rejected(vzroot, 21, "create", "100")
+    rejected(vzroot, 21, "create", "0")
+    rejected(vzroot, 21, "create", "abc")
+    rejected(vzroot, 21, "create", "10a")
+    assert "barrier" in rejected(vzroot, 21, "create", "101", "--diskspace", "2G:1G")
+    assert "hostname" in rejected(vzroot, 70, "create", "101", "--hostname", "bad_host!")
+    rejected(vzroot, 131, "create", "101", "--name", "123")
+    rejected(vzroot, 20, "frobnicate", "101")
+    rejected(vzroot, 20, "create", "101", "--layout")
+    rejected(vzroot, 21, "create", "101", "--layout", "ploop")
+    # None of these made the storage pool either.
+    assert not (vzroot.root / "var/lib/vz/pool.img").exists()
+
+
+def test_unknown_template(vzroot: VzRoot) -> None:
+    message = rejected(vzroot, 91, "create", "101", "--ostemplate", "no-such-os")
+    assert "no-such-os" in message and "busybox" in message  # says what is available
+
+
+def test_existing_ct_and_names(vzroot: VzRoot) -> None:
+    vzroot.ok("create", "101", "--name", "web")
+    rejected(vzroot, 44, "create", "101")
+    assert "already used by CT 101" in rejected(vzroot, 131, "create", "102", "--name", "web")
+    vzroot.ok("create", "102")
+    rejected(vzroot, 131, "set", "102", "--name", "web", "--save")
+    rejected(vzroot, 14, "start", "nosuchname")
+    rejected(vzroot, 14, "start", "103")
+    conf = (vzroot.conf_dir / "101.conf").read_text()
+    rejected(vzroot, 21, "set", "101", "--diskspace", "2G:1G", "--save")
+    assert (vzroot.conf_dir / "101.conf").read_text() == conf
+
+
+def test_malformed_config_lines(vzroot: VzRoot) -> None:
+    vzroot.ok("create", "101")
+    conf = vzroot.conf_dir / "101.conf"
+    conf.write_text(conf.read_text() + "this is not a config line\n")
+    message = rejected(vzroot, 85, "start", "101")
+    assert "101.conf" in message and "malformed" in message
+    rejected(vzroot, 85, "set", "101", "--hostname", "x", "--save")
+    vz_conf = vzroot.root / "etc/vz/vz.conf"
+    vz_conf.write_text(vz_conf.read_text() + 'DEF_OSTEMPLATE="unterminated\n')
+    assert "vz.conf" in rejected(vzroot, 85, "create", "102")
+    sample = vzroot.conf_dir / "ve-broken.conf-sample"
+    sample.write_text("ONBOOT=yes no\n")
+    vz_conf.write_text(vz_conf.read_text().replace('DEF_OSTEMPLATE="unterminated\n', ""))
+    assert "ve-broken" in rejected(vzroot, 85, "create", "102", "--config", "broken")
+    rejected(vzroot, 82, "create", "102", "--config", "nosuchsample")
+
+
+def test_start_running_and_stop_stopped(vzroot: VzRoot) -> None:
+    vzroot.ok("create", "101")
+    rejected(vzroot, 31, "stop", "101")
+    rejected(vzroot, 31, "exec", "101", "true")
+    vzroot.ok("start", "101")
+    try:
+        assert "already running" in rejected(vzroot, 32, "start", "101")
+        rejected(vzroot, 32, "destroy", "101")
+        rejected(vzroot, 41, "mount", "101")
+    finally:
+        vzroot.ok("stop", "--fast", "101")
