@@ -78,15 +78,14 @@ def _text(text: str) -> str:
     return text
 
 
-_HOSTNAME_RE = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
-)
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_TEMPLATE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+# Patterns are compiled on first use (re caches them): most commands never need them.
+_HOSTNAME_RE = r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+_NAME_RE = r"[A-Za-z0-9_.-]{1,64}"
+_TEMPLATE_RE = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"
 
 
 def parse_hostname(text: str) -> str:
-    if not _HOSTNAME_RE.fullmatch(text):
+    if not re.fullmatch(_HOSTNAME_RE, text):
         raise VzError(
             ExitCode.BAD_HOSTNAME,
             f"invalid hostname: {text!r} (letters, digits, '-' and '.', labels up to 63 chars)",
@@ -95,7 +94,7 @@ def parse_hostname(text: str) -> str:
 
 
 def parse_name(text: str) -> str:
-    if not _NAME_RE.fullmatch(text) or text.isdigit() or text.startswith("."):
+    if not re.fullmatch(_NAME_RE, text) or text.isdigit() or text.startswith("."):
         raise VzError(
             ExitCode.SET_NAME_ERROR,
             f"invalid CT name: {text!r} (letters, digits, '_', '-', '.'; not all digits, no leading '.')",
@@ -104,7 +103,7 @@ def parse_name(text: str) -> str:
 
 
 def parse_template_name(text: str) -> str:
-    if not _TEMPLATE_RE.fullmatch(text) or len(text) > 128:
+    if not re.fullmatch(_TEMPLATE_RE, text) or len(text) > 128:
         raise bad_value("ostemplate", text, "letters, digits and _.+- only")
     return text
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import subprocess
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from pyvz.errors import ExitCode, VzError
+
+if TYPE_CHECKING:
+    import subprocess
 
 DEFAULT_TIMEOUT = 300.0
 _KILL_GRACE = 5.0
@@ -20,6 +22,26 @@ class Result(NamedTuple):
     returncode: int
     stdout: str
     stderr: str
+
+
+def _run_attached(argv: tuple[str, ...], env: dict[str, str], check: bool, error_code: ExitCode) -> Result:
+    """An interactive command on our terminal, waited for with no time limit."""
+    try:
+        pid = os.posix_spawnp(argv[0], argv, env)
+    except FileNotFoundError:
+        raise VzError(ExitCode.SYSTEM_ERROR, f"{argv[0]} is not installed (run `make install`)") from None
+    except OSError as err:
+        raise VzError(ExitCode.SYSTEM_ERROR, f"cannot run {argv[0]}: {err.strerror}") from None
+    while True:
+        try:
+            _pid, status = os.waitpid(pid, 0)
+            break
+        except KeyboardInterrupt:
+            continue  # Ctrl-C went to the command too (same terminal); wait for it to end
+    code = os.waitstatus_to_exitcode(status)
+    if check and code != 0:
+        raise VzError(error_code, f"`{shlex.join(argv)}` failed ({_describe_status(code)})")
+    return Result(argv, code, "", "")
 
 
 def _signal(proc: subprocess.Popen[str], signum: int, group: bool) -> None:
@@ -63,6 +85,10 @@ def run(
     full_env.pop("LC_ALL", None)
     if env:
         full_env.update(env)
+    if inherit_stdio and timeout is None:
+        return _run_attached(argv, full_env, check, error_code)
+    import subprocess  # not needed by interactive commands, which are timed most
+
     if inherit_stdio:
         stdin: int | None = None
         out: int | None = None

@@ -23,6 +23,19 @@ class ArgumentParser(argparse.ArgumentParser):
         raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, f"{message} (see {self.prog} --help)")
 
 
+def exit_now(code: int) -> NoReturn:
+    """Exit without tearing the interpreter down: a CLI has nothing to clean up, and
+    finalising every module costs ~10 ms per command."""
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def run_tool(tool: str, body: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     """Run a front end: set up logging, map VzError to its exit code, --debug for tracebacks."""
     args = sys.argv[1:] if argv is None else argv

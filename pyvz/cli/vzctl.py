@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pyvz import __version__
-from pyvz.cli.common import ArgumentParser, run_tool
+from pyvz.cli.common import ArgumentParser, exit_now, run_tool
 from pyvz.errors import ExitCode, VzError
 from pyvz.host import Host
 from pyvz.log import set_ctid
@@ -164,7 +164,7 @@ def _inside(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    sys.exit(run_tool("vzctl", dispatch))
+    exit_now(run_tool("vzctl", dispatch))
 
 
 if __name__ == "__main__":

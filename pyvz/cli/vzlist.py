@@ -6,7 +6,7 @@ import fnmatch
 import json
 import sys
 
-from pyvz.cli.common import ArgumentParser, run_tool
+from pyvz.cli.common import ArgumentParser, exit_now, run_tool
 from pyvz.errors import ExitCode, VzError
 
 
@@ -109,7 +109,7 @@ def dispatch(argv: list[str]) -> int:
 
 
 def main() -> None:
-    sys.exit(run_tool("vzlist", dispatch))
+    exit_now(run_tool("vzlist", dispatch))
 
 
 if __name__ == "__main__":
