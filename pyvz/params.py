@@ -79,7 +79,8 @@ def _text(text: str) -> str:
 
 
 # Patterns are compiled on first use (re caches them): most commands never need them.
-_HOSTNAME_RE = r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?"
 _NAME_RE = r"[A-Za-z0-9_.-]{1,64}"
 _TEMPLATE_RE = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"
 
