@@ -201,6 +201,16 @@ def remove_name_link(paths: Paths, name: str, ctid: int) -> None:
         link.unlink(missing_ok=True)
 
 
+def remove_name_links_to(paths: Paths, ctid: int) -> None:
+    """Remove every names/ link that points at this CT (its NAME may be long gone)."""
+    try:
+        entries = os.listdir(paths.names_dir)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        remove_name_link(paths, entry, ctid)
+
+
 def resolve_ctid(paths: Paths, text: str) -> int:
     """A CTID from a number or a CT name, as vzctl accepts either."""
     if text.isascii() and text.isdigit():

@@ -16,6 +16,7 @@ from pyvz.config import (
     CtConfig,
     name_owner,
     remove_name_link,
+    remove_name_links_to,
     set_name_link,
 )
 from pyvz.ct.container import Container
@@ -180,12 +181,10 @@ def destroy(host: Host, ctid: int) -> None:
         log.info(f"Destroying container private area: {area.private}")
         if area.private.exists():
             os.rename(area.private, area.doomed)
+        remove_name_links_to(host.paths, ctid)
         if conf_path.exists():
             os.replace(conf_path, conf_path.with_name(conf_path.name + ".destroyed"))
         driver.destroy(area)
-        name = cfg.raw(NAME.key or "NAME")
-        if name:
-            remove_name_link(host.paths, name, ctid)
         host.runtime.forget(ctid)
         try:
             area.root.rmdir()

@@ -15,7 +15,15 @@ from tests.conftest import REPO, VzRoot
 
 pytestmark = pytest.mark.root
 
-DELAYS = [0.0, 0.04, 0.08, 0.12, 0.16, 0.2, 0.25, 0.3, 0.4, 0.6]
+STEPS = 12
+
+
+def spread(vzroot: VzRoot, *args: str) -> list[float]:
+    """Kill times spread evenly over one uninterrupted run of the same command."""
+    start = time.monotonic()
+    vzroot.ok(*args)
+    duration = time.monotonic() - start
+    return [duration * i / STEPS for i in range(STEPS + 1)]
 
 
 def killed_after(vzroot: VzRoot, delay: float, *args: str) -> None:
@@ -33,7 +41,8 @@ def killed_after(vzroot: VzRoot, delay: float, *args: str) -> None:
 
 
 def leftovers(vzroot: VzRoot, ctid: int) -> list[str]:
-    found = [p.name for p in vzroot.private_dir.iterdir() if p.name.lstrip(".").split(".")[0] == str(ctid)]
+    private = list(vzroot.private_dir.iterdir()) if vzroot.private_dir.exists() else []
+    found = [p.name for p in private if p.name.lstrip(".").split(".")[0] == str(ctid)]
     found += [p.name for p in vzroot.conf_dir.glob(f"{ctid}.conf")]
     found += [
         p.name for p in (vzroot.root / "etc/vz/names").iterdir() if os.readlink(p) == f"../conf/{ctid}.conf"
@@ -61,8 +70,9 @@ def check_truthful_then_clean(vzroot: VzRoot, ctid: int) -> str:
 
 def test_kill_during_create(vzroot: VzRoot) -> None:
     vzroot.ok("create", "150")  # the pool and the template tree exist from here on
+    delays = spread(vzroot, "create", "151", "--name", "n151", "--hostname", "crash")
     seen = set()
-    for index, delay in enumerate(DELAYS):
+    for index, delay in enumerate(delays):
         ctid = 101 + index
         killed_after(vzroot, delay, "create", str(ctid), "--name", f"n{ctid}", "--hostname", "crash")
         seen.add(check_truthful_then_clean(vzroot, ctid))
@@ -81,8 +91,10 @@ def test_kill_during_first_create_with_template_unpack(vzroot: VzRoot) -> None:
 
 
 def test_kill_during_destroy(vzroot: VzRoot) -> None:
+    vzroot.ok("create", "150", "--name", "d150")
+    delays = spread(vzroot, "destroy", "150")
     seen = set()
-    for index, delay in enumerate(DELAYS):
+    for index, delay in enumerate(delays):
         ctid = 101 + index
         vzroot.ok("create", str(ctid), "--name", f"d{ctid}")
         killed_after(vzroot, delay, "destroy", str(ctid))
