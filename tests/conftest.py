@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,16 +68,32 @@ class VzRoot:
 def _cleanup_root(root: Path) -> None:
     """Stop and remove everything the root holds, even after a failed test."""
     sys.path.insert(0, str(REPO))
+    from pyvz.errors import VzError
     from pyvz.paths import Paths
     from pyvz.resources.cgroups import detect
+    from pyvz.runtime.lxc import LxcRuntime
     from pyvz.storage import pool
     from pyvz.storage.mounts import mount_table
 
     paths = Paths(root)
     lxc_dir = paths.lxc_dir
+    runtime = LxcRuntime(paths)
     if lxc_dir.is_dir():
         for entry in lxc_dir.iterdir():
-            subprocess.run(["lxc-stop", "-P", str(lxc_dir), "-n", entry.name, "-k"], capture_output=True)
+            if entry.name.isdigit():
+                try:  # the runtime reaches a CT started from another network namespace too
+                    runtime.stop(int(entry.name), 0, kill=True)
+                except VzError:
+                    pass
+    # Whatever still runs in this root's cgroups (a CT whose monitor died) is killed.
+    for directory in detect().dirs(paths.tag):
+        for top, _dirs, _files in os.walk(directory):
+            procs = Path(top) / "cgroup.procs"
+            for pid in procs.read_text().split() if procs.exists() else []:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
     real = os.path.realpath(root)
     for target in sorted(
         {m.target for m in mount_table() if m.target.startswith(real + "/")}, key=len, reverse=True

@@ -42,8 +42,21 @@ def _row(values: list[str], widths: list[tuple[int, bool]], trim: bool) -> str:
     return " ".join(cells).rstrip()
 
 
+def _join_sort(argv: list[str]) -> list[str]:
+    """`-s -ctid` means "sort by ctid, reversed"; argparse would take -ctid for an option."""
+    joined: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word in ("-s", "--sort"):
+            value = next(words, None)
+            joined.append(f"--sort={value}" if value is not None else word)
+        else:
+            joined.append(word)
+    return joined
+
+
 def dispatch(argv: list[str]) -> int:
-    ns = build_parser().parse_args(argv)
+    ns = build_parser().parse_args(_join_sort(argv))
     from pyvz.config import resolve_ctid
     from pyvz.host import Host
     from pyvz.listing import DEFAULT_FIELDS, FIELDS, records

@@ -75,6 +75,9 @@ def set_params(
 
         if running:
             _apply_live(ct, merged, changed, setmode)
+        elif save and DISKSPACE.key in changed:
+            # The quota lives on the private area itself, so a stopped CT gets it now.
+            _apply_storage(ct, merged, DISKSPACE)
         if save and changes:
             old_name = conf.get("NAME")
             if new_name is not None:

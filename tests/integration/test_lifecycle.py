@@ -386,6 +386,9 @@ def test_set_hostname_on_a_running_ct(vzroot: VzRoot) -> None:
     vzroot.ok("set", "101", "--hostname", "new", "--save")
     assert vzroot.ok("exec", "101", "hostname").strip() == "new"
     assert vzroot.ok("exec", "101", "cat", "/etc/hostname").strip() == "new"
+    hosts = vzroot.ok("exec", "101", "cat", "/etc/hosts").splitlines()
+    assert "127.0.1.1 new" in hosts
+    assert not any("old" in line for line in hosts)
     assert 'HOSTNAME="new"' in conf_text(vzroot).splitlines()
     assert status(vzroot) == "CTID 101 exist mounted running"
 
@@ -572,3 +575,12 @@ def test_disk_quota_is_enforced_and_raised_live(vzroot: VzRoot) -> None:
     size = vzroot.ok("exec", "101", "stat -c %s /root/big").strip()
     assert size == str(60 << 20)
     assert (ct_init_pid(vzroot), ct_init_starttime(vzroot)) == (init_pid, started)  # no restart
+
+
+def test_disk_quota_set_on_a_stopped_ct_is_enforced(vzroot: VzRoot) -> None:
+    vzroot.ok("create", "101")  # the basic sample: DISKSPACE="10G:11G"
+    vzroot.ok("set", "101", "--diskspace", "30M", "--save")
+    assert conf_value(vzroot, "DISKSPACE") == "30720:30720"
+    vzroot.ok("start", "101")
+    done = vzroot.vzctl("exec2", "101", "dd if=/dev/zero of=/root/big bs=1M count=60 2>&1 && sync")
+    assert done.code != 0, f"60 MB written under a 30 MB quota: {done.out}"

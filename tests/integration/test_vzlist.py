@@ -110,11 +110,6 @@ def test_output_fields(three: VzRoot) -> None:
     assert lines[1].startswith("       101 ")
 
 
-@pytest.mark.xfail(
-    reason="BUG: argparse reads '-ctid' after -s as an option: "
-    "'argument -s/--sort: expected one argument' (exit 20)",
-    strict=True,
-)
 def test_sort_descending_with_separate_argument(three: VzRoot) -> None:
     lines = listed(three, "-a", "-s", "-ctid")
     assert ctids(lines[1:]) == ["103", "102", "101"]
