@@ -1,26 +1,14 @@
-"""What every front end shares: argument errors as vzctl exit codes, and error reporting."""
+"""What every front end shares: error reporting, exit codes, logging set-up."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from pyvz.errors import ExitCode, VzError
+from pyvz.errors import VzError
 from pyvz.log import log, set_ctid, setup
 from pyvz.paths import Paths
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad command line as one line and vzctl's exit code 20."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-
-    def error(self, message: str) -> NoReturn:
-        raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, f"{message} (see {self.prog} --help)")
 
 
 def exit_now(code: int) -> NoReturn:

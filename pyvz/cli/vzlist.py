@@ -6,7 +6,8 @@ import fnmatch
 import json
 import sys
 
-from pyvz.cli.common import ArgumentParser, exit_now, run_tool
+from pyvz.cli.common import exit_now, run_tool
+from pyvz.cli.parser import ArgumentParser
 from pyvz.errors import ExitCode, VzError
 
 

@@ -142,8 +142,8 @@ class Container:
         log.info("Container is mounted")
         return True
 
-    def umount(self, explicit: bool = False) -> None:
-        area = self.require_exists()
+    def umount(self, explicit: bool = False, area: Area | None = None) -> None:
+        area = area or self.require_exists()
         driver = self.driver()
         if self.is_running():
             raise VzError(ExitCode.RUNNING, f"CT {self.ctid} is running; stop it first")
@@ -243,5 +243,4 @@ class Container:
         timeout = self.config.get(STOP_TIMEOUT)
         self.host.runtime.stop(self.ctid, DEFAULT_STOP_TIMEOUT if timeout is None else timeout, kill=fast)
         log.info("Container was stopped")
-        if self.driver().is_mounted(area):
-            self.umount()
+        self.umount(area=area)

@@ -157,8 +157,7 @@ class LxcRuntime:
         if result.returncode != 0 and self.is_running(ctid):
             raise VzError(ExitCode.STOP_ERROR, f"unable to stop CT {ctid}: {result.stderr.strip()}")
         self.wait_stopped(ctid, 10.0)
-        self.cgroups.remove(self.cgroups_of(ctid).container)
-        self.cgroups.remove(self.cgroups_of(ctid).monitor)
+        # LXC removes the CT's cgroups as it stops; start() clears any a crash left.
 
     def wait_stopped(self, ctid: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
