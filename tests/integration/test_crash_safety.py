@@ -100,3 +100,30 @@ def test_kill_during_destroy(vzroot: VzRoot) -> None:
         killed_after(vzroot, delay, "destroy", str(ctid))
         seen.add(check_truthful_then_clean(vzroot, ctid))
     assert "exist" in seen  # the earliest kill landed before destroy did anything
+
+
+def test_ctrl_c_during_create_takes_everything_back(vzroot: VzRoot) -> None:
+    vzroot.ok("create", "150")
+    delays = spread(vzroot, "create", "151", "--name", "n151")
+    for index, delay in enumerate(delays):
+        ctid = 101 + index
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pyvz.cli.vzctl", "create", str(ctid), "--name", f"c{ctid}"],
+            env=vzroot.env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+        status = vzroot.ok("status", str(ctid)).strip()
+        if proc.returncode == 0 or status.startswith(f"CTID {ctid} exist"):
+            # Finished before the interrupt (or at its very end): a complete CT.
+            assert status == f"CTID {ctid} exist unmounted down", err
+            vzroot.ok("destroy", str(ctid))
+        else:
+            # Interrupted: nothing of it is left, without needing a destroy.
+            assert status == f"CTID {ctid} deleted unmounted down"
+            assert leftovers(vzroot, ctid) == [], err

@@ -584,3 +584,21 @@ def test_disk_quota_set_on_a_stopped_ct_is_enforced(vzroot: VzRoot) -> None:
     vzroot.ok("start", "101")
     done = vzroot.vzctl("exec2", "101", "dd if=/dev/zero of=/root/big bs=1M count=60 2>&1 && sync")
     assert done.code != 0, f"60 MB written under a 30 MB quota: {done.out}"
+
+
+def test_applyconfig_takes_a_samples_class_parameters_only(vzroot: VzRoot) -> None:
+    sample = vzroot.conf_dir / "ve-small.conf-sample"
+    sample.write_text(
+        '# small CTs\nONBOOT="yes"\nDISKSPACE="1G:1G"\nHOSTNAME="not-copied"\nSTOP_TIMEOUT="7"\n'
+    )
+    vzroot.ok("create", "101", "--hostname", "keep")
+    vzroot.ok("set", "101", "--applyconfig", "small", "--description", "from small", "--save")
+    conf = (vzroot.conf_dir / "101.conf").read_text()
+    assert 'DISKSPACE="1048576:1048576"' in conf or 'DISKSPACE="1G:1G"' in conf
+    assert 'STOP_TIMEOUT="7"' in conf and 'ONBOOT="yes"' in conf
+    assert 'HOSTNAME="keep"' in conf and "not-copied" not in conf
+    assert 'DESCRIPTION="from small"' in conf
+    rows = vzroot.vzlist("-a", "-H", "-o", "ctid,description,diskspace").out.split()
+    assert rows == ["101", "from", "small", "1048576:1048576"]
+    done = vzroot.vzctl("set", "101", "--applyconfig", "nosuch", "--save")
+    assert done.code == 109 and len(done.err.strip().splitlines()) == 1
