@@ -1,6 +1,6 @@
 # `make demo` and `make test` set up a fresh Debian 12 machine from scratch (as root).
 SHELL := /bin/bash
-APT_PACKAGES := lxc btrfs-progs busybox-static uidmap zstd tar python3-venv python3-dev \
+APT_PACKAGES := lxc btrfs-progs busybox-static uidmap zstd tar python3-venv python3-dev mmdebstrap gnupg \
 	iproute2 procps util-linux e2fsprogs
 VENV := .venv
 PY := $(VENV)/bin/python3

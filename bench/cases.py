@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import VZCTL, VZLIST, BenchRoot, Row, alternate, log
+from bench.templates import bench_template_build, bench_template_cold_create, bench_template_create
 from pyvz.resources.cgroups import CtCgroups, detect
 
 CREATE_CT = 9001  # created and destroyed over and over by the create benchmark
@@ -430,4 +431,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "exec": bench_exec,
     "vzlist": bench_vzlist,
     "memory": bench_memory,
+    "template-create": bench_template_create,
+    "template-cold-create": bench_template_cold_create,
+    "template-build": bench_template_build,
 }

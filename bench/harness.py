@@ -156,7 +156,8 @@ class BenchRoot:
 
 @dataclass
 class Row:
-    """One line of the table. kind: 'diff' (target peer + N ms), 'abs' (absolute), 'growth', 'mem'."""
+    """One line of the table. kind: 'diff' (target peer + N ms), 'abs' (absolute), 'ratio'
+    (target pyvz/peer ≤ limit), 'growth', 'mem'."""
 
     operation: str
     kind: str
@@ -191,6 +192,9 @@ class Row:
         if self.kind == "diff":
             diff = self.diff_ms
             return diff is not None and diff <= self.limit
+        if self.kind == "ratio":
+            ratio = self.ratio
+            return ratio is not None and ratio <= self.limit
         if self.kind == "growth":
             peer = self.peer_median
             return self.pyvz_median <= self.limit and (peer is None or peer > self.pyvz_median)

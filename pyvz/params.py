@@ -67,9 +67,7 @@ class Param(NamedTuple, Generic[T]):
     live: bool = True  # can change on a running CT without a restart
     field: str | None = None  # vzlist -o name
     default: Any = None  # the value when neither CTID.conf nor vz.conf sets it
-
-    def parse_value(self, text: str) -> T:
-        return self.parse(text)
+    multi: bool = False  # the option may repeat; the values are kept space-separated
 
 
 def _text(text: str) -> str:
@@ -151,6 +149,32 @@ def _path(what: str) -> Callable[[str], str]:
         return text.rstrip("/") or "/"
 
     return parse
+
+
+def _nameservers(text: str) -> tuple[str, ...]:
+    import ipaddress
+
+    values = tuple(text.split())
+    if values == ("inherit",):
+        return values
+    for value in values:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise bad_value("nameserver", value, "expected an IP address or `inherit`") from None
+    return values
+
+
+def _searchdomains(text: str) -> tuple[str, ...]:
+    values = tuple(text.split())
+    for value in values:
+        if not re.fullmatch(_HOSTNAME_RE, value):
+            raise bad_value("searchdomain", value, "expected a domain name")
+    return values
+
+
+def _words(values: tuple[str, ...]) -> str:
+    return " ".join(values)
 
 
 def _userpasswd(text: str) -> tuple[str, str]:
@@ -353,6 +377,32 @@ ORIGIN_SAMPLE: Param[str] = Param(
     Subsystem.CREATE,
     live=False,
 )
+NAMESERVER: Param[tuple[str, ...]] = Param(
+    "nameserver",
+    "NAMESERVER",
+    ("--nameserver",),
+    _nameservers,
+    _words,
+    "DNS server for the CT's resolv.conf (repeatable; `inherit`: the host's)",
+    "ADDR",
+    BOTH,
+    Subsystem.DISTRO,
+    field="nameserver",
+    multi=True,
+)
+SEARCHDOMAIN: Param[tuple[str, ...]] = Param(
+    "searchdomain",
+    "SEARCHDOMAIN",
+    ("--searchdomain",),
+    _searchdomains,
+    _words,
+    "DNS search domain for the CT's resolv.conf (repeatable)",
+    "DOMAIN",
+    BOTH,
+    Subsystem.DISTRO,
+    field="searchdomain",
+    multi=True,
+)
 USERPASSWD: Param[tuple[str, str]] = Param(
     "userpasswd",
     None,
@@ -392,6 +442,8 @@ PARAMS: tuple[Param[Any], ...] = (
     DISABLED,
     STOP_TIMEOUT,
     DISKSPACE,
+    NAMESERVER,
+    SEARCHDOMAIN,
     USERPASSWD,
     APPLYCONFIG,
 )

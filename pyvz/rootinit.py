@@ -28,6 +28,9 @@ TEMPLATE=/var/lib/vz/template
 DEF_OSTEMPLATE="busybox"
 CONFIGFILE="basic"
 
+## Network: "inherit" gives each CT the host's DNS servers
+NAMESERVER=inherit
+
 ## Unprivileged CTs: each CT gets its own 65536-id block from here (0: privileged CTs)
 LOCAL_UID=100000
 LOCAL_GID=100000

@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 
 def _add_params(parser: argparse.ArgumentParser, command: str) -> None:
     for param in for_command(command):
-        parser.add_argument(*param.options, dest=param.name, metavar=param.metavar, help=param.help)
+        action = "append" if param.multi else "store"
+        parser.add_argument(
+            *param.options, dest=param.name, metavar=param.metavar, help=param.help, action=action
+        )
 
 
 GLOBAL_FLAGS = ("--quiet", "--verbose", "--skiplock", "--debug")
@@ -102,7 +105,13 @@ def build_parser(only: str | None = None) -> ArgumentParser:
 
 
 def _options(ns: argparse.Namespace, command: str) -> dict[str, str]:
-    return {p.name: getattr(ns, p.name) for p in for_command(command) if getattr(ns, p.name) is not None}
+    """Option values as text, keyed by parameter name; repeated options joined by spaces."""
+    values = {}
+    for param in for_command(command):
+        value = getattr(ns, param.name)
+        if value is not None:
+            values[param.name] = " ".join(value) if param.multi else value
+    return values
 
 
 def _fast_parse(argv: list[str]) -> argparse.Namespace | None:

@@ -13,7 +13,19 @@ from pyvz.distro.registry import detect
 from pyvz.errors import ExitCode, VzError
 from pyvz.host import Host
 from pyvz.log import log
-from pyvz.params import DISABLED, HOSTNAME, LAYOUT, LOCAL_GID, LOCAL_UID, PRIVATE, ROOT, STOP_TIMEOUT, Layout
+from pyvz.params import (
+    DISABLED,
+    HOSTNAME,
+    LAYOUT,
+    LOCAL_GID,
+    LOCAL_UID,
+    NAMESERVER,
+    PRIVATE,
+    ROOT,
+    SEARCHDOMAIN,
+    STOP_TIMEOUT,
+    Layout,
+)
 from pyvz.rootview import RootView
 from pyvz.runtime.lxc import RuntimeSpec
 from pyvz.storage import pool
@@ -157,6 +169,17 @@ class Container:
         scripts.run_host_action(self.paths, self.ctid, "postumount", env)
         log.info("Container is unmounted")
 
+    def apply_distro_files(self, distro: Distro, cfg: CtConfig) -> None:
+        """The CT's own files that mirror its config: hostname, hosts, resolv.conf."""
+        view = self.view()
+        hostname = cfg.get(HOSTNAME)
+        if hostname:
+            distro.set_hostname(view, hostname)
+            log.info(f"Set hostname: {hostname}")
+        nameservers, search = cfg.get(NAMESERVER) or (), cfg.get(SEARCHDOMAIN) or ()
+        if (nameservers or search) and distro.set_resolver(view, nameservers, search):
+            log.info("File resolv.conf was modified")
+
     # ---- start / stop --------------------------------------------------------------------
 
     def start(self, wait: bool = False, force: bool = False) -> None:
@@ -172,10 +195,7 @@ class Container:
         mounted_here = self.mount()
         try:
             distro = self.distro()
-            hostname = cfg.get(HOSTNAME)
-            if hostname:
-                distro.set_hostname(self.view(), hostname)
-                log.info(f"Set hostname: {hostname}")
+            self.apply_distro_files(distro, cfg)
             # The disk quota is not set here: qgroup limits live on disk, set by create and set.
             driver = self.driver()
             spec = RuntimeSpec(
@@ -183,7 +203,7 @@ class Container:
                 rootfs=area.root,
                 rootfs_options=driver.lxc_rootfs_options(area),
                 idmap=area.idmap,
-                hostname=hostname or f"ct{self.ctid}",
+                hostname=cfg.get(HOSTNAME) or f"ct{self.ctid}",
                 halt_signal=distro.halt_signal,
                 cgroups=self.host.runtime.cgroups_of(self.ctid),
             )

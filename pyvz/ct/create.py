@@ -25,16 +25,13 @@ from pyvz.host import Host, check_subids
 from pyvz.log import log
 from pyvz.params import (
     BY_KEY,
+    BY_NAME,
     DISKSPACE,
-    HOSTNAME,
     LAYOUT,
-    LOCAL_GID,
     LOCAL_UID,
     NAME,
     ORIGIN_SAMPLE,
     OSTEMPLATE,
-    PRIVATE,
-    ROOT,
     Layout,
     parse_options,
 )
@@ -93,10 +90,10 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
             OSTEMPLATE.key: template,  # type: ignore[dict-item]
             ORIGIN_SAMPLE.key: sample_name,  # type: ignore[dict-item]
         }
-        for param in (LAYOUT, PRIVATE, ROOT, HOSTNAME, NAME, DISKSPACE, LOCAL_UID, LOCAL_GID):
-            if param.name in values:
-                assert param.key
-                settings[param.key] = param.fmt(values[param.name])
+        for option, value in values.items():  # every stored parameter given on the command line
+            param = BY_NAME[option]
+            if param.key:
+                settings[param.key] = param.fmt(value)
         if "LOCAL_UID" in settings and "LOCAL_GID" not in settings:
             settings["LOCAL_GID"] = settings["LOCAL_UID"]
         for key in ("VE_LAYOUT", "VE_PRIVATE", "VE_ROOT"):

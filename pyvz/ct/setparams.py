@@ -16,7 +16,9 @@ from pyvz.params import (
     DISKSPACE,
     HOSTNAME,
     NAME,
+    NAMESERVER,
     NOT_APPLIED_FROM_SAMPLE,
+    SEARCHDOMAIN,
     USERPASSWD,
     Param,
     SetMode,
@@ -124,6 +126,11 @@ def _apply_live(ct: Container, cfg: CtConfig, changed: dict[str, str], setmode: 
 
 
 def _apply_distro(ct: Container, cfg: CtConfig, param: Param[Any]) -> None:
+    resolver = param in (NAMESERVER, SEARCHDOMAIN)
+    if resolver and ct.distro().set_resolver(
+        ct.view(), cfg.get(NAMESERVER) or (), cfg.get(SEARCHDOMAIN) or ()
+    ):
+        log.info("File resolv.conf was modified")
     if param is HOSTNAME:
         hostname = cfg.get(HOSTNAME)
         if hostname:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 from pyvz.errors import ExitCode, VzError
@@ -38,6 +39,19 @@ class Distro:
             kept.insert(1, "::1 localhost ip6-localhost ip6-loopback")
         kept.append(f"127.0.1.1 {names}")
         view.write_text("/etc/hosts", "\n".join(kept) + "\n")
+
+    def set_resolver(self, view: RootView, nameservers: tuple[str, ...], search: tuple[str, ...]) -> bool:
+        """Write /etc/resolv.conf; True if it changed. `inherit` means the host's servers."""
+        if nameservers == ("inherit",):
+            nameservers, inherited_search = host_resolver()
+            search = search or inherited_search
+        lines = [f"search {' '.join(search)}"] if search else []
+        lines += [f"nameserver {server}" for server in nameservers]
+        text = "\n".join(lines) + "\n"
+        if view.read_or_empty("/etc/resolv.conf") == text:
+            return False
+        view.write_text("/etc/resolv.conf", text)
+        return True
 
     def hostname_command(self, hostname: str) -> tuple[str, ...]:
         """Run inside a running CT so the change takes effect without a restart."""
@@ -115,6 +129,29 @@ def _sha512_crypt(password: str) -> str:
         import crypt
 
     return crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
+
+
+def host_resolver() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The host's nameservers and search domains. A local stub resolver (systemd-resolved's
+    127.0.0.53) cannot serve a CT in its own network namespace, so its upstream list is used."""
+    servers: list[str] = []
+    search: list[str] = []
+    for path in ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"):
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue
+        servers = [
+            line.split()[1]
+            for line in text.splitlines()
+            if line.startswith("nameserver ") and len(line.split()) > 1
+        ]
+        search = [
+            word for line in text.splitlines() if line.startswith("search ") for word in line.split()[1:]
+        ]
+        if servers and not all(server.startswith("127.") for server in servers):
+            break
+    return tuple(s for s in servers if not s.startswith("127.")), tuple(search)
 
 
 def _rows(text: str) -> list[list[str]]:

@@ -17,7 +17,12 @@ class Busybox(Distro):
 class Debian(Distro):
     name = "debian"
     halt_signal = "SIGRTMIN+3"  # systemd's "halt"
-    boot_probe = ("sh", "-c", "systemctl is-system-running --wait >/dev/null 2>&1; test $? -le 1")
+    # Booted once systemd says so; "degraded" is booted too (with a failed unit to look at).
+    boot_probe = (
+        "sh",
+        "-c",
+        's=$(systemctl is-system-running --wait 2>/dev/null); [ "$s" = running ] || [ "$s" = degraded ]',
+    )
 
 
 _HANDLERS: dict[str, type[Distro]] = {"busybox": Busybox, "debian": Debian, "ubuntu": Debian}

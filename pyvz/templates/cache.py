@@ -70,7 +70,8 @@ def keyring(paths: Paths) -> Path:
 
 
 def require(paths: Paths, name: str) -> Path:
-    """The archive for `name`; the embedded busybox template is built on first use."""
+    """The archive for `name`; the embedded busybox template is built on first use, and
+    any other missing one is downloaded (and verified) from download.conf's repositories."""
     archive = find(paths, name)
     if archive is not None:
         return archive
@@ -78,6 +79,10 @@ def require(paths: Paths, name: str) -> Path:
         from pyvz.templates.busybox import build
 
         return build(paths)
+    from pyvz.templates import download  # only when a template is missing: keeps start-up fast
+
+    if download.settings(paths).repos:
+        return download.fetch(paths, name, gpg_check=True)
     raise VzError(
         ExitCode.OSTEMPLATE_NOT_FOUND,
         f"OS template {name!r} not found in {paths.template_cache} "

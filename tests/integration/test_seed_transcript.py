@@ -46,6 +46,7 @@ def test_seed_transcript(vzroot: VzRoot) -> None:
         "Starting container...",
         "Container is mounted",
         "Set hostname: wks-ve1",
+        "File resolv.conf was modified",  # NAMESERVER=inherit in vz.conf
         "Container start in progress...",
     ]
     # 30-35: vzlist -a and -an

@@ -181,6 +181,8 @@ SAMPLES: dict[str, str] = {
     "disabled": "no",
     "stop_timeout": "60",
     "diskspace": "10G:11G",
+    "nameserver": "192.0.2.53 2001:db8::53",
+    "searchdomain": "example.com corp.example.com",
     "applyconfig": "basic",
 }
 
@@ -279,3 +281,12 @@ def test_description_rejects_newline() -> None:
     with pytest.raises(VzError) as caught:
         parse_options({"description": "line one\nline two"})
     assert caught.value.code == ExitCode.INVALID_PARAMETER_VALUE
+
+
+def test_nameserver_accepts_inherit_and_addresses_only() -> None:
+    assert BY_NAME["nameserver"].parse("inherit") == ("inherit",)
+    with pytest.raises(VzError) as caught:
+        BY_NAME["nameserver"].parse("not-an-ip")
+    assert caught.value.code == ExitCode.INVALID_PARAMETER_VALUE
+    with pytest.raises(VzError):
+        BY_NAME["searchdomain"].parse("bad_domain!")

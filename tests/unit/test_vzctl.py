@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pyvz.cli.common import run_tool
-from pyvz.cli.vzctl import build_parser, dispatch
+from pyvz.cli.vzctl import _options, build_parser, dispatch
 from pyvz.errors import ExitCode, VzError
 from pyvz.log import setup
 from pyvz.params import for_command
@@ -45,7 +45,13 @@ def test_every_param_option_is_accepted() -> None:
         for param in for_command(command):
             for option in param.options:
                 ns = build_parser().parse_args([command, "101", option, "value"])
-                assert getattr(ns, param.name) == "value", option
+                expected = ["value"] if param.multi else "value"  # repeatable options collect a list
+                assert getattr(ns, param.name) == expected, option
+
+
+def test_repeated_options_are_joined() -> None:
+    ns = build_parser().parse_args(["set", "101", "--nameserver", "10.0.0.1", "--nameserver", "10.0.0.2"])
+    assert _options(ns, "set")["nameserver"] == "10.0.0.1 10.0.0.2"
 
 
 def test_set_flags() -> None:
