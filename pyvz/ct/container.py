@@ -20,6 +20,7 @@ from pyvz.params import (
     LOCAL_GID,
     LOCAL_UID,
     NAMESERVER,
+    OSTEMPLATE,
     PRIVATE,
     ROOT,
     SEARCHDOMAIN,
@@ -89,7 +90,11 @@ class Container:
         return RootView(area.root, uid, gid)
 
     def distro(self) -> Distro:
-        return detect(self.view())
+        from pyvz.templates.manifest import load, path_for
+
+        template = self.config.get(OSTEMPLATE)
+        manifest = load(path_for(self.paths.template_cache, template)) if template else None
+        return detect(self.view(), manifest.distribution if manifest else None)
 
     # ---- state ---------------------------------------------------------------------------
 

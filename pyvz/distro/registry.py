@@ -38,8 +38,10 @@ def os_release_ids(view: RootView) -> list[str]:
     return ids
 
 
-def detect(view: RootView) -> Distro:
-    for distro_id in os_release_ids(view):
+def detect(view: RootView, hint: str | None = None) -> Distro:
+    """The handler for the template's distribution (`hint`, from its manifest), else the one
+    /etc/os-release names, else the generic one."""
+    for distro_id in ([hint] if hint else []) + os_release_ids(view):
         handler = _HANDLERS.get(distro_id)
         if handler:
             return handler()

@@ -119,15 +119,16 @@ def install(
         else:
             shutil.copyfile(source, partial)
         check_archive(partial, manifest)
-        for old in (find(paths, name),):
-            if old is not None and old != target:
-                old.unlink()
+        old = find(paths, name)
+        if old is not None and old != target:  # the same template in another compression
+            old.unlink()
+            gpg.signature_for(old).unlink(missing_ok=True)
         save(path_for(cache, name), manifest._replace(name=name))
         signature_target = gpg.signature_for(target)
-        if signature is not None:
-            shutil.copyfile(signature, signature_target)
-        else:
+        if signature is None:
             signature_target.unlink(missing_ok=True)
+        elif not (signature_target.exists() and signature.samefile(signature_target)):
+            shutil.copyfile(signature, signature_target)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)

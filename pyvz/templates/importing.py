@@ -62,6 +62,8 @@ def import_archive(paths: Paths, file: Path, name: str | None, gpg_check: bool =
         gpg.verify(file, signature, cache.keyring(paths))
     else:
         log.warning(f"importing {file.name} without checking its signature (--no-gpg-check)")
+    if run(["tar", "-tf", str(file)], check=False).returncode != 0:
+        raise VzError(ExitCode.BAD_TEMPLATE, f"{file.name} is not a readable tar archive")
     manifest = load(path_for(file.parent, stem))
     if manifest is not None:
         check_archive(file, manifest)
@@ -78,15 +80,26 @@ def export_archive(paths: Paths, name: str, file: Path) -> None:
         raise VzError(
             ExitCode.INVALID_PARAMETER_VALUE, f"{file.name}: {name} is a {suffix} archive; name it *{suffix}"
         )
+    if not file.parent.is_dir():
+        raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"{file.parent} is not a directory")
     partial = file.with_name(f".{file.name}.partial")
+    manifest_target = path_for(file.parent, _split(file)[0])
     try:
         shutil.copyfile(archive, partial)
         manifest = load(path_for(paths.template_cache, name))
+        # What travels with the file is exactly what the cache has: no stale .asc or manifest
+        # from an earlier export may stay beside it.
         if manifest is not None:
             check_archive(partial, manifest)
-            shutil.copyfile(path_for(paths.template_cache, name), path_for(file.parent, _split(file)[0]))
+            shutil.copyfile(path_for(paths.template_cache, name), manifest_target)
+        else:
+            manifest_target.unlink(missing_ok=True)
         if gpg.signature_for(archive).exists():
             shutil.copyfile(gpg.signature_for(archive), gpg.signature_for(file))
+        else:
+            gpg.signature_for(file).unlink(missing_ok=True)
         partial.replace(file)
+    except OSError as err:
+        raise VzError(ExitCode.SYSTEM_ERROR, f"cannot export to {file}: {err.strerror}") from None
     finally:
         partial.unlink(missing_ok=True)

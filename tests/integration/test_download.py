@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, Done, VzRoot
+from tests.gpgkeys import export_public, kill_agents, new_key
 
 pytestmark = pytest.mark.root
 
@@ -43,18 +44,6 @@ class Material:
     signed_repo: Path
     unsigned_repo: Path
     other_build: Path  # a newer tiny-1.0 in a repository of its own, for --update
-
-
-def _gpg(home: Path, *args: str) -> str:
-    done = subprocess.run(["gpg", "--homedir", str(home), "--batch", *args], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def _new_key(home: Path, email: str) -> str:
-    _gpg(home, "--passphrase", "", "--quick-gen-key", f"pyvz test <{email}>", "ed25519", "sign", "0")
-    listing = _gpg(home, "--with-colons", "--list-secret-keys", f"<{email}>")
-    return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
 
 
 def _manifest_for(archive: Path) -> Any:
@@ -98,11 +87,11 @@ def material() -> Iterator[Material]:
     home.chmod(0o700)
     work = Path(tempfile.mkdtemp(prefix="pyvz-dl-", dir="/tmp"))
     try:
-        key = _new_key(home, "signer@example.invalid")
-        second = _new_key(home, "second@example.invalid")
-        untrusted = _new_key(home, "untrusted@example.invalid")
+        key = new_key(home, "signer@example.invalid")
+        second = new_key(home, "second@example.invalid")
+        untrusted = new_key(home, "untrusted@example.invalid")
         trusted = work / "trusted.asc"
-        trusted.write_text(_gpg(home, "--armor", "--export", key, second))
+        trusted.write_text(export_public(home, key, second))
         archive = busybox.build(Paths(work / "build"))
         _publisher(work / "pub-signed", archive, key, home, work / "signed")
         _publisher(work / "pub-unsigned", archive, None, home, work / "unsigned")
@@ -115,7 +104,7 @@ def material() -> Iterator[Material]:
             home, trusted, second, untrusted, work / "signed", work / "unsigned", work / "other-repo"
         )
     finally:
-        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True)
+        kill_agents(home)
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
 

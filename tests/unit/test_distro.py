@@ -307,3 +307,13 @@ def test_handlers_differ_in_halt_signal() -> None:
     assert Distro.halt_signal == "SIGPWR"
     assert {Busybox.name, Debian.name, Distro.name} == {"busybox", "debian", "generic"}
     assert Busybox.boot_probe is not None and re.search("boot-complete", " ".join(Busybox.boot_probe))
+
+
+def test_the_templates_manifest_picks_the_handler_before_os_release(tmp_path: Path) -> None:
+    from pyvz.distro.registry import Debian, detect
+
+    (tmp_path / "etc").mkdir(exist_ok=True)
+    (tmp_path / "etc/os-release").write_text("ID=somethingelse\n")
+    view = RootView(tmp_path, os.geteuid(), os.getegid())
+    assert isinstance(detect(view, "debian"), Debian)
+    assert type(detect(view)).__name__ == "Distro"
