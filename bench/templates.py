@@ -65,26 +65,34 @@ def bench_template_build(ctx: Context) -> list[Row]:
     ]
 
 
-def _create_timed(ctx: Context, template: str) -> float:
+def _create_timed(ctx: Context, template: str, ctid: int = CT, destroy: bool = True) -> float:
     try:
-        return ctx.vz.timed([VZCTL, "create", str(CT), "--ostemplate", template])
+        return ctx.vz.timed([VZCTL, "create", str(ctid), "--ostemplate", template])
     finally:
-        ctx.vz.vzctl("destroy", str(CT))
-        # btrfs deletes subvolumes in the background; let it finish so that cleaning up one
-        # CT's 200 MB does not land in the next measurement.
-        ctx.vz.run(["btrfs", "subvolume", "sync", str(ctx.vz.private_dir)])
+        if destroy:
+            ctx.vz.vzctl("destroy", str(ctid))
 
 
 def bench_template_create(ctx: Context) -> list[Row]:
     _ensure_built(ctx)
     for template in (RECIPE, "busybox"):  # each template's tree is unpacked once, untimed
         _create_timed(ctx, template)
-    ours, theirs = alternate(
-        ctx.n.create,
-        lambda: _create_timed(ctx, RECIPE),
-        lambda: _create_timed(ctx, "busybox"),
-        "create debian vs busybox",
-    )
+    # The CTs are destroyed only at the end: btrfs cleans deleted subvolumes up in the
+    # background (slowly, with quotas on), which would otherwise land in the next timing.
+    ids = iter(range(CT + 1, CT + 1 + 2 * ctx.n.create))
+    made: list[int] = []
+
+    def create(template: str) -> float:
+        made.append(next(ids))
+        return _create_timed(ctx, template, made[-1], destroy=False)
+
+    try:
+        ours, theirs = alternate(
+            ctx.n.create, lambda: create(RECIPE), lambda: create("busybox"), "create debian vs busybox"
+        )
+    finally:
+        for ctid in made:
+            ctx.vz.vzctl("destroy", str(ctid))
     return [Row(f"vzctl create from {RECIPE} vs from busybox", "ratio", "≤ 1.2×", ours, theirs, limit=1.2)]
 
 
