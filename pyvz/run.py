@@ -24,14 +24,77 @@ class Result(NamedTuple):
     stderr: str
 
 
-def _run_attached(argv: tuple[str, ...], env: dict[str, str], check: bool, error_code: ExitCode) -> Result:
-    """An interactive command on our terminal, waited for with no time limit."""
+def _spawn(argv: tuple[str, ...], env: dict[str, str], **options: object) -> int:
     try:
-        pid = os.posix_spawnp(argv[0], argv, env)
+        return os.posix_spawnp(argv[0], argv, env, **options)  # type: ignore[arg-type]
     except FileNotFoundError:
         raise VzError(ExitCode.SYSTEM_ERROR, f"{argv[0]} is not installed (run `make install`)") from None
     except OSError as err:
         raise VzError(ExitCode.SYSTEM_ERROR, f"cannot run {argv[0]}: {err.strerror}") from None
+
+
+def _run_spawned(
+    argv: tuple[str, ...], env: dict[str, str], capture: bool, timeout: float | None
+) -> tuple[int, str, str]:
+    """A command with no input: output into memory files, waited for through a pidfd.
+
+    This is most of what pyvz runs (mount, btrfs, lxc-start ...), and doing it without the
+    subprocess module saves ~7 ms of import on every vzctl command. The command gets its own
+    session, so a timeout or Ctrl-C can kill everything it started.
+    """
+    import select
+
+    outputs = [os.memfd_create(name, os.MFD_CLOEXEC) for name in ("stdout", "stderr")] if capture else []
+    actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
+    ]
+    actions += [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in zip(outputs, (1, 2), strict=False)]
+    try:
+        pid = _spawn(argv, env, file_actions=actions, setsid=True)
+        pidfd = os.pidfd_open(pid)
+        try:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            if not poller.poll(None if timeout is None else int(timeout * 1000)):
+                _kill_group(pid, signal.SIGTERM)
+                if not poller.poll(int(_KILL_GRACE * 1000)):
+                    _kill_group(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise VzError(ExitCode.SYSTEM_ERROR, f"`{shlex.join(argv)}` timed out after {timeout:g} s")
+        except BaseException:
+            _kill_group(pid, signal.SIGKILL)  # Ctrl-C: do not leave it running behind us
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            raise
+        finally:
+            os.close(pidfd)
+        _pid, status = os.waitpid(pid, 0)
+        texts = []
+        for fd in outputs:
+            os.lseek(fd, 0, os.SEEK_SET)
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            texts.append(b"".join(chunks).decode(errors="replace"))
+    finally:
+        for fd in outputs:
+            os.close(fd)
+    stdout, stderr = texts if texts else ("", "")
+    return os.waitstatus_to_exitcode(status), stdout, stderr
+
+
+def _kill_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _run_attached(argv: tuple[str, ...], env: dict[str, str], check: bool, error_code: ExitCode) -> Result:
+    """An interactive command on our terminal, waited for with no time limit."""
+    pid = _spawn(argv, env)
     while True:
         try:
             _pid, status = os.waitpid(pid, 0)
@@ -87,6 +150,9 @@ def run(
         full_env.update(env)
     if inherit_stdio and timeout is None:
         return _run_attached(argv, full_env, check, error_code)
+    if input is None and not inherit_stdio:
+        code, stdout, stderr = _run_spawned(argv, full_env, capture, timeout)
+        return _checked(Result(argv, code, stdout, stderr), check, error_code)
     import subprocess  # not needed by interactive commands, which are timed most
 
     if inherit_stdio:
@@ -126,12 +192,15 @@ def run(
         _signal(proc, signal.SIGKILL, not inherit_stdio)
         proc.wait()
         raise
-    result = Result(argv, proc.returncode, stdout or "", stderr or "")
-    if check and proc.returncode != 0:
+    return _checked(Result(argv, proc.returncode, stdout or "", stderr or ""), check, error_code)
+
+
+def _checked(result: Result, check: bool, error_code: ExitCode) -> Result:
+    if check and result.returncode != 0:
         detail = _tail(result.stderr) or _tail(result.stdout)
         raise VzError(
             error_code,
-            f"`{shlex.join(argv)}` failed ({_describe_status(proc.returncode)})"
+            f"`{shlex.join(result.argv)}` failed ({_describe_status(result.returncode)})"
             + (f": {detail}" if detail else ""),
         )
     return result

@@ -7,7 +7,6 @@ is caught before anything is unpacked.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -61,6 +60,8 @@ def save(path: Path, manifest: Manifest) -> None:
 
 
 def sha256_file(path: Path) -> str:
+    import hashlib  # not needed by vzctl start, which reads manifests
+
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
