@@ -1,12 +1,26 @@
 """Atomic file replacement: temp file, fsync, rename, fsync the directory.
 
-A crash or kill -9 at any point leaves either the old file or the new one, never a mix.
+A crash or kill -9 at any point leaves either the old file or the new one, never a mix; a
+Ctrl-C is held back for the few system calls in between, so it never leaves a temp file.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back for a short critical section; they land when it ends."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def fsync_dir(path: Path) -> None:
@@ -20,28 +34,30 @@ def fsync_dir(path: Path) -> None:
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     raw = data.encode() if isinstance(data, str) else data
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        os.write(fd, raw)
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with signals_held():
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        try:
+            try:
+                os.write(fd, raw)
+                os.fchmod(fd, mode)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     fsync_dir(path.parent)
 
 
 def symlink_atomic(target: str, link: Path) -> None:
     tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    os.symlink(target, tmp)
-    try:
-        os.replace(tmp, link)
-    except BaseException:
+    with signals_held():
         tmp.unlink(missing_ok=True)
-        raise
+        os.symlink(target, tmp)
+        try:
+            os.replace(tmp, link)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     fsync_dir(link.parent)

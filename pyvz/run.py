@@ -49,10 +49,19 @@ def _run_spawned(
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
     ]
     actions += [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in zip(outputs, (1, 2), strict=False)]
+    # Ctrl-C must not land between the spawn and the code that kills the child on Ctrl-C:
+    # it is held back until the child is known (the child itself starts with none blocked).
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    pidfd = -1
     try:
-        pid = _spawn(argv, env, file_actions=actions, setsid=True)
-        pidfd = os.pidfd_open(pid)
         try:
+            pid = _spawn(argv, env, file_actions=actions, setsid=True, setsigmask=[])
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            raise
+        try:
+            pidfd = os.pidfd_open(pid)
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a held-back Ctrl-C lands here
             poller = select.poll()
             poller.register(pidfd, select.POLLIN)
             if not poller.poll(None if timeout is None else int(timeout * 1000)):
@@ -62,6 +71,7 @@ def _run_spawned(
                 os.waitpid(pid, 0)
                 raise VzError(ExitCode.SYSTEM_ERROR, f"`{shlex.join(argv)}` timed out after {timeout:g} s")
         except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             _kill_group(pid, signal.SIGKILL)  # Ctrl-C: do not leave it running behind us
             try:
                 os.waitpid(pid, 0)
@@ -69,7 +79,8 @@ def _run_spawned(
                 pass
             raise
         finally:
-            os.close(pidfd)
+            if pidfd >= 0:
+                os.close(pidfd)
         _pid, status = os.waitpid(pid, 0)
         texts = []
         for fd in outputs:

@@ -133,8 +133,8 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
         pool.prepare(host.paths, area.private.parent, layout == Layout.BTRFS, host.setting("POOL_SIZE"))
         log.info(f"Creating container private area ({template})")
         host.paths.conf_dir.mkdir(parents=True, exist_ok=True)
-        conf.write()
         try:
+            conf.write()  # inside the try: a Ctrl-C held back by the write lands in here
             if name is not None:
                 set_name_link(host.paths, name, ctid)
             tree = unpacked_tree(archive, area.private.parent)
