@@ -43,18 +43,18 @@ SAMPLES = {
     "basic": """\
 # A general-purpose CT: started at host boot.
 ONBOOT="yes"
-DISKSPACE="10G:11G"
+DISKSPACE="10G"
 """,
     "light": """\
 # A small CT for light services.
 ONBOOT="no"
-DISKSPACE="2G:2200M"
+DISKSPACE="2G"
 """,
     "vswap-256m": """\
 # A CT sized like OpenVZ's vswap-256m sample (RAM and swap limits arrive with resource
 # management; until then only the disk quota below is enforced).
 ONBOOT="no"
-DISKSPACE="2G:2200M"
+DISKSPACE="2G"
 """,
 }
 

@@ -10,11 +10,12 @@ import os
 from pathlib import Path
 
 from pyvz.errors import ExitCode, VzError
+from pyvz.log import log
 from pyvz.params import Layout
 from pyvz.run import run
 from pyvz.storage.base import Area, StorageDriver, remove_path
 from pyvz.storage.mounts import bind_mount
-from pyvz.units import UNLIMITED, BarrierLimit
+from pyvz.units import UNLIMITED, BarrierLimit, format_size
 
 _SUBVOLUME_INODE = 256  # every btrfs subvolume root has this inode number
 
@@ -90,6 +91,11 @@ class BtrfsDriver(StorageDriver):
     def set_quota(self, area: Area, quota: BarrierLimit | None) -> None:
         # btrfs has one hard limit per qgroup: OpenVZ's limit is enforced, the barrier is not.
         limit = "none" if quota is None or quota.limit >= UNLIMITED else str(quota.limit * 1024)
+        if quota is not None and quota.barrier < quota.limit:
+            log.warning(
+                f"DISKSPACE barrier {format_size(quota.barrier, 1024)} is not enforced (btrfs has one "
+                f"hard limit per subvolume); the limit {format_size(quota.limit, 1024)} is"
+            )
         argv = ["btrfs", "qgroup", "limit", limit, str(area.private)]
         result = run(argv, check=False)
         if result.returncode != 0 and "quota" in (result.stderr + result.stdout).lower():

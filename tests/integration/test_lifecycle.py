@@ -578,7 +578,7 @@ def test_disk_quota_is_enforced_and_raised_live(vzroot: VzRoot) -> None:
 
 
 def test_disk_quota_set_on_a_stopped_ct_is_enforced(vzroot: VzRoot) -> None:
-    vzroot.ok("create", "101")  # the basic sample: DISKSPACE="10G:11G"
+    vzroot.ok("create", "101")  # the basic sample: DISKSPACE="10G"
     vzroot.ok("set", "101", "--diskspace", "30M", "--save")
     assert conf_value(vzroot, "DISKSPACE") == "30720:30720"
     vzroot.ok("start", "101")
@@ -602,3 +602,12 @@ def test_applyconfig_takes_a_samples_class_parameters_only(vzroot: VzRoot) -> No
     assert rows == ["101", "from", "small", "1048576:1048576"]
     done = vzroot.vzctl("set", "101", "--applyconfig", "nosuch", "--save")
     assert done.code == 109 and len(done.err.strip().splitlines()) == 1
+
+
+def test_unenforced_diskspace_barrier_is_said_out_loud(vzroot: VzRoot) -> None:
+    vzroot.ok("create", "101")
+    done = vzroot.vzctl("set", "101", "--diskspace", "1G:2G", "--save")
+    assert done.code == 0
+    assert "barrier 1G is not enforced" in done.err and "limit 2G is" in done.err
+    done = vzroot.vzctl("set", "101", "--diskspace", "2G", "--save")
+    assert done.code == 0 and "not enforced" not in done.err
