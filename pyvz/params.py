@@ -47,6 +47,7 @@ class Subsystem(StrEnum):
     DISTRO = "distro"  # files inside the CT (hostname, passwords)
     STORAGE = "storage"  # the storage driver (disk quota)
     CREATE = "create"  # fixed at create time (layout, private area, id range)
+    RESOURCES = "resources"  # cgroup limits
 
 
 CREATE = frozenset({"create"})
@@ -377,6 +378,90 @@ ORIGIN_SAMPLE: Param[str] = Param(
     Subsystem.CREATE,
     live=False,
 )
+
+
+def _vswap(what: str) -> Callable[[str], BarrierLimit]:
+    """--ram/--swap take a size (bytes with a suffix); the config keeps pages as 0:LIMIT."""
+
+    def parse(text: str) -> BarrierLimit:
+        value = parse_barrier_limit(text, 4096, what)
+        return BarrierLimit(0, value.limit)
+
+    return parse
+
+
+def _fmt_vswap(value: BarrierLimit) -> str:
+    return f"0:{value.limit}"
+
+
+def _items(what: str) -> Callable[[str], BarrierLimit]:
+    return lambda text: parse_barrier_limit(text, 1, what)
+
+
+def _percent(text: str) -> int:
+    return parse_int(text.strip().rstrip("%"), "cpulimit", 0, 100 * 1024)
+
+
+PHYSPAGES: Param[BarrierLimit] = Param(
+    "ram",
+    "PHYSPAGES",
+    ("--ram",),
+    _vswap("ram"),
+    _fmt_vswap,
+    "memory limit (VSwap RAM), e.g. 512M",
+    "SIZE",
+    BOTH,
+    Subsystem.RESOURCES,
+    field="physpages",
+)
+SWAPPAGES: Param[BarrierLimit] = Param(
+    "swap",
+    "SWAPPAGES",
+    ("--swap",),
+    _vswap("swap"),
+    _fmt_vswap,
+    "swap the CT may use on top of --ram",
+    "SIZE",
+    BOTH,
+    Subsystem.RESOURCES,
+    field="swappages",
+)
+NUMPROC: Param[BarrierLimit] = Param(
+    "numproc",
+    "NUMPROC",
+    ("--numproc",),
+    _items("numproc"),
+    str,
+    "maximum number of processes and threads (barrier:limit; the limit is enforced)",
+    "N[:N]",
+    BOTH,
+    Subsystem.RESOURCES,
+    field="numproc",
+)
+CPUUNITS: Param[int] = Param(
+    "cpuunits",
+    "CPUUNITS",
+    ("--cpuunits",),
+    _int("cpuunits", 8, 500000),
+    str,
+    "CPU weight relative to other CTs (1000 = default)",
+    "N",
+    BOTH,
+    Subsystem.RESOURCES,
+    field="cpuunits",
+)
+CPULIMIT: Param[int] = Param(
+    "cpulimit",
+    "CPULIMIT",
+    ("--cpulimit",),
+    _percent,
+    str,
+    "CPU limit in percent of one CPU (0 = none)",
+    "PERCENT",
+    BOTH,
+    Subsystem.RESOURCES,
+    field="cpulimit",
+)
 NAMESERVER: Param[tuple[str, ...]] = Param(
     "nameserver",
     "NAMESERVER",
@@ -444,6 +529,11 @@ PARAMS: tuple[Param[Any], ...] = (
     DISKSPACE,
     NAMESERVER,
     SEARCHDOMAIN,
+    PHYSPAGES,
+    SWAPPAGES,
+    NUMPROC,
+    CPUUNITS,
+    CPULIMIT,
     USERPASSWD,
     APPLYCONFIG,
 )

@@ -51,9 +51,10 @@ ONBOOT="no"
 DISKSPACE="2G"
 """,
     "vswap-256m": """\
-# A CT sized like OpenVZ's vswap-256m sample (RAM and swap limits arrive with resource
-# management; until then only the disk quota below is enforced).
+# A CT sized like OpenVZ's vswap-256m sample: 256 MB of RAM, 512 MB of swap on top.
 ONBOOT="no"
+PHYSPAGES="0:256M"
+SWAPPAGES="0:512M"
 DISKSPACE="2G"
 """,
 }

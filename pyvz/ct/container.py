@@ -27,6 +27,7 @@ from pyvz.params import (
     STOP_TIMEOUT,
     Layout,
 )
+from pyvz.resources.limits import from_config as limits_from_config
 from pyvz.rootview import RootView
 from pyvz.runtime.lxc import RuntimeSpec
 from pyvz.storage import pool
@@ -203,6 +204,9 @@ class Container:
             self.apply_distro_files(distro, cfg)
             # The disk quota is not set here: qgroup limits live on disk, set by create and set.
             driver = self.driver()
+            limits = limits_from_config(cfg)
+            for problem in self.host.runtime.cgroups.unenforced(limits):
+                log.warning(problem)
             spec = RuntimeSpec(
                 ctid=self.ctid,
                 rootfs=area.root,
@@ -211,6 +215,7 @@ class Container:
                 hostname=cfg.get(HOSTNAME) or f"ct{self.ctid}",
                 halt_signal=distro.halt_signal,
                 cgroups=self.host.runtime.cgroups_of(self.ctid),
+                limits=tuple(self.host.runtime.cgroups.lxc_lines(limits)),
             )
             self.host.runtime.start(spec)
         except BaseException:

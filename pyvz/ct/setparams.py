@@ -110,7 +110,11 @@ def _needs_restart(changed: dict[str, str]) -> bool:
 
 def _apply_live(ct: Container, cfg: CtConfig, changed: dict[str, str], setmode: SetMode | None) -> None:
     """Apply what can change under a running CT; say plainly what cannot."""
-    appliers = {Subsystem.DISTRO: _apply_distro, Subsystem.STORAGE: _apply_storage}
+    appliers = {
+        Subsystem.DISTRO: _apply_distro,
+        Subsystem.STORAGE: _apply_storage,
+        Subsystem.RESOURCES: _apply_resources,
+    }
     for key in changed:
         param: Param[Any] | None = BY_KEY.get(key)
         if param is None:
@@ -140,6 +144,17 @@ def _apply_distro(ct: Container, cfg: CtConfig, param: Param[Any]) -> None:
 
             run(ct.host.runtime.attach_argv(ct.ctid, list(distro.hostname_command(hostname))))
             log.info(f"Set hostname: {hostname}")
+
+
+def _apply_resources(ct: Container, cfg: CtConfig, param: Param[Any]) -> None:
+    from pyvz.resources.limits import from_config
+
+    runtime = ct.host.runtime
+    limits = from_config(cfg)
+    for problem in runtime.cgroups.unenforced(limits):
+        log.warning(problem)
+    runtime.cgroups.apply(runtime.cgroups_of(ct.ctid).container, limits)
+    log.info(f"Set {param.key} on the running CT")
 
 
 def _apply_storage(ct: Container, cfg: CtConfig, param: Param[Any]) -> None:

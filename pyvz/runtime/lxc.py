@@ -34,6 +34,7 @@ class RuntimeSpec(NamedTuple):
     hostname: str
     halt_signal: str
     cgroups: CtCgroups
+    limits: tuple[str, ...] = ()  # LXC config lines that set the CT's cgroup limits
 
 
 def _apparmor_profile() -> str:
@@ -73,6 +74,7 @@ def render_config(spec: RuntimeSpec, log_file: Path) -> str:
         "lxc.cgroup.dir.container.inner = ns",
         f"lxc.log.file = {log_file}",
         "lxc.log.level = WARN",
+        *spec.limits,
     ]
     return "\n".join(lines) + "\n"
 

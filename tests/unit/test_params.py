@@ -183,6 +183,11 @@ SAMPLES: dict[str, str] = {
     "diskspace": "10G:11G",
     "nameserver": "192.0.2.53 2001:db8::53",
     "searchdomain": "example.com corp.example.com",
+    "ram": "256M",
+    "swap": "512M",
+    "numproc": "100:120",
+    "cpuunits": "2000",
+    "cpulimit": "50",
     "applyconfig": "basic",
 }
 
