@@ -87,3 +87,18 @@ def test_bad_resource_values_leave_the_config_untouched(vzroot: VzRoot) -> None:
         assert done.code == code, (args, done.err)
         assert len(done.err.strip().splitlines()) == 1
     assert (vzroot.conf_dir / "101.conf").read_bytes() == before
+
+
+def test_cpulimit_holds_a_busy_loop(vzroot: VzRoot) -> None:
+    import time
+
+    vzroot.ok("create", "101", "--cpulimit", "50")
+    vzroot.ok("start", "101")
+    vzroot.ok("exec", "101", "(timeout 9 sh -c 'while :; do :; done' >/dev/null 2>&1 &)")
+    usage = cgroup_file(vzroot, "cpuacct", "cpuacct.usage")  # counts the CT's whole subtree
+    time.sleep(1.5)  # past the first period's burst
+    used, started = int(usage.read_text()), time.monotonic()
+    time.sleep(5)
+    share = (int(usage.read_text()) - used) / 1e9 / (time.monotonic() - started)
+    assert 0.3 < share <= 0.60, f"a busy loop used {share:.0%} of a CPU under cpulimit=50"
+    vzroot.ok("stop", "--fast", "101")
