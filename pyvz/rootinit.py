@@ -8,12 +8,10 @@ from pyvz.atomic import write_atomic
 from pyvz.paths import Paths
 
 VZ_CONF = """\
-## Global parameters (pyvz reads this like OpenVZ's /etc/vz/vz.conf)
+## Global parameters (pyvz reads this like OpenVZ's /etc/vz/vz.conf). Every key here is
+## used; operations are logged to /var/log/vzctl.log and templates are cached in
+## /var/lib/vz/template/cache (both under PYVZ_ROOT).
 LOCKDIR=/var/lib/vz/lock
-DUMPDIR=/var/lib/vz/dump
-LOGGING=yes
-LOGFILE=/var/log/vzctl.log
-VERBOSE=0
 
 ## Disk: paths are relative to PYVZ_ROOT
 VE_ROOT=/var/lib/vz/root/$VEID
@@ -24,7 +22,6 @@ VE_LAYOUT=btrfs
 POOL_SIZE=auto
 
 ## Templates
-TEMPLATE=/var/lib/vz/template
 DEF_OSTEMPLATE="busybox"
 CONFIGFILE="basic"
 

@@ -122,10 +122,6 @@ class Container:
             )
         return area
 
-    def require_running(self) -> None:
-        if not self.is_running():
-            raise VzError(ExitCode.NOT_RUNNING, f"CT {self.ctid} is not running")
-
     def script_env(self, area: Area) -> dict[str, str]:
         return {
             "VE_ROOT": str(area.root),
