@@ -9,13 +9,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from functools import cached_property
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from pyvz.config import ConfigFile, CtConfig
 from pyvz.errors import VzError
 from pyvz.host import Host
-from pyvz.params import PARAMS, PRIVATE, ROOT, Param
+from pyvz.params import DISKINODES, DISKSPACE, LAYOUT, PARAMS, PRIVATE, ROOT, Layout, Param
+from pyvz.resources.beancounters import NAMES as UBC_NAMES
+from pyvz.resources.beancounters import Beancounter, configured
+from pyvz.resources.beancounters import read as read_beancounters
 from pyvz.storage import pool
+from pyvz.storage.base import Area, driver_for
+from pyvz.storage.idmap import IdMap
 from pyvz.storage.mounts import mount_table
 from pyvz.units import UNLIMITED, BarrierLimit
 
@@ -69,6 +75,37 @@ class Record:
     @property
     def running(self) -> bool:
         return self.nproc > 0
+
+    @property
+    def state_file(self) -> Path:
+        return self.host.runtime.beancounter_state(self.ctid)
+
+    @cached_property
+    def beancounters(self) -> list[Beancounter] | None:
+        """The kernel's counters with the configured barrier/limit; None when not running."""
+        if not self.running:
+            return None
+        runtime = self.host.runtime
+        return read_beancounters(
+            runtime.cgroups, runtime.cgroups_of(self.ctid).container, self.config, self.state_file
+        )
+
+    def beancounter(self, name: str) -> Beancounter:
+        for counter in self.beancounters or ():
+            if counter.name == name:
+                return counter
+        limits = configured(self.config, name)
+        return Beancounter(name, None, None, limits.barrier, limits.limit, None)
+
+    @cached_property
+    def disk_usage(self) -> int | None:
+        """KiB counted against DISKSPACE, as vzlist's diskspace shows it."""
+        private, layout = self.value(PRIVATE), self.value(LAYOUT) or Layout.BTRFS
+        if private is None or not self.exists:
+            return None
+        area = Area(self.host.paths.host(private), Path("/"), IdMap(0, 0))
+        used = driver_for(layout).usage(area)
+        return None if used is None else used // 1024
 
     def raw(self, key: str) -> str | None:
         return None if self.config is None else self.config.raw(key)
@@ -125,6 +162,47 @@ for _param in PARAMS:
         _header, _width = _WIDTHS.get(_param.field, (_param.field.upper(), 0))
         FIELDS[_param.field] = _param_field(_param, _header, _width)
 FIELDS["veid"] = FIELDS["ctid"]._replace(name="veid")  # the name vzctl 3.x used
+
+
+def _ubc_fields(name: str) -> dict[str, Field]:
+    """NAME (held, or all five in JSON), NAME.m (maxheld), .b (barrier), .l (limit), .f (failcnt)."""
+
+    def getter(attr: str) -> Callable[[Record], Any]:
+        return lambda r: getattr(r.beancounter(name), attr)
+
+    fields = {
+        name: Field(name, name.upper(), 10, True, lambda r: r.beancounter(name).as_json(), _held_cell),
+    }
+    for suffix, attr in (("m", "maxheld"), ("b", "barrier"), ("l", "limit"), ("f", "failcnt")):
+        key = f"{name}.{suffix}"
+        fields[key] = Field(key, key.upper(), 10, True, getter(attr), _cell)
+    return fields
+
+
+def _held_cell(value: Any) -> str:
+    return _cell(value["held"] if isinstance(value, dict) else value)
+
+
+def _disk_fields(name: str, param: Param[Any], usage: Callable[[Record], int | None]) -> dict[str, Field]:
+    def limits(r: Record) -> tuple[int | None, int | None]:
+        value = r.value(param)
+        return (value.barrier, value.limit) if value is not None else (None, None)
+
+    def as_json(r: Record) -> dict[str, int | None]:
+        soft, hard = limits(r)
+        return {"usage": usage(r), "softlimit": soft, "hardlimit": hard}
+
+    return {
+        name: Field(name, name.upper(), 10, True, as_json, lambda v: _cell(v["usage"])),
+        f"{name}.s": Field(f"{name}.s", f"{name.upper()}.S", 10, True, lambda r: limits(r)[0], _cell),
+        f"{name}.h": Field(f"{name}.h", f"{name.upper()}.H", 10, True, lambda r: limits(r)[1], _cell),
+    }
+
+
+for _name in UBC_NAMES:
+    FIELDS.update(_ubc_fields(_name))
+FIELDS.update(_disk_fields("diskspace", DISKSPACE, lambda r: r.disk_usage))
+FIELDS.update(_disk_fields("diskinodes", DISKINODES, lambda r: None))  # btrfs counts no inodes
 
 DEFAULT_FIELDS = ("ctid", "nproc", "status", "ip", "hostname")
 

@@ -15,15 +15,19 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from pyvz.errors import ExitCode, VzError
 from pyvz.units import (
+    UNLIMITED,
     BarrierLimit,
     bad_value,
     format_yes_no,
     parse_barrier_limit,
     parse_int,
+    parse_size,
     parse_yes_no,
 )
 
 T = TypeVar("T")
+
+PAGE = 4096  # vzctl counts *pages parameters in 4 KiB pages
 
 # CTIDs up to 100 belong to the system in OpenVZ; vzctl caps the rest here.
 MIN_CTID = 101
@@ -69,6 +73,7 @@ class Param(NamedTuple, Generic[T]):
     field: str | None = None  # vzlist -o name
     default: Any = None  # the value when neither CTID.conf nor vz.conf sets it
     multi: bool = False  # the option may repeat; the values are kept space-separated
+    option_parse: Callable[[str], T] | None = None  # when the CLI's unit differs from the config's
 
 
 def _text(text: str) -> str:
@@ -384,7 +389,7 @@ def _vswap(what: str) -> Callable[[str], BarrierLimit]:
     """--ram/--swap take a size (bytes with a suffix); the config keeps pages as 0:LIMIT."""
 
     def parse(text: str) -> BarrierLimit:
-        value = parse_barrier_limit(text, 4096, what)
+        value = parse_barrier_limit(text, PAGE, what)
         return BarrierLimit(0, value.limit)
 
     return parse
@@ -402,6 +407,86 @@ def _percent(text: str) -> int:
     return parse_int(text.strip().rstrip("%"), "cpulimit", 0, 100 * 1024)
 
 
+def _overcommit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise bad_value("vm_overcommit", text, "expected a number such as 1.5") from None
+    if not 0 < value <= 1000 or value != value:
+        raise bad_value("vm_overcommit", text, "must be greater than 0")
+    return value
+
+
+def _fmt_float(value: float) -> str:
+    return f"{value:g}"
+
+
+def _cpus(text: str) -> int:
+    if text.strip().lower() == "unlimited":
+        return 0
+    return parse_int(text, "cpus", 0, 8192)
+
+
+def _fmt_cpus(value: int) -> str:
+    return str(value)
+
+
+def _cpulist(what: str) -> Callable[[str], str]:
+    """A kernel cpu list (0-3,6) or `all`; normalised, ids checked against the host at apply time."""
+
+    def parse(text: str) -> str:
+        text = text.strip()
+        if text.lower() == "all":
+            return "all"
+        ids: set[int] = set()
+        for part in text.split(","):
+            match = re.fullmatch(r"(\d{1,4})(?:-(\d{1,4}))?", part)
+            if not match:
+                raise bad_value(what, text, "expected a list such as 0-3,6 or `all`")
+            low, high = int(match.group(1)), int(match.group(2) or match.group(1))
+            if high < low:
+                raise bad_value(what, text, f"range {part} goes backwards")
+            ids.update(range(low, high + 1))
+        return format_id_list(ids)
+
+    return parse
+
+
+def format_id_list(ids: set[int] | list[int]) -> str:
+    """0,1,2,5 -> 0-2,5 (the kernel's own cpu list form)."""
+    ordered, runs = sorted(set(ids)), list[list[int]]()
+    for value in ordered:
+        if runs and value == runs[-1][1] + 1:
+            runs[-1][1] = value
+        else:
+            runs.append([value, value])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def parse_id_list(text: str) -> set[int]:
+    ids: set[int] = set()
+    for part in filter(None, text.strip().split(",")):
+        low, _sep, high = part.partition("-")
+        ids.update(range(int(low), int(high or low) + 1))
+    return ids
+
+
+def _iolimit_option(text: str) -> int:
+    """vzctl's --iolimit reads a plain number as MB/s."""
+    text = text.strip()
+    if text.isdigit():
+        return parse_int(text, "iolimit", 0, 2**40) * 1024 * 1024
+    return _iolimit(text)
+
+
+def _iolimit(text: str) -> int:
+    """Bytes per second, as IOLIMIT is stored."""
+    value = parse_size(text, 1, "iolimit")
+    if value >= UNLIMITED:
+        return 0
+    return value
+
+
 PHYSPAGES: Param[BarrierLimit] = Param(
     "ram",
     "PHYSPAGES",
@@ -412,7 +497,6 @@ PHYSPAGES: Param[BarrierLimit] = Param(
     "SIZE",
     BOTH,
     Subsystem.RESOURCES,
-    field="physpages",
 )
 SWAPPAGES: Param[BarrierLimit] = Param(
     "swap",
@@ -424,19 +508,18 @@ SWAPPAGES: Param[BarrierLimit] = Param(
     "SIZE",
     BOTH,
     Subsystem.RESOURCES,
-    field="swappages",
 )
-NUMPROC: Param[BarrierLimit] = Param(
-    "numproc",
-    "NUMPROC",
-    ("--numproc",),
-    _items("numproc"),
-    str,
-    "maximum number of processes and threads (barrier:limit; the limit is enforced)",
-    "N[:N]",
+VM_OVERCOMMIT: Param[float] = Param(
+    "vm_overcommit",
+    "VM_OVERCOMMIT",
+    ("--vm_overcommit",),
+    _overcommit,
+    _fmt_float,
+    "privvmpages = (ram + swap) * N; saved, not enforced (no per-CT commit limit in mainline)",
+    "N",
     BOTH,
     Subsystem.RESOURCES,
-    field="numproc",
+    field="vm_overcommit",
 )
 CPUUNITS: Param[int] = Param(
     "cpuunits",
@@ -462,6 +545,141 @@ CPULIMIT: Param[int] = Param(
     Subsystem.RESOURCES,
     field="cpulimit",
 )
+CPUS: Param[int] = Param(
+    "cpus",
+    "CPUS",
+    ("--cpus",),
+    _cpus,
+    _fmt_cpus,
+    "number of CPUs the CT may run on (0 or unlimited = all)",
+    "N",
+    BOTH,
+    Subsystem.RESOURCES,
+    field="cpus",
+)
+CPUMASK: Param[str] = Param(
+    "cpumask",
+    "CPUMASK",
+    ("--cpumask",),
+    _cpulist("cpumask"),
+    str,
+    "CPUs the CT may run on, e.g. 0-3,6 (or all)",
+    "LIST",
+    BOTH,
+    Subsystem.RESOURCES,
+    field="cpumask",
+)
+NODEMASK: Param[str] = Param(
+    "nodemask",
+    "NODEMASK",
+    ("--nodemask",),
+    _cpulist("nodemask"),
+    str,
+    "NUMA memory nodes the CT may allocate from, e.g. 0 (or all)",
+    "LIST",
+    BOTH,
+    Subsystem.RESOURCES,
+    field="nodemask",
+)
+DISKINODES: Param[BarrierLimit] = Param(
+    "diskinodes",
+    "DISKINODES",
+    ("--diskinodes",),
+    _items("diskinodes"),
+    str,
+    "inode quota, soft[:hard]; saved, not enforced (btrfs has no inode quota)",
+    "N[:N]",
+    BOTH,
+    Subsystem.STORAGE,
+    field="diskinodes",
+)
+IOPRIO: Param[int] = Param(
+    "ioprio",
+    "IOPRIO",
+    ("--ioprio",),
+    _int("ioprio", 0, 7),
+    str,
+    "disk I/O priority 0..7 (4 = default), as a bfq weight on the CT's disk",
+    "0-7",
+    BOTH,
+    Subsystem.RESOURCES,
+    field="ioprio",
+)
+IOLIMIT: Param[int] = Param(
+    "iolimit",
+    "IOLIMIT",
+    ("--iolimit",),
+    _iolimit,
+    str,
+    "disk bandwidth limit; a plain number is MB/s, or give K/M/G (0 = none)",
+    "RATE",
+    BOTH,
+    Subsystem.RESOURCES,
+    field="iolimit",
+    option_parse=_iolimit_option,
+)
+IOPSLIMIT: Param[int] = Param(
+    "iopslimit",
+    "IOPSLIMIT",
+    ("--iopslimit",),
+    _int("iopslimit", 0),
+    str,
+    "disk I/O operations per second limit (0 = none)",
+    "N",
+    BOTH,
+    Subsystem.RESOURCES,
+    field="iopslimit",
+)
+
+
+def _ubc(name: str, unit: int, what: str) -> Param[BarrierLimit]:
+    """One user beancounter: `--NAME barrier[:limit]` saved as NAME="barrier:limit"."""
+    counted = "pages" if unit == PAGE else "bytes" if unit == 1 and not name.startswith("num") else "items"
+    return Param(
+        name,
+        name.upper(),
+        (f"--{name}",),
+        lambda text: parse_barrier_limit(text, unit, name),
+        str,
+        f"{what}, barrier[:limit] in {counted}",
+        "N[:N]",
+        BOTH,
+        Subsystem.RESOURCES,
+    )
+
+
+# The UBC set in /proc/user_beancounters order. PHYSPAGES and SWAPPAGES are --ram/--swap above.
+NUMPROC = _ubc("numproc", 1, "processes and threads")
+UBC_PARAMS: tuple[Param[BarrierLimit], ...] = (
+    _ubc("kmemsize", 1, "kernel memory"),
+    _ubc("lockedpages", PAGE, "mlock()ed memory"),
+    _ubc("privvmpages", PAGE, "allocated (committed) memory"),
+    _ubc("shmpages", PAGE, "shared memory (IPC and tmpfs)"),
+    NUMPROC,
+    PHYSPAGES,
+    _ubc("vmguarpages", PAGE, "guaranteed memory"),
+    _ubc("oomguarpages", PAGE, "memory guaranteed against the OOM killer"),
+    _ubc("numtcpsock", 1, "TCP sockets"),
+    _ubc("numflock", 1, "file locks"),
+    _ubc("numpty", 1, "pseudo-terminals"),
+    _ubc("numsiginfo", 1, "pending signals"),
+    _ubc("tcpsndbuf", 1, "TCP send buffers"),
+    _ubc("tcprcvbuf", 1, "TCP receive buffers"),
+    _ubc("othersockbuf", 1, "other socket send buffers"),
+    _ubc("dgramrcvbuf", 1, "datagram receive buffers"),
+    _ubc("numothersock", 1, "non-TCP sockets"),
+    _ubc("dcachesize", 1, "dentry and inode cache"),
+    _ubc("numfile", 1, "open files"),
+    _ubc("numiptent", 1, "iptables entries"),
+    SWAPPAGES,
+)
+
+
+def ubc_name(param: Param[Any]) -> str:
+    """The beancounter's own name: physpages for --ram, swappages for --swap."""
+    return param.key.lower() if param.key else param.name
+
+
 NAMESERVER: Param[tuple[str, ...]] = Param(
     "nameserver",
     "NAMESERVER",
@@ -529,11 +747,17 @@ PARAMS: tuple[Param[Any], ...] = (
     DISKSPACE,
     NAMESERVER,
     SEARCHDOMAIN,
-    PHYSPAGES,
-    SWAPPAGES,
-    NUMPROC,
+    *UBC_PARAMS,
+    VM_OVERCOMMIT,
     CPUUNITS,
     CPULIMIT,
+    CPUS,
+    CPUMASK,
+    NODEMASK,
+    DISKINODES,
+    IOPRIO,
+    IOLIMIT,
+    IOPSLIMIT,
     USERPASSWD,
     APPLYCONFIG,
 )
@@ -564,4 +788,8 @@ def for_command(command: str) -> list[Param[Any]]:
 
 def parse_options(values: dict[str, str]) -> dict[str, Any]:
     """Step one of validation: syntax only, touching nothing. Keys are Param.name."""
-    return {name: BY_NAME[name].parse(text) for name, text in values.items()}
+    parsed = {}
+    for name, text in values.items():
+        param = BY_NAME[name]
+        parsed[name] = (param.option_parse or param.parse)(text)
+    return parsed

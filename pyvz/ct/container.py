@@ -27,11 +27,15 @@ from pyvz.params import (
     STOP_TIMEOUT,
     Layout,
 )
+from pyvz.resources.limits import Limits
 from pyvz.resources.limits import from_config as limits_from_config
+from pyvz.resources.policy import not_enforced
+from pyvz.resources.policy import warning as policy_warning
 from pyvz.rootview import RootView
 from pyvz.runtime.lxc import RuntimeSpec
 from pyvz.storage import pool
 from pyvz.storage.base import Area, StorageDriver, driver_for
+from pyvz.storage.blockdev import io_device
 from pyvz.storage.idmap import IdMap
 
 DEFAULT_STOP_TIMEOUT = 60
@@ -84,6 +88,12 @@ class Container:
 
     def driver(self, cfg: CtConfig | None = None) -> StorageDriver:
         return driver_for((cfg or self.config).get(LAYOUT) or Layout.BTRFS)
+
+    def limits(self, cfg: CtConfig | None = None) -> Limits:
+        """The CT's cgroup limits, I/O ones aimed at the disk under its private area."""
+        cfg = cfg or self.config
+        device = io_device(self.area(cfg).private)
+        return limits_from_config(cfg, device.number if device else None)
 
     def view(self) -> RootView:
         area = self.area()
@@ -200,9 +210,12 @@ class Container:
             self.apply_distro_files(distro, cfg)
             # The disk quota is not set here: qgroup limits live on disk, set by create and set.
             driver = self.driver()
-            limits = limits_from_config(cfg)
+            limits = self.limits(cfg)
             for problem in self.host.runtime.cgroups.unenforced(limits):
                 log.warning(problem)
+            unenforced = not_enforced(cfg, cfg.values, self.host.runtime.cgroups.enforces)
+            if unenforced:
+                log.warning(policy_warning(unenforced))
             spec = RuntimeSpec(
                 ctid=self.ctid,
                 rootfs=area.root,

@@ -35,6 +35,8 @@ from pyvz.params import (
     Layout,
     parse_options,
 )
+from pyvz.resources.policy import derived_changes, not_enforced
+from pyvz.resources.policy import warning as policy_warning
 from pyvz.storage import pool
 from pyvz.storage.base import Area, driver_for
 from pyvz.storage.trees import unpacked_tree
@@ -104,6 +106,11 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
         for key, value in settings.items():
             conf.set(key, value)
         cfg = CtConfig.merge(ctid, host.global_conf.items(), conf.items(), conf_path)
+        derived = derived_changes(cfg, conf.items())
+        if derived:
+            for key, value in derived.items():
+                conf.set(key, value)
+            cfg = CtConfig.merge(ctid, host.global_conf.items(), conf.items(), conf_path)
         # Every value the new config holds must parse before anything is written.
         for key in cfg.values:
             if key in BY_KEY:
@@ -152,6 +159,9 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
             driver.set_quota(area, quota)
         elif quota is not None:
             log.warning(f"DISKSPACE is not enforced for layout {layout} (overlayfs has no quota)")
+        unenforced = not_enforced(cfg, cfg.values, host.runtime.cgroups.enforces)
+        if unenforced:
+            log.warning(policy_warning(unenforced))
         log.info(f"Saved parameters for CT {ctid}")
         log.info("Container private area was created")
 

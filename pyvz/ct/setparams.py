@@ -25,6 +25,8 @@ from pyvz.params import (
     Subsystem,
     parse_options,
 )
+from pyvz.resources.policy import derived_changes, not_enforced
+from pyvz.resources.policy import warning as policy_warning
 
 
 def _from_sample(host: Host, sample: str) -> dict[str, str]:
@@ -65,11 +67,19 @@ def set_params(
             if owner is not None and owner != ctid:
                 raise VzError(ExitCode.SET_NAME_ERROR, f"name {new_name!r} is already used by CT {owner}")
         merged = CtConfig.merge(ctid, host.global_conf.items(), {**conf.items(), **changes}, conf.path)
+        derived = derived_changes(merged, changes)
+        if derived:
+            changes.update(derived)
+            merged = CtConfig.merge(ctid, host.global_conf.items(), {**conf.items(), **changes}, conf.path)
         for key in changes:
             if key in BY_KEY:
                 merged.get(BY_KEY[key])  # a sample's value must parse too
         running = ct.is_running()
         changed = {k: v for k, v in changes.items() if conf.get(k) != v}
+
+        unenforced = not_enforced(merged, changes, host.runtime.cgroups.enforces)
+        if unenforced:
+            log.warning(policy_warning(unenforced))
 
         if USERPASSWD.name in values:
             user, password = values[USERPASSWD.name]
@@ -110,11 +120,8 @@ def _needs_restart(changed: dict[str, str]) -> bool:
 
 def _apply_live(ct: Container, cfg: CtConfig, changed: dict[str, str], setmode: SetMode | None) -> None:
     """Apply what can change under a running CT; say plainly what cannot."""
-    appliers = {
-        Subsystem.DISTRO: _apply_distro,
-        Subsystem.STORAGE: _apply_storage,
-        Subsystem.RESOURCES: _apply_resources,
-    }
+    appliers = {Subsystem.DISTRO: _apply_distro, Subsystem.STORAGE: _apply_storage}
+    resources = []
     for key in changed:
         param: Param[Any] | None = BY_KEY.get(key)
         if param is None:
@@ -124,9 +131,14 @@ def _apply_live(ct: Container, cfg: CtConfig, changed: dict[str, str], setmode: 
             if setmode != SetMode.RESTART:
                 log.warning(f"{key} takes effect after a restart (use --setmode restart)")
             continue
+        if param.subsystem is Subsystem.RESOURCES:
+            resources.append(param)  # the cgroup gets every limit in one pass, below
+            continue
         applier = appliers.get(param.subsystem)
         if applier:
             applier(ct, cfg, param)
+    if resources:
+        _apply_resources(ct, cfg, resources)
 
 
 def _apply_distro(ct: Container, cfg: CtConfig, param: Param[Any]) -> None:
@@ -146,15 +158,13 @@ def _apply_distro(ct: Container, cfg: CtConfig, param: Param[Any]) -> None:
             log.info(f"Set hostname: {hostname}")
 
 
-def _apply_resources(ct: Container, cfg: CtConfig, param: Param[Any]) -> None:
-    from pyvz.resources.limits import from_config
-
+def _apply_resources(ct: Container, cfg: CtConfig, params: list[Param[Any]]) -> None:
     runtime = ct.host.runtime
-    limits = from_config(cfg)
+    limits = ct.limits(cfg)
     for problem in runtime.cgroups.unenforced(limits):
         log.warning(problem)
     runtime.cgroups.apply(runtime.cgroups_of(ct.ctid).container, limits)
-    log.info(f"Set {param.key} on the running CT")
+    log.info(f"Set {', '.join(p.key or p.name for p in params)} on the running CT")
 
 
 def _apply_storage(ct: Container, cfg: CtConfig, param: Param[Any]) -> None:

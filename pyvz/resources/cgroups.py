@@ -14,9 +14,18 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pyvz.errors import ExitCode, VzError
-from pyvz.resources.limits import CPU_PERIOD_US, Limits, cpu_shares, cpu_weight
+from pyvz.params import format_id_list
+from pyvz.resources.limits import CPU_PERIOD_US, Limits, cpu_shares, cpu_weight, host_cpus, host_nodes
 
 CGROUP_MOUNT = Path("/sys/fs/cgroup")
+
+
+class Usage(NamedTuple):
+    """What the kernel counts for one beancounter, in bytes or items; None: not counted here."""
+
+    held: int | None
+    maxheld: int | None = None
+    failcnt: int | None = None
 
 
 class CtCgroups(NamedTuple):
@@ -58,6 +67,32 @@ class CgroupTree(ABC):
         """What this host cannot enforce of `limits`, to be said out loud."""
         return []
 
+    # Beancounters whose limit this cgroup version enforces (the rest are saved and reported).
+    enforces: frozenset[str] = frozenset({"physpages", "swappages", "numproc"})
+
+    @abstractmethod
+    def usage(self, relative: str) -> dict[str, Usage]:
+        """The kernel's counters for a running CT's cgroup, by beancounter name."""
+
+    def _read(self, path: Path) -> int | None:
+        try:
+            return int(path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _keyed(self, path: Path) -> dict[str, int]:
+        """A `key value` per line file (memory.stat, pids.events, memory.oom_control)."""
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            return {}
+        pairs = (line.split() for line in lines)
+        return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].lstrip("-").isdigit()}
+
+    def _subtree_sum(self, top: Path, file: str, key: str) -> int:
+        """Events are counted where they happen: in the CT's inner cgroups too."""
+        return sum(self._keyed(Path(d) / file).get(key, 0) for d, _s, _f in os.walk(top))
+
     def lxc_lines(self, limits: Limits) -> list[str]:
         return [f"{self.lxc_key(file)} = {value}" for file, value in self.settings(limits)]
 
@@ -65,28 +100,39 @@ class CgroupTree(ABC):
     def file_path(self, relative: str, file: str) -> Path:
         """Where `file` of the cgroup `relative` is."""
 
+    def targets(self, relative: str, file: str) -> list[Path]:
+        """The files to write `file` into: the CT's own, and on v1 cpuset its whole subtree."""
+        return [self.file_path(relative, file)]
+
     def apply(self, relative: str, limits: Limits) -> None:
-        """Write the limits into a running CT's cgroup: no restart needed."""
-        pending = self.settings(limits)
-        for _attempt in range(2):  # memory and memory+swap limits must be raised in the other order
+        """Write the limits into a running CT's cgroup: no restart needed.
+
+        Some files must be written in an order that depends on the old values (memory before
+        memory+swap when lowering, after when raising; a v1 cpuset parent before its children
+        when widening, after when narrowing), so failed writes are retried while any succeed.
+        """
+        pending = [
+            (path, value)
+            for file, value in self.settings(limits)
+            for path in self.targets(relative, file)
+            if path.exists()
+        ]
+        while pending:
             failed = []
-            for file, value in pending:
-                path = self.file_path(relative, file)
-                if not path.exists():
-                    continue
+            for path, value in pending:
                 try:
                     path.write_text(value)
                 except OSError as err:
-                    failed.append((file, value, err))
-            if not failed:
-                return
-            pending = [(file, value) for file, value, _err in failed]
-        file, value, problem = failed[0]
-        raise VzError(ExitCode.SETUBC_ERROR, f"cannot set {file}={value}: {problem.strerror}")
+                    failed.append((path, value, err))
+            if len(failed) == len(pending):
+                path, value, problem = failed[0]
+                raise VzError(ExitCode.SETUBC_ERROR, f"cannot set {path.name}={value}: {problem.strerror}")
+            pending = [(path, value) for path, value, _err in failed]
 
     def procs(self, relative: str) -> list[int]:
+        """Processes in the cgroup and its inner cgroups (a CT's live one level down)."""
         for directory in self.dirs(relative):
-            pids = _read_pids(directory / "cgroup.procs")
+            pids = [pid for top, _d, _f in os.walk(directory) for pid in _read_pids(Path(top) / "cgroup.procs")]
             if pids:
                 return pids
         return []
@@ -112,24 +158,89 @@ class CgroupV1(CgroupTree):
             values.append(("memory.memsw.limit_in_bytes", str(limits.memory + (limits.swap or 0))))
         else:
             values += [("memory.memsw.limit_in_bytes", "-1"), ("memory.limit_in_bytes", "-1")]
+        values.append(("memory.kmem.tcp.limit_in_bytes", str(limits.tcp) if limits.tcp is not None else "-1"))
         values.append(("pids.max", str(limits.pids) if limits.pids is not None else "max"))
         if limits.cpu_units is not None:
             values.append(("cpu.shares", str(cpu_shares(limits.cpu_units))))
         values.append(("cpu.cfs_period_us", str(CPU_PERIOD_US)))
         quota = limits.cpu_percent * CPU_PERIOD_US // 100 if limits.cpu_percent else -1
         values.append(("cpu.cfs_quota_us", str(quota)))
+        values.append(("cpuset.cpus", limits.cpus or format_id_list(host_cpus())))
+        values.append(("cpuset.mems", limits.mems or format_id_list(host_nodes())))
+        if limits.io_device:
+            device = limits.io_device
+            for direction in ("read", "write"):
+                values.append((f"blkio.throttle.{direction}_bps_device", f"{device} {limits.io_bps or 0}"))
+                values.append((f"blkio.throttle.{direction}_iops_device", f"{device} {limits.io_iops or 0}"))
+        if limits.io_weight is not None and self.has_bfq():
+            values.append(("blkio.bfq.weight", str(min(1000, limits.io_weight))))
         return [(f, v) for f, v in values if f != "memory.memsw.limit_in_bytes" or self._has_memsw()]
 
     def unenforced(self, limits: Limits) -> list[str]:
-        if limits.memory is not None and not self._has_memsw():
-            return [
+        problems = []
+        if limits.memory is not None and limits.swap is not None and not self._has_memsw():
+            problems.append(
                 "the swap limit is not enforced: this kernel has no swap accounting (boot with swapaccount=1)"
-            ]
-        return []
+            )
+        if limits.io_weight is not None and not self.has_bfq():
+            problems.append("ioprio is not enforced: the bfq I/O scheduler is not loaded (modprobe bfq)")
+        return problems
+
+    @property
+    def enforces(self) -> frozenset[str]:  # type: ignore[override]
+        tcp = (
+            {"tcpsndbuf", "tcprcvbuf"}
+            if (self.mount / "memory/memory.kmem.tcp.usage_in_bytes").exists()
+            else set()
+        )
+        swap = {"swappages"} if self._has_memsw() else set()
+        return frozenset({"physpages", "numproc", *swap, *tcp})
+
+    def usage(self, relative: str) -> dict[str, Usage]:
+        mem, pids = self.mount / "memory" / relative, self.mount / "pids" / relative
+        if not pids.is_dir() and not mem.is_dir():
+            return {}
+        found: dict[str, Usage] = {}
+        read = self._read
+        held = read(mem / "memory.usage_in_bytes")
+        if held is not None:
+            failcnt = (read(mem / "memory.failcnt") or 0) + (read(mem / "memory.memsw.failcnt") or 0)
+            found["physpages"] = Usage(held, read(mem / "memory.max_usage_in_bytes"), failcnt)
+            both = read(mem / "memory.memsw.usage_in_bytes")
+            if both is not None:
+                found["swappages"] = Usage(max(0, both - held), None, None)
+            oom = self._subtree_sum(mem, "memory.oom_control", "oom_kill")
+            found["oomguarpages"] = Usage(both if both is not None else held, None, oom)
+            found["shmpages"] = Usage(self._keyed(mem / "memory.stat").get("total_shmem"))
+        for name, prefix in (("kmemsize", "memory.kmem"), ("tcpsndbuf", "memory.kmem.tcp")):
+            kheld = read(mem / f"{prefix}.usage_in_bytes")
+            if kheld is not None:
+                found[name] = Usage(
+                    kheld, read(mem / f"{prefix}.max_usage_in_bytes"), read(mem / f"{prefix}.failcnt")
+                )
+        if "tcpsndbuf" in found:
+            found["tcprcvbuf"] = found["tcpsndbuf"]  # one kernel counter for both directions
+        current = read(pids / "pids.current")
+        if current is not None:
+            found["numproc"] = Usage(
+                current, read(pids / "pids.peak"), self._subtree_sum(pids, "pids.events", "max")
+            )
+        return found
 
     def _has_memsw(self) -> bool:
         # Without swap accounting (swapaccount=0) there is no memory+swap limit to set.
         return (self.mount / "memory/memory.memsw.limit_in_bytes").exists()
+
+    def has_bfq(self) -> bool:
+        return (self.mount / "blkio/blkio.bfq.io_service_bytes").exists()
+
+    def targets(self, relative: str, file: str) -> list[Path]:
+        top = self.file_path(relative, file)
+        if not file.startswith("cpuset."):
+            return [top]
+        # A v1 cpuset child must stay inside its parent, so the CT's inner cgroups move too.
+        below = sorted(Path(d) / file for d, _s, _f in os.walk(top.parent) if d != str(top.parent))
+        return [top, *below]
 
     def lxc_key(self, file: str) -> str:
         return f"lxc.cgroup.{file}"
@@ -171,7 +282,46 @@ class CgroupV2(CgroupTree):
             values.append(("cpu.weight", str(cpu_weight(limits.cpu_units))))
         quota = str(limits.cpu_percent * CPU_PERIOD_US // 100) if limits.cpu_percent else "max"
         values.append(("cpu.max", f"{quota} {CPU_PERIOD_US}"))
+        # An empty v2 cpuset means "the parent's": that is how a mask is taken away.
+        values.append(("cpuset.cpus", limits.cpus or ""))
+        values.append(("cpuset.mems", limits.mems or ""))
+        if limits.io_device:
+            bps, iops = limits.io_bps or "max", limits.io_iops or "max"
+            values.append(("io.max", f"{limits.io_device} rbps={bps} wbps={bps} riops={iops} wiops={iops}"))
+        if limits.io_weight is not None:
+            values.append(("io.bfq.weight", f"default {min(1000, limits.io_weight)}"))
         return values
+
+    def usage(self, relative: str) -> dict[str, Usage]:
+        path = self.mount / relative
+        if not path.is_dir():
+            return {}
+        read, keyed = self._read, self._keyed
+        found: dict[str, Usage] = {}
+        held = read(path / "memory.current")
+        if held is not None:
+            events = keyed(path / "memory.events")  # hierarchical: inner cgroups included
+            found["physpages"] = Usage(held, read(path / "memory.peak"), events.get("max", 0))
+            swap = read(path / "memory.swap.current")
+            if swap is not None:
+                swap_events = keyed(path / "memory.swap.events")
+                found["swappages"] = Usage(swap, read(path / "memory.swap.peak"), swap_events.get("fail", 0))
+            found["oomguarpages"] = Usage(held + (swap or 0), None, events.get("oom_kill", 0))
+            stat = keyed(path / "memory.stat")
+            found["kmemsize"] = Usage(stat.get("kernel"))
+            found["shmpages"] = Usage(stat.get("shmem"))
+            found["tcpsndbuf"] = found["tcprcvbuf"] = Usage(stat.get("sock"))
+        current = read(path / "pids.current")
+        if current is not None:
+            found["numproc"] = Usage(
+                current, read(path / "pids.peak"), keyed(path / "pids.events").get("max", 0)
+            )
+        return found
+
+    def unenforced(self, limits: Limits) -> list[str]:
+        if limits.tcp is not None:
+            return ["tcpsndbuf/tcprcvbuf are not enforced: cgroup v2 has no separate TCP buffer limit"]
+        return []
 
     def lxc_key(self, file: str) -> str:
         return f"lxc.cgroup2.{file}"

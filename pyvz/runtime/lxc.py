@@ -88,6 +88,9 @@ class LxcRuntime:
     def ct_dir(self, ctid: int) -> Path:
         return self.lxcpath / str(ctid)
 
+    def beancounter_state(self, ctid: int) -> Path:
+        return self.ct_dir(ctid) / "beancounters.json"
+
     def log_file(self, ctid: int) -> Path:
         return self.ct_dir(ctid) / "lxc.log"
 

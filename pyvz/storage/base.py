@@ -57,6 +57,10 @@ class StorageDriver(ABC):
     def set_quota(self, area: Area, quota: BarrierLimit | None) -> None:
         raise NotImplementedError
 
+    def usage(self, area: Area) -> int | None:
+        """Bytes counted against the disk quota; None where the layout keeps no count."""
+        return None
+
     def is_mounted(self, area: Area) -> bool:
         return is_mountpoint(area.root)
 

@@ -62,6 +62,36 @@ def _nested_subvolumes(path: Path) -> list[Path]:
     return found
 
 
+_INO_LOOKUP = 0xD0009412  # BTRFS_IOC_INO_LOOKUP: _IOWR(0x94, 18, 4096-byte args)
+
+
+def subvolume_id(path: Path) -> int:
+    """The subvolume's id (its qgroup is 0/id), from the kernel, without running btrfs."""
+    import fcntl
+    import struct
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        args = bytearray(struct.pack("QQ", 0, 256) + bytes(4080))
+        fcntl.ioctl(fd, _INO_LOOKUP, args)
+        return int(struct.unpack_from("Q", args)[0])
+    finally:
+        os.close(fd)
+
+
+def qgroup_dir(path: Path) -> Path | None:
+    """/sys/fs/btrfs/FSID/qgroups/0_ID for the subvolume at `path` (None: quotas are off)."""
+    from pyvz.storage.blockdev import device_of
+
+    device = device_of(path)
+    if device is None:
+        return None
+    for fs in Path("/sys/fs/btrfs").glob(f"*/devices/{device.name}"):
+        qgroup = fs.parent.parent / "qgroups" / f"0_{subvolume_id(path)}"
+        return qgroup if qgroup.is_dir() else None
+    return None
+
+
 def quota_enable(path: Path) -> None:
     run(["btrfs", "quota", "enable", str(path)], error_code=ExitCode.DISKQUOTA_SET)
 
@@ -87,6 +117,14 @@ class BtrfsDriver(StorageDriver):
 
     def host_owner(self, area: Area) -> tuple[int, int]:
         return (0, 0)  # the bind mount on the host is not shifted; LXC shifts it at start
+
+    def usage(self, area: Area) -> int | None:
+        """Bytes the CT's quota counts (its qgroup's referenced bytes), read from sysfs."""
+        try:
+            qgroup = qgroup_dir(area.private)
+            return int((qgroup / "referenced").read_text()) if qgroup else None
+        except (OSError, ValueError):
+            return None
 
     def set_quota(self, area: Area, quota: BarrierLimit | None) -> None:
         # btrfs has one hard limit per qgroup: OpenVZ's limit is enforced, the barrier is not.

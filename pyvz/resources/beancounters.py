@@ -1,0 +1,167 @@
+"""User beancounters: held, maxheld, barrier, limit and failcnt per resource, per CT.
+
+barrier and limit come from the CT's config. held, maxheld and failcnt come from the
+kernel: cgroup counters (memory, pids, TCP buffers, OOM kills) and the CT's processes (open
+files, sockets, ptys, locks). What the kernel does not count is None ("-" in vzubc, 0 in
+the /proc/user_beancounters text). Counters live in the CT's cgroup, so they survive any
+number of vzubc runs and start again from zero when the CT restarts, as in OpenVZ. Where
+the kernel keeps no peak, maxheld is the highest value pyvz has seen since the start, kept
+in the CT's runtime state (beside its LXC config) and keyed by the cgroup's identity.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pyvz.atomic import write_atomic
+from pyvz.config import CtConfig
+from pyvz.params import PAGE, UBC_PARAMS, Param, ubc_name
+from pyvz.resources.cgroups import CgroupTree, Usage
+from pyvz.units import UNLIMITED, BarrierLimit
+
+NAMES: tuple[str, ...] = tuple(ubc_name(p) for p in UBC_PARAMS)
+PARAM_OF: dict[str, Param[BarrierLimit]] = {ubc_name(p): p for p in UBC_PARAMS}
+IN_PAGES = frozenset(name for name in NAMES if name.endswith("pages"))
+
+
+class Beancounter(NamedTuple):
+    name: str
+    held: int | None
+    maxheld: int | None
+    barrier: int
+    limit: int
+    failcnt: int | None
+
+    def as_json(self) -> dict[str, int | None]:
+        return {
+            "held": self.held,
+            "maxheld": self.maxheld,
+            "barrier": self.barrier,
+            "limit": self.limit,
+            "failcnt": self.failcnt,
+        }
+
+
+def configured(cfg: CtConfig | None, name: str) -> BarrierLimit:
+    """barrier:limit as configured; unset means unlimited, as in OpenVZ."""
+    value = cfg.get(PARAM_OF[name]) if cfg is not None else None
+    return value if value is not None else BarrierLimit(UNLIMITED, UNLIMITED)
+
+
+def _to_units(name: str, value: int | None) -> int | None:
+    if value is None or name not in IN_PAGES:
+        return value
+    return (value + PAGE - 1) // PAGE
+
+
+def process_usage(pids: list[int]) -> dict[str, Usage]:
+    """Counters read from the CT's processes: open files, sockets, ptys and file locks."""
+    if not pids:
+        return {}
+    files = 0
+    for pid in pids:
+        try:
+            files += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            pass
+    found = {"numfile": Usage(files)}
+    try:
+        # The CT has its own network namespace: these counts are the CT's alone.
+        sockstat = Path(f"/proc/{pids[0]}/net/sockstat").read_text().split("\n")
+        fields = {line.split(":")[0]: line.split()[1:] for line in sockstat if ":" in line}
+        used, tcp = int(fields["sockets"][1]), int(fields["TCP"][1])
+        found["numtcpsock"], found["numothersock"] = Usage(tcp), Usage(max(0, used - tcp))
+    except (OSError, KeyError, IndexError, ValueError):
+        pass
+    try:
+        ptys = os.listdir(f"/proc/{pids[0]}/root/dev/pts")
+        found["numpty"] = Usage(sum(1 for entry in ptys if entry.isdigit()))
+    except OSError:
+        pass
+    try:
+        owners = set(pids)
+        with open("/proc/locks") as handle:
+            locks = sum(1 for line in handle if _lock_pid(line) in owners)
+        found["numflock"] = Usage(locks)
+    except OSError:
+        pass
+    return found
+
+
+def _lock_pid(line: str) -> int:
+    # "1: POSIX  ADVISORY  WRITE 1234 00:15:123 0 EOF"; "->" lines are waiters.
+    parts = line.split()
+    try:
+        return int(parts[4]) if parts[1] != "->" else int(parts[5])
+    except (IndexError, ValueError):
+        return -1
+
+
+class State:
+    """maxheld where the kernel keeps none, and the last values a relative vzubc saw."""
+
+    def __init__(self, path: Path, identity: int) -> None:
+        self.path = path
+        self.identity = identity
+        data: dict[str, Any] = {}
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass
+        fresh = data.get("identity") != identity  # the CT restarted: its counters did too
+        self.maxheld: dict[str, int] = {} if fresh else dict(data.get("maxheld", {}))
+        self.seen: dict[str, list[int]] = {} if fresh else dict(data.get("seen", {}))
+        self._saved = None if fresh else data
+
+    def save(self) -> None:
+        data = {"identity": self.identity, "maxheld": self.maxheld, "seen": self.seen}
+        if data != self._saved:
+            try:
+                write_atomic(self.path, json.dumps(data))
+            except OSError:
+                pass  # a read-only state dir only costs the remembered maxheld
+            self._saved = data
+
+
+def read(
+    cgroups: CgroupTree, relative: str, cfg: CtConfig | None, state_file: Path
+) -> list[Beancounter] | None:
+    """The CT's beancounters, or None when it is not running."""
+    dirs = cgroups.dirs(relative)
+    if not dirs:
+        return None
+    kernel = cgroups.usage(relative)
+    kernel.update(process_usage(cgroups.procs(relative)))
+    state = State(state_file, dirs[0].stat().st_ino)
+    counters = []
+    for name in NAMES:
+        usage = kernel.get(name, Usage(None))
+        held = _to_units(name, usage.held)
+        maxheld = _to_units(name, usage.maxheld)
+        if held is not None:
+            maxheld = max(held, maxheld or 0, state.maxheld.get(name, 0))
+            state.maxheld[name] = maxheld
+        configured_value = configured(cfg, name)
+        counters.append(
+            Beancounter(name, held, maxheld, configured_value.barrier, configured_value.limit, usage.failcnt)
+        )
+    state.save()
+    return counters
+
+
+def remember(state_file: Path, counters: list[Beancounter]) -> dict[str, list[int]]:
+    """Store this run's held/failcnt for the next relative run; return the previous ones."""
+    try:
+        data = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    previous: dict[str, list[int]] = dict(data.get("seen", {}))
+    data["seen"] = {c.name: [c.held or 0, c.failcnt or 0] for c in counters}
+    try:
+        write_atomic(state_file, json.dumps(data))
+    except OSError:
+        pass
+    return previous

@@ -1,0 +1,66 @@
+"""vzctl's rules between resource parameters, and what this kernel does not enforce.
+
+- VSwap: --vm_overcommit N sets PRIVVMPAGES to (ram + swap) * N, barrier and limit alike
+  (vzctl 4.x), whenever ram, swap or vm_overcommit change and PRIVVMPAGES is not given.
+- A parameter with no mainline equivalent is saved and named here, so every command that
+  sets or starts it can say "not enforced on this kernel" instead of pretending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pyvz.config import CtConfig
+from pyvz.params import BY_KEY, DISKINODES, PHYSPAGES, SWAPPAGES, UBC_PARAMS, VM_OVERCOMMIT, Param, ubc_name
+from pyvz.units import UNLIMITED, BarrierLimit
+
+PRIVVMPAGES_KEY = "PRIVVMPAGES"
+_VSWAP_KEYS = frozenset({PHYSPAGES.key, SWAPPAGES.key, VM_OVERCOMMIT.key})
+_UBC = frozenset(p for p in UBC_PARAMS)
+
+
+def derived_changes(cfg: CtConfig, changed_keys: Iterable[str]) -> dict[str, str]:
+    """Config keys that follow from the changed ones (today: PRIVVMPAGES from vm_overcommit)."""
+    changed = set(changed_keys)
+    overcommit = cfg.get(VM_OVERCOMMIT)
+    if overcommit is None or PRIVVMPAGES_KEY in changed or not changed & _VSWAP_KEYS:
+        return {}
+    ram, swap = cfg.get(PHYSPAGES), cfg.get(SWAPPAGES)
+    if ram is None or ram.limit >= UNLIMITED:
+        return {}
+    total = ram.limit + (swap.limit if swap is not None and swap.limit < UNLIMITED else 0)
+    pages = int(total * overcommit)
+    return {PRIVVMPAGES_KEY: str(BarrierLimit(pages, pages))}
+
+
+def _is_set(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, BarrierLimit):
+        return value.limit < UNLIMITED or value.barrier < UNLIMITED
+    return True
+
+
+def not_enforced(cfg: CtConfig, keys: Iterable[str], enforced_ubc: frozenset[str]) -> list[str]:
+    """Which of `keys` are set to a real value in `cfg` but have no effect on this kernel."""
+    found = []
+    for key in keys:
+        param: Param[Any] | None = BY_KEY.get(key)
+        if param is None:
+            continue
+        value = cfg.get(param)
+        if not _is_set(value):
+            continue
+        if param is DISKINODES or param is VM_OVERCOMMIT:
+            found.append(param.name)
+        elif param in _UBC and ubc_name(param) not in enforced_ubc:
+            found.append(ubc_name(param))
+    return found
+
+
+def warning(names: list[str]) -> str:
+    return (
+        f"saved, but not enforced on this kernel: {', '.join(names)} "
+        "(mainline Linux has no per-CT limit for them; vzcfgvalidate explains)"
+    )
