@@ -132,7 +132,8 @@ class CgroupTree(ABC):
     def procs(self, relative: str) -> list[int]:
         """Processes in the cgroup and its inner cgroups (a CT's live one level down)."""
         for directory in self.dirs(relative):
-            pids = [pid for top, _d, _f in os.walk(directory) for pid in _read_pids(Path(top) / "cgroup.procs")]
+            tops = (Path(top) for top, _d, _f in os.walk(directory))
+            pids = [pid for top in tops for pid in _read_pids(top / "cgroup.procs")]
             if pids:
                 return pids
         return []
