@@ -126,7 +126,13 @@ def dispatch(argv: list[str]) -> int:
                 wanted.append(resolve_ctid(host.paths, text))
             except VzError as err:
                 log.warning(f"{err.message}; skipped")  # vzubc ignores unknown CTs
-    running = [r for r in records(host, wanted) if r.running and r.beancounters is not None]
+    chosen = records(host, wanted)
+    for record in chosen if wanted else ():
+        if record.config is None:
+            log.warning(f"CT {record.ctid} does not exist; skipped")
+        elif not record.running:
+            log.warning(f"CT {record.ctid} is not running: it has no beancounters")
+    running = [r for r in chosen if r.running and r.beancounters is not None]
     if ns.proc:
         print(proc_text([(r.ctid, r.beancounters or []) for r in running]), end="")
         return 0

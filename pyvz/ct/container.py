@@ -16,6 +16,7 @@ from pyvz.log import log
 from pyvz.params import (
     DISABLED,
     HOSTNAME,
+    IOPRIO,
     LAYOUT,
     LOCAL_GID,
     LOCAL_UID,
@@ -35,7 +36,7 @@ from pyvz.rootview import RootView
 from pyvz.runtime.lxc import RuntimeSpec
 from pyvz.storage import pool
 from pyvz.storage.base import Area, StorageDriver, driver_for
-from pyvz.storage.blockdev import io_device
+from pyvz.storage.blockdev import io_device, prefer_bfq
 from pyvz.storage.idmap import IdMap
 
 DEFAULT_STOP_TIMEOUT = 60
@@ -93,6 +94,9 @@ class Container:
         """The CT's cgroup limits, I/O ones aimed at the disk under its private area."""
         cfg = cfg or self.config
         device = io_device(self.area(cfg).private)
+        if cfg.get(IOPRIO) is not None and (device is None or not prefer_bfq(device)):
+            where = f"{device.name} uses {device.scheduler or 'no'} I/O scheduler" if device else "no disk"
+            log.warning(f"ioprio is not enforced: {where} (it needs bfq)")
         return limits_from_config(cfg, device.number if device else None)
 
     def view(self) -> RootView:
@@ -227,6 +231,7 @@ class Container:
                 limits=tuple(self.host.runtime.cgroups.lxc_lines(limits)),
             )
             self.host.runtime.start(spec)
+            self.host.runtime.cgroups.apply_inner(spec.cgroups.container, limits)
         except BaseException:
             if mounted_here and not self.is_running():
                 self.driver().umount(area)

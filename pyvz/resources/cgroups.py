@@ -101,8 +101,12 @@ class CgroupTree(ABC):
         """Where `file` of the cgroup `relative` is."""
 
     def targets(self, relative: str, file: str) -> list[Path]:
-        """The files to write `file` into: the CT's own, and on v1 cpuset its whole subtree."""
+        """The files to write `file` into: the CT's own, and on v1 some its whole subtree."""
         return [self.file_path(relative, file)]
+
+    def apply_inner(self, relative: str, limits: Limits) -> None:
+        """After a start: LXC wrote the CT's own cgroup; copy what must hold below it too."""
+        return None  # hierarchical limits (v2) hold below by themselves
 
     def apply(self, relative: str, limits: Limits) -> None:
         """Write the limits into a running CT's cgroup: no restart needed.
@@ -156,7 +160,11 @@ class CgroupV1(CgroupTree):
         values: list[tuple[str, str]] = []
         if limits.memory is not None:
             values.append(("memory.limit_in_bytes", str(limits.memory)))
-            values.append(("memory.memsw.limit_in_bytes", str(limits.memory + (limits.swap or 0))))
+            # Measured on 6.18: a charge that fails on the memory+swap counter is not counted in
+            # any failcnt. With no swap on the host that limit cannot matter, so it stays off and
+            # the memory counter is the one that hits (and counts) first.
+            both = limits.memory + (limits.swap or 0) if host_has_swap() else -1
+            values.append(("memory.memsw.limit_in_bytes", str(both)))
         else:
             values += [("memory.memsw.limit_in_bytes", "-1"), ("memory.limit_in_bytes", "-1")]
         values.append(("memory.kmem.tcp.limit_in_bytes", str(limits.tcp) if limits.tcp is not None else "-1"))
@@ -179,7 +187,7 @@ class CgroupV1(CgroupTree):
 
     def unenforced(self, limits: Limits) -> list[str]:
         problems = []
-        if limits.memory is not None and limits.swap is not None and not self._has_memsw():
+        if limits.memory is not None and limits.swap and host_has_swap() and not self._has_memsw():
             problems.append(
                 "the swap limit is not enforced: this kernel has no swap accounting (boot with swapaccount=1)"
             )
@@ -235,13 +243,24 @@ class CgroupV1(CgroupTree):
     def has_bfq(self) -> bool:
         return (self.mount / "blkio/blkio.bfq.io_service_bytes").exists()
 
+    # Files whose value must also be written below the CT's cgroup. A v1 cpuset child must
+    # stay inside its parent; v1 blkio throttling is not hierarchical (measured on 6.18: a
+    # limit on the CT's cgroup does not hold its tasks, which live one level down).
+    SUBTREE_FILES = ("cpuset.", "blkio.throttle.")
+
     def targets(self, relative: str, file: str) -> list[Path]:
         top = self.file_path(relative, file)
-        if not file.startswith("cpuset."):
+        if not file.startswith(self.SUBTREE_FILES):
             return [top]
-        # A v1 cpuset child must stay inside its parent, so the CT's inner cgroups move too.
         below = sorted(Path(d) / file for d, _s, _f in os.walk(top.parent) if d != str(top.parent))
         return [top, *below]
+
+    def apply_inner(self, relative: str, limits: Limits) -> None:
+        """After a start: LXC wrote the CT's own cgroup; copy what must hold below it too."""
+        for file, value in self.settings(limits):
+            if file.startswith("blkio.throttle.") and not value.endswith(" 0"):
+                for path in self.targets(relative, file)[1:]:
+                    path.write_text(value)
 
     def lxc_key(self, file: str) -> str:
         return f"lxc.cgroup.{file}"
@@ -346,6 +365,14 @@ class CgroupV2(CgroupTree):
         if not path.is_dir():
             return 0
         return sum(len(_read_pids(Path(top) / "cgroup.threads")) for top, _d, _f in os.walk(path))
+
+
+def host_has_swap() -> bool:
+    try:
+        with open("/proc/swaps") as handle:
+            return len(handle.readlines()) > 1
+    except OSError:
+        return False
 
 
 def _read_pids(path: Path) -> list[int]:

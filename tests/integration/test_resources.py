@@ -102,3 +102,69 @@ def test_cpulimit_holds_a_busy_loop(vzroot: VzRoot) -> None:
     share = (int(usage.read_text()) - used) / 1e9 / (time.monotonic() - started)
     assert 0.3 < share <= 0.60, f"a busy loop used {share:.0%} of a CPU under cpulimit=50"
     vzroot.ok("stop", "--fast", "101")
+
+
+def cpu_seconds(vzroot: VzRoot, ctid: str) -> float:
+    from pyvz.paths import Paths
+
+    usage = Path("/sys/fs/cgroup/cpuacct") / Paths(vzroot.root).tag / ctid / "cpuacct.usage"
+    return int(usage.read_text()) / 1e9
+
+
+def test_cpuunits_share_one_core_2_to_1(vzroot: VzRoot) -> None:
+    import time
+
+    for ctid, units in (("101", "2000"), ("102", "1000")):
+        vzroot.ok("create", ctid, "--cpuunits", units, "--cpumask", "0")
+        vzroot.ok("start", ctid)
+        vzroot.ok("exec", ctid, "(timeout 10 sh -c 'while :; do :; done' >/dev/null 2>&1 &)")
+    time.sleep(1.5)
+    before = [cpu_seconds(vzroot, "101"), cpu_seconds(vzroot, "102")]
+    time.sleep(5)
+    after = [cpu_seconds(vzroot, "101"), cpu_seconds(vzroot, "102")]
+    heavy, light = after[0] - before[0], after[1] - before[1]
+    assert heavy + light < 5 * 1.15, "both CTs were pinned to one core"
+    assert 1.6 <= heavy / light <= 2.4, f"cpuunits 2000:1000 gave {heavy:.2f}s:{light:.2f}s"
+    vzroot.ok("stop", "--fast", "101")
+    vzroot.ok("stop", "--fast", "102")
+
+
+def test_diskspace_stops_writes_near_the_quota_and_vzlist_shows_usage(vzroot: VzRoot) -> None:
+    import json
+
+    vzroot.ok("create", "101", "--diskspace", "100M")
+    vzroot.ok("start", "101")
+    done = vzroot.vzctl("exec", "101", "dd if=/dev/zero of=/big bs=1M count=200 2>&1; sync", timeout=60)
+    # btrfs qgroups refuse with EDQUOT ("Disk quota exceeded"), where ploop ran out of space.
+    assert "quota exceeded" in done.out.lower() or "no space" in done.out.lower(), done.out
+    size = (vzroot.private_dir / "101/big").stat().st_size
+    assert 85 << 20 <= size <= 101 << 20, f"the quota let {size >> 20} MB through"
+    listed = json.loads(vzroot.vzlist("-j", "-o", "ctid,diskspace", "101").out)[0]["diskspace"]
+    assert listed["hardlimit"] == 100 * 1024
+    assert 85 * 1024 <= listed["usage"] <= 101 * 1024
+    table = vzroot.vzlist("-H", "-o", "diskspace,diskspace.h", "101").out.split()
+    assert int(table[0]) == listed["usage"] and table[1] == str(100 * 1024)
+    vzroot.ok("stop", "--fast", "101")
+
+
+def test_iolimit_holds_direct_writes_to_5_mb_per_second(vzroot: VzRoot) -> None:
+    import time
+
+    vzroot.ok("create", "101", "--iolimit", "5")  # a plain number is MB/s, as in vzctl
+    assert 'IOLIMIT="5242880"' in conf(vzroot)
+    vzroot.ok("start", "101")
+    vzroot.ok(
+        "exec", "101", "(timeout 14 dd if=/dev/zero of=/f bs=1M count=200 oflag=direct >/dev/null 2>&1 &)"
+    )
+    written = vzroot.private_dir / "101/f"
+    time.sleep(2)  # past any first burst
+    size, started = written.stat().st_size, time.monotonic()
+    time.sleep(10)
+    rate = (written.stat().st_size - size) / (time.monotonic() - started) / (1 << 20)
+    assert 3.75 <= rate <= 6.25, f"iolimit=5M let direct writes run at {rate:.2f} MB/s"
+    # Live: lifting the limit takes effect without a restart.
+    vzroot.ok("set", "101", "--iolimit", "0", "--save")
+    started = time.monotonic()
+    vzroot.ok("exec", "101", "dd if=/dev/zero of=/g bs=1M count=50 oflag=direct 2>/dev/null")
+    assert time.monotonic() - started < 5
+    vzroot.ok("stop", "--fast", "101")
