@@ -31,7 +31,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """durable=False skips the fsyncs: still all-or-nothing, but may be lost in a power cut
+    (for runtime state that a reboot resets anyway)."""
     raw = data.encode() if isinstance(data, str) else data
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with signals_held():
@@ -40,14 +42,16 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
             try:
                 os.write(fd, raw)
                 os.fchmod(fd, mode)
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def symlink_atomic(target: str, link: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -81,14 +82,24 @@ def process_usage(pids: list[int]) -> dict[str, Usage]:
         found["numpty"] = Usage(sum(1 for entry in ptys if entry.isdigit()))
     except OSError:
         pass
-    try:
-        owners = set(pids)
-        with open("/proc/locks") as handle:
-            locks = sum(1 for line in handle if _lock_pid(line) in owners)
-        found["numflock"] = Usage(locks)
-    except OSError:
-        pass
+    locks = _lock_owners()
+    if locks is not None:
+        found["numflock"] = Usage(sum(locks.get(pid, 0) for pid in pids))
     return found
+
+
+@cache
+def _lock_owners() -> dict[int, int] | None:
+    """File locks per owning pid, read once per command (one /proc/locks for all CTs)."""
+    owners: dict[int, int] = {}
+    try:
+        with open("/proc/locks") as handle:
+            for line in handle:
+                pid = _lock_pid(line)
+                owners[pid] = owners.get(pid, 0) + 1
+    except OSError:
+        return None
+    return owners
 
 
 def _lock_pid(line: str) -> int:
@@ -120,7 +131,7 @@ class State:
         data = {"identity": self.identity, "maxheld": self.maxheld, "seen": self.seen}
         if data != self._saved:
             try:
-                write_atomic(self.path, json.dumps(data))
+                write_atomic(self.path, json.dumps(data), durable=False)
             except OSError:
                 pass  # a read-only state dir only costs the remembered maxheld
             self._saved = data
@@ -161,7 +172,7 @@ def remember(state_file: Path, counters: list[Beancounter]) -> dict[str, list[in
     previous: dict[str, list[int]] = dict(data.get("seen", {}))
     data["seen"] = {c.name: [c.held or 0, c.failcnt or 0] for c in counters}
     try:
-        write_atomic(state_file, json.dumps(data))
+        write_atomic(state_file, json.dumps(data), durable=False)
     except OSError:
         pass
     return previous

@@ -75,7 +75,7 @@ def backing_device(device: BlockDevice) -> BlockDevice | None:
 def io_device(path: Path) -> BlockDevice | None:
     """The device whose cgroup I/O limits govern writes to `path`.
 
-    Measured on 6.18 (see DESIGN.md): for a btrfs pool on a loop device, limits on the loop
+    Measured on 6.18 (docs/resources.md): for a btrfs pool on a loop device, limits on the loop
     device hold (direct and fsync'd writes at 5 MB/s within 2%); limits on the disk under the
     loop file have no effect unless the loop runs in direct-I/O mode. So: the device the
     filesystem is mounted from.

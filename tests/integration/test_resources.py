@@ -82,6 +82,15 @@ def test_bad_resource_values_leave_the_config_untouched(vzroot: VzRoot) -> None:
         (("--numproc", "200:100"), 21),
         (("--cpuunits", "3"), 21),
         (("--frobcount", "1"), 20),
+        (("--kmemsize", "2M:1M"), 21),
+        (("--tcpsndbuf", "-1"), 21),
+        (("--iolimit", "fast"), 21),
+        (("--iopslimit", "-3"), 21),
+        (("--ioprio", "9"), 21),
+        (("--cpumask", "0-x"), 21),
+        (("--cpus", "two"), 21),
+        (("--vm_overcommit", "0"), 21),
+        (("--diskinodes", "10:5"), 21),
     ):
         done = vzroot.vzctl("set", "101", *args, "--save")
         assert done.code == code, (args, done.err)
