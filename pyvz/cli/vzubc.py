@@ -65,11 +65,12 @@ def human(value: int | None, scale: int) -> str:
     if value == 0 or value >= UNLIMITED:
         return "-"
     number = float(value * scale)
-    for suffix in ("", "K", "M", "G", "T", "P"):
-        if number < 1024 or suffix == "P":
-            if not suffix:
-                return str(int(number))
-            return f"{number:.1f}{suffix}" if number < 10 else f"{number:.0f}{suffix}"
+    suffixes = ("", "K", "M", "G", "T", "P")
+    for index, suffix in enumerate(suffixes):
+        shown = f"{number:.1f}" if suffix and number < 9.95 else f"{number:.0f}"
+        # Round first, then decide: 1048575 bytes is 1.0M, not 1024K.
+        if float(shown) < 1024 or index == len(suffixes) - 1:
+            return f"{int(number)}" if not suffix else f"{shown}{suffix}"
         number /= 1024
     return str(value)
 

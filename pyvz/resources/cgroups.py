@@ -163,7 +163,7 @@ class CgroupV1(CgroupTree):
             # Measured on 6.18: a charge that fails on the memory+swap counter is not counted in
             # any failcnt. With no swap on the host that limit cannot matter, so it stays off and
             # the memory counter is the one that hits (and counts) first.
-            both = limits.memory + (limits.swap or 0) if host_has_swap() else -1
+            both = limits.memory + limits.swap if limits.swap is not None and host_has_swap() else -1
             values.append(("memory.memsw.limit_in_bytes", str(both)))
         else:
             values += [("memory.memsw.limit_in_bytes", "-1"), ("memory.limit_in_bytes", "-1")]
@@ -295,7 +295,10 @@ class CgroupV2(CgroupTree):
     def settings(self, limits: Limits) -> list[tuple[str, str]]:
         values = [
             ("memory.max", str(limits.memory) if limits.memory is not None else "max"),
-            ("memory.swap.max", str(limits.swap or 0) if limits.memory is not None else "max"),
+            (
+                "memory.swap.max",
+                str(limits.swap) if limits.memory is not None and limits.swap is not None else "max",
+            ),
             ("pids.max", str(limits.pids) if limits.pids is not None else "max"),
         ]
         if limits.cpu_units is not None:

@@ -40,7 +40,7 @@ _SYS = Path("/sys/devices/system")
 
 class Limits(NamedTuple):
     memory: int | None = None  # bytes
-    swap: int | None = None  # bytes on top of memory
+    swap: int | None = None  # bytes on top of memory; None: no swap limit
     pids: int | None = None
     cpu_units: int | None = None
     cpu_percent: int | None = None  # of one CPU
@@ -112,7 +112,8 @@ def io_weight(ioprio: int) -> int:
 def from_config(cfg: CtConfig, io_device: str | None = None) -> Limits:
     physpages, swappages, numproc = cfg.get(PHYSPAGES), cfg.get(SWAPPAGES), cfg.get(NUMPROC)
     memory = _pages(physpages.limit) if physpages else None
-    swap = (swappages.limit * PAGE if swappages.limit < UNLIMITED else None) if swappages else None
+    # Unset SWAPPAGES is no swap (the VSwap samples always set it); `unlimited` is no limit.
+    swap = (swappages.limit * PAGE if swappages.limit < UNLIMITED else None) if swappages else 0
     pids = numproc.limit if numproc and numproc.limit < UNLIMITED else None
     snd, rcv = _limit_bytes(cfg, "tcpsndbuf"), _limit_bytes(cfg, "tcprcvbuf")
     ioprio = cfg.get(IOPRIO)

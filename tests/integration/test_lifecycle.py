@@ -598,8 +598,8 @@ def test_applyconfig_takes_a_samples_class_parameters_only(vzroot: VzRoot) -> No
     assert 'STOP_TIMEOUT="7"' in conf and 'ONBOOT="yes"' in conf
     assert 'HOSTNAME="keep"' in conf and "not-copied" not in conf
     assert 'DESCRIPTION="from small"' in conf
-    rows = vzroot.vzlist("-a", "-H", "-o", "ctid,description,diskspace").out.split()
-    assert rows == ["101", "from", "small", "1048576:1048576"]
+    rows = vzroot.vzlist("-a", "-H", "-o", "ctid,description,diskspace.s,diskspace.h").out.split()
+    assert rows == ["101", "from", "small", "1048576", "1048576"]
     done = vzroot.vzctl("set", "101", "--applyconfig", "nosuch", "--save")
     assert done.code == 109 and len(done.err.strip().splitlines()) == 1
 

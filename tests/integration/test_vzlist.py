@@ -138,7 +138,8 @@ def test_json(three: VzRoot) -> None:
         for key in ("ctid", "nproc", "status", "hostname", "name", "onboot", "diskspace"):
             assert key in entry, (key, entry)
         assert isinstance(entry["onboot"], bool)
-        assert set(entry["diskspace"]) == {"softlimit", "hardlimit"}
+        assert set(entry["diskspace"]) == {"usage", "softlimit", "hardlimit"}
+        assert isinstance(entry["diskspace"]["usage"], int)  # KiB counted by the quota
     running = by_id[101]
     assert running["status"] == "running"
     assert isinstance(running["nproc"], int) and running["nproc"] >= 1
@@ -148,7 +149,8 @@ def test_json(three: VzRoot) -> None:
     assert stopped["status"] == "stopped"
     assert stopped["nproc"] is None
     assert (stopped["hostname"], stopped["name"]) == ("other3", "web3")
-    assert stopped["diskspace"] == {"softlimit": 2 * 1024 * 1024, "hardlimit": 3 * 1024 * 1024}
+    assert stopped["diskspace"]["softlimit"] == 2 * 1024 * 1024
+    assert stopped["diskspace"]["hardlimit"] == 3 * 1024 * 1024
 
     running_only = json.loads(three.vzlist("-j").out)
     assert [entry["ctid"] for entry in running_only] == [101, 102]

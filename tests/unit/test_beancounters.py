@@ -451,10 +451,6 @@ def test_human(value: int | None, scale: int, text: str) -> None:
     assert human(value, scale) == text
 
 
-@pytest.mark.xfail(
-    reason="human() rounds after choosing the suffix: 1048575 bytes print as 1024K, not 1.0M",
-    strict=True,
-)
 def test_human_never_shows_1024_of_a_unit() -> None:
     assert human(1048575, 1) == "1.0M"
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from pyvz.cli import vzcfgvalidate
-from pyvz.cli.vzcfgvalidate import ERROR, RECOMMENDATION, WARNING, Finding, check, is_vswap, parse_values
 from pyvz.cli.vzsplit import render
 from pyvz.config import ConfigFile, CtConfig
 from pyvz.params import CPUUNITS, PAGE
 from pyvz.resources import capacity
 from pyvz.resources.beancounters import Beancounter
 from pyvz.resources.capacity import MB, HostCapacity, human, oversell, shares, sold, split
+from pyvz.resources.validate import ERROR, RECOMMENDATION, WARNING, Finding, check, is_vswap, parse_values
 from pyvz.units import UNLIMITED
 
 GB = 1 << 30

@@ -61,7 +61,8 @@ def v1_tree(tmp_path: Path) -> CgroupV1:
     return tree
 
 
-def test_v1_files_and_lxc_keys(tmp_path: Path) -> None:
+def test_v1_files_and_lxc_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pyvz.resources.cgroups.host_has_swap", lambda: True)
     tree = v1_tree(tmp_path)
     limits = Limits(memory=64 << 20, swap=0, pids=64, cpu_units=2000, cpu_percent=50)
     tree.apply(REL, limits)
@@ -99,3 +100,12 @@ def test_v2_files_and_lxc_keys(tmp_path: Path) -> None:
     assert (directory / "memory.max").read_text() == "max" and (
         directory / "cpu.max"
     ).read_text() == "max 100000"
+
+
+def test_v1_memsw_stays_off_without_host_swap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With no swap the memory+swap limit cannot matter, and a hit on it is never counted.
+    monkeypatch.setattr("pyvz.resources.cgroups.host_has_swap", lambda: False)
+    tree = v1_tree(tmp_path)
+    tree.apply(REL, Limits(memory=64 << 20, swap=0))
+    assert (tmp_path / "memory" / REL / "memory.limit_in_bytes").read_text() == str(64 << 20)
+    assert (tmp_path / "memory" / REL / "memory.memsw.limit_in_bytes").read_text() == "-1"

@@ -391,10 +391,6 @@ def test_from_config_refuses_an_offline_mask(host: None) -> None:
         from_config(config(NODEMASK="4"))
 
 
-@pytest.mark.xfail(
-    reason="--swap unlimited with --ram set becomes Limits.swap=None, which settings() write as no swap",
-    strict=True,
-)
 def test_unlimited_swap_is_not_zero_swap(host: None, tmp_path: Path) -> None:
     limits_ = from_config(config(PHYSPAGES="0:65536", SWAPPAGES="0:unlimited"))
     assert dict(CgroupV2(tmp_path).settings(limits_))["memory.swap.max"] == "max"
@@ -532,8 +528,9 @@ def test_v2_settings_nothing_set(tmp_path: Path) -> None:
 
 
 def test_v2_settings_partial(tmp_path: Path) -> None:
-    found = dict(CgroupV2(tmp_path).settings(Limits(memory=MB, io_device="7:3", io_iops=50)))
+    found = dict(CgroupV2(tmp_path).settings(Limits(memory=MB, swap=0, io_device="7:3", io_iops=50)))
     assert found["memory.swap.max"] == "0"  # ram without swap: no swap
+    assert dict(CgroupV2(tmp_path).settings(Limits(memory=MB)))["memory.swap.max"] == "max"  # unlimited
     assert found["io.max"] == "7:3 rbps=max wbps=max riops=50 wiops=50"
 
 
