@@ -177,3 +177,21 @@ def test_iolimit_holds_direct_writes_to_5_mb_per_second(vzroot: VzRoot) -> None:
     vzroot.ok("exec", "101", "dd if=/dev/zero of=/g bs=1M count=50 oflag=direct 2>/dev/null")
     assert time.monotonic() - started < 5
     vzroot.ok("stop", "--fast", "101")
+
+
+def test_ioprio_and_iopslimit_reach_the_ct_disk(vzroot: VzRoot) -> None:
+    from pyvz.storage.blockdev import device_of
+
+    vzroot.ok("create", "101", "--ioprio", "7", "--iopslimit", "300")
+    vzroot.ok("start", "101")
+    device = device_of(vzroot.private_dir)
+    assert device is not None and device.name.startswith("loop")
+    assert device.scheduler == "bfq"  # pyvz switched its own pool's loop device to bfq
+    assert cgroup_file(vzroot, "blkio", "blkio.bfq.weight").read_text().split()[-1] == "800"
+    iops = f"{device.number} 300"
+    assert cgroup_file(vzroot, "blkio", "blkio.throttle.write_iops_device").read_text().strip() == iops
+    assert cgroup_file(vzroot, "blkio", "ns/blkio.throttle.write_iops_device").read_text().strip() == iops
+    vzroot.ok("set", "101", "--ioprio", "2", "--iopslimit", "0", "--save")
+    assert cgroup_file(vzroot, "blkio", "blkio.bfq.weight").read_text().split()[-1] == "25"
+    assert cgroup_file(vzroot, "blkio", "ns/blkio.throttle.write_iops_device").read_text().strip() == ""
+    vzroot.ok("stop", "--fast", "101")
