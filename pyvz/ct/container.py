@@ -28,7 +28,7 @@ from pyvz.params import (
     STOP_TIMEOUT,
     Layout,
 )
-from pyvz.resources.limits import Limits
+from pyvz.resources.limits import Limits, has_io_limits
 from pyvz.resources.limits import from_config as limits_from_config
 from pyvz.resources.policy import not_enforced
 from pyvz.resources.policy import warning as policy_warning
@@ -90,9 +90,14 @@ class Container:
     def driver(self, cfg: CtConfig | None = None) -> StorageDriver:
         return driver_for((cfg or self.config).get(LAYOUT) or Layout.BTRFS)
 
-    def limits(self, cfg: CtConfig | None = None) -> Limits:
-        """The CT's cgroup limits, I/O ones aimed at the disk under its private area."""
+    def limits(self, cfg: CtConfig | None = None, live: bool = False) -> Limits:
+        """The CT's cgroup limits, I/O ones aimed at the disk under its private area.
+
+        `live`: for a running CT, whose I/O limits may need lifting even when none is set now.
+        """
         cfg = cfg or self.config
+        if not live and not has_io_limits(cfg):
+            return limits_from_config(cfg)  # a start without I/O limits need not find the disk
         device = io_device(self.area(cfg).private)
         if cfg.get(IOPRIO) is not None and (device is None or not prefer_bfq(device)):
             where = f"{device.name} uses {device.scheduler or 'no'} I/O scheduler" if device else "no disk"

@@ -160,7 +160,7 @@ def _apply_distro(ct: Container, cfg: CtConfig, param: Param[Any]) -> None:
 
 def _apply_resources(ct: Container, cfg: CtConfig, params: list[Param[Any]]) -> None:
     runtime = ct.host.runtime
-    limits = ct.limits(cfg)
+    limits = ct.limits(cfg, live=True)
     for problem in runtime.cgroups.unenforced(limits):
         log.warning(problem)
     runtime.cgroups.apply(runtime.cgroups_of(ct.ctid).container, limits)

@@ -56,8 +56,9 @@ class CgroupTree(ABC):
         """Tasks in the cgroup and below; 0 if it does not exist."""
 
     @abstractmethod
-    def settings(self, limits: Limits) -> list[tuple[str, str]]:
-        """(file, value) pairs that enforce `limits`, in the order they must be written."""
+    def settings(self, limits: Limits, fresh: bool = False) -> list[tuple[str, str]]:
+        """(file, value) pairs that enforce `limits`, in the order they must be written;
+        `fresh`: for a new cgroup, leaving out what only resets a limit to "none"."""
 
     @abstractmethod
     def lxc_key(self, file: str) -> str:
@@ -94,7 +95,8 @@ class CgroupTree(ABC):
         return sum(self._keyed(Path(d) / file).get(key, 0) for d, _s, _f in os.walk(top))
 
     def lxc_lines(self, limits: Limits) -> list[str]:
-        return [f"{self.lxc_key(file)} = {value}" for file, value in self.settings(limits)]
+        """The LXC config lines for a start: a new cgroup has no limits, so only real ones."""
+        return [f"{self.lxc_key(file)} = {value}" for file, value in self.settings(limits, fresh=True)]
 
     @abstractmethod
     def file_path(self, relative: str, file: str) -> Path:
@@ -156,7 +158,7 @@ class CgroupTree(ABC):
 
 
 class CgroupV1(CgroupTree):
-    def settings(self, limits: Limits) -> list[tuple[str, str]]:
+    def settings(self, limits: Limits, fresh: bool = False) -> list[tuple[str, str]]:
         values: list[tuple[str, str]] = []
         if limits.memory is not None:
             values.append(("memory.limit_in_bytes", str(limits.memory)))
@@ -164,26 +166,51 @@ class CgroupV1(CgroupTree):
             # any failcnt. With no swap on the host that limit cannot matter, so it stays off and
             # the memory counter is the one that hits (and counts) first.
             both = limits.memory + limits.swap if limits.swap is not None and host_has_swap() else -1
-            values.append(("memory.memsw.limit_in_bytes", str(both)))
-        else:
+            if not fresh or both != -1:
+                values.append(("memory.memsw.limit_in_bytes", str(both)))
+        elif not fresh:
             values += [("memory.memsw.limit_in_bytes", "-1"), ("memory.limit_in_bytes", "-1")]
-        values.append(("memory.kmem.tcp.limit_in_bytes", str(limits.tcp) if limits.tcp is not None else "-1"))
-        values.append(("pids.max", str(limits.pids) if limits.pids is not None else "max"))
+        if limits.tcp is not None or not fresh:
+            values.append(
+                ("memory.kmem.tcp.limit_in_bytes", str(limits.tcp) if limits.tcp is not None else "-1")
+            )
+        if limits.pids is not None or not fresh:
+            values.append(("pids.max", str(limits.pids) if limits.pids is not None else "max"))
         if limits.cpu_units is not None:
             values.append(("cpu.shares", str(cpu_shares(limits.cpu_units))))
-        values.append(("cpu.cfs_period_us", str(CPU_PERIOD_US)))
-        quota = limits.cpu_percent * CPU_PERIOD_US // 100 if limits.cpu_percent else -1
-        values.append(("cpu.cfs_quota_us", str(quota)))
-        values.append(("cpuset.cpus", limits.cpus or format_id_list(host_cpus())))
-        values.append(("cpuset.mems", limits.mems or format_id_list(host_nodes())))
+        if limits.cpu_percent or not fresh:
+            values.append(("cpu.cfs_period_us", str(CPU_PERIOD_US)))
+            quota = limits.cpu_percent * CPU_PERIOD_US // 100 if limits.cpu_percent else -1
+            values.append(("cpu.cfs_quota_us", str(quota)))
+        if limits.cpus or not fresh:
+            values.append(("cpuset.cpus", limits.cpus or format_id_list(host_cpus())))
+        if limits.mems or not fresh:
+            values.append(("cpuset.mems", limits.mems or format_id_list(host_nodes())))
         if limits.io_device:
             device = limits.io_device
             for direction in ("read", "write"):
-                values.append((f"blkio.throttle.{direction}_bps_device", f"{device} {limits.io_bps or 0}"))
-                values.append((f"blkio.throttle.{direction}_iops_device", f"{device} {limits.io_iops or 0}"))
+                if limits.io_bps or not fresh:
+                    values.append(
+                        (f"blkio.throttle.{direction}_bps_device", f"{device} {limits.io_bps or 0}")
+                    )
+                if limits.io_iops or not fresh:
+                    values.append(
+                        (f"blkio.throttle.{direction}_iops_device", f"{device} {limits.io_iops or 0}")
+                    )
         if limits.io_weight is not None and self.has_bfq():
             values.append(("blkio.bfq.weight", str(min(1000, limits.io_weight))))
-        return [(f, v) for f, v in values if f != "memory.memsw.limit_in_bytes" or self._has_memsw()]
+        if any(f == "memory.memsw.limit_in_bytes" for f, _v in values) and not self._has_memsw():
+            values = [(f, v) for f, v in values if f != "memory.memsw.limit_in_bytes"]
+        return values
+
+    def apply_inner(self, relative: str, limits: Limits) -> None:
+        """After a start: LXC wrote the CT's own cgroup; copy what must hold below it too."""
+        if not (limits.io_device and (limits.io_bps or limits.io_iops)):
+            return
+        for file, value in self.settings(limits, fresh=True):
+            if file.startswith("blkio.throttle."):
+                for path in self.targets(relative, file)[1:]:
+                    path.write_text(value)
 
     def unenforced(self, limits: Limits) -> list[str]:
         problems = []
@@ -255,13 +282,6 @@ class CgroupV1(CgroupTree):
         below = sorted(Path(d) / file for d, _s, _f in os.walk(top.parent) if d != str(top.parent))
         return [top, *below]
 
-    def apply_inner(self, relative: str, limits: Limits) -> None:
-        """After a start: LXC wrote the CT's own cgroup; copy what must hold below it too."""
-        for file, value in self.settings(limits):
-            if file.startswith("blkio.throttle.") and not value.endswith(" 0"):
-                for path in self.targets(relative, file)[1:]:
-                    path.write_text(value)
-
     def lxc_key(self, file: str) -> str:
         return f"lxc.cgroup.{file}"
 
@@ -292,13 +312,11 @@ class CgroupV1(CgroupTree):
 
 
 class CgroupV2(CgroupTree):
-    def settings(self, limits: Limits) -> list[tuple[str, str]]:
+    def settings(self, limits: Limits, fresh: bool = False) -> list[tuple[str, str]]:
+        swap = limits.swap if limits.memory is not None else None
         values = [
             ("memory.max", str(limits.memory) if limits.memory is not None else "max"),
-            (
-                "memory.swap.max",
-                str(limits.swap) if limits.memory is not None and limits.swap is not None else "max",
-            ),
+            ("memory.swap.max", str(swap) if swap is not None else "max"),
             ("pids.max", str(limits.pids) if limits.pids is not None else "max"),
         ]
         if limits.cpu_units is not None:
@@ -313,6 +331,14 @@ class CgroupV2(CgroupTree):
             values.append(("io.max", f"{limits.io_device} rbps={bps} wbps={bps} riops={iops} wiops={iops}"))
         if limits.io_weight is not None:
             values.append(("io.bfq.weight", f"default {min(1000, limits.io_weight)}"))
+        if fresh:  # a new cgroup already has no limits: say only what differs
+            unlimited = {
+                "max",
+                "",
+                f"max {CPU_PERIOD_US}",
+                f"{limits.io_device} rbps=max wbps=max riops=max wiops=max",
+            }
+            values = [(f, v) for f, v in values if v not in unlimited]
         return values
 
     def usage(self, relative: str) -> dict[str, Usage]:

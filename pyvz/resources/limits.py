@@ -72,11 +72,12 @@ def host_nodes() -> set[int]:
     return online_ids(_SYS / "node/online")
 
 
-def cpuset(cfg: CtConfig, online: set[int]) -> str | None:
+def cpuset(cfg: CtConfig, online: set[int] | None = None) -> str | None:
     """The CPUs the CT may use: its mask (or all), cut to the first --cpus of them."""
     mask, count = cfg.get(CPUMASK), cfg.get(CPUS)
     if (mask is None or mask == "all") and not count:
         return None
+    online = host_cpus() if online is None else online
     chosen = sorted(online if mask is None or mask == "all" else parse_id_list(mask) & online)
     if not chosen:
         raise VzError(
@@ -87,10 +88,11 @@ def cpuset(cfg: CtConfig, online: set[int]) -> str | None:
     return format_id_list(chosen)
 
 
-def nodeset(cfg: CtConfig, online: set[int]) -> str | None:
+def nodeset(cfg: CtConfig, online: set[int] | None = None) -> str | None:
     mask = cfg.get(NODEMASK)
     if mask is None or mask == "all":
         return None
+    online = host_nodes() if online is None else online
     chosen = parse_id_list(mask) & online
     if not chosen:
         raise VzError(
@@ -109,6 +111,11 @@ def io_weight(ioprio: int) -> int:
     return max(1, int(round(100 * 2.0 ** (ioprio - DEFAULT_IOPRIO))))
 
 
+def has_io_limits(cfg: CtConfig) -> bool:
+    """Whether any I/O parameter is set: only then is the CT's disk worth looking up."""
+    return cfg.get(IOLIMIT) is not None or cfg.get(IOPSLIMIT) is not None or cfg.get(IOPRIO) is not None
+
+
 def from_config(cfg: CtConfig, io_device: str | None = None) -> Limits:
     physpages, swappages, numproc = cfg.get(PHYSPAGES), cfg.get(SWAPPAGES), cfg.get(NUMPROC)
     memory = _pages(physpages.limit) if physpages else None
@@ -123,8 +130,8 @@ def from_config(cfg: CtConfig, io_device: str | None = None) -> Limits:
         pids=pids,
         cpu_units=cfg.get(CPUUNITS),
         cpu_percent=cfg.get(CPULIMIT) or None,
-        cpus=cpuset(cfg, host_cpus()),
-        mems=nodeset(cfg, host_nodes()),
+        cpus=cpuset(cfg),
+        mems=nodeset(cfg),
         # The kernel keeps one counter for TCP send and receive buffers: it gets their sum.
         tcp=None if snd is None or rcv is None else snd + rcv,
         io_device=io_device,

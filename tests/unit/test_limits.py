@@ -109,3 +109,19 @@ def test_v1_memsw_stays_off_without_host_swap(tmp_path: Path, monkeypatch: pytes
     tree.apply(REL, Limits(memory=64 << 20, swap=0))
     assert (tmp_path / "memory" / REL / "memory.limit_in_bytes").read_text() == str(64 << 20)
     assert (tmp_path / "memory" / REL / "memory.memsw.limit_in_bytes").read_text() == "-1"
+
+
+def test_start_lines_carry_only_real_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A new cgroup has no limits: the LXC config says only what differs; a live apply on a
+    # running CT must also reset what was lifted.
+    monkeypatch.setattr("pyvz.resources.cgroups.host_has_swap", lambda: False)
+    monkeypatch.setattr("pyvz.resources.cgroups.host_cpus", lambda: {0, 1})
+    monkeypatch.setattr("pyvz.resources.cgroups.host_nodes", lambda: {0})
+    v1, v2 = v1_tree(tmp_path), CgroupV2(tmp_path / "v2")
+    assert v1.lxc_lines(Limits()) == [] and v2.lxc_lines(Limits()) == []
+    assert v1.lxc_lines(Limits(pids=10)) == ["lxc.cgroup.pids.max = 10"]
+    assert v2.lxc_lines(Limits(pids=10)) == ["lxc.cgroup2.pids.max = 10"]
+    reset = dict(v1.settings(Limits()))
+    assert reset["pids.max"] == "max" and reset["cpu.cfs_quota_us"] == "-1"
+    assert reset["cpuset.cpus"] == "0-1" and reset["memory.limit_in_bytes"] == "-1"
+    assert dict(v2.settings(Limits()))["memory.max"] == "max"
