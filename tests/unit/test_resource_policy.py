@@ -38,6 +38,7 @@ from pyvz.resources.cgroups import CgroupV1, CgroupV2
 from pyvz.resources.limits import Limits, cpuset, from_config, io_weight, nodeset
 from pyvz.resources.policy import derived_changes, not_enforced, warning
 from pyvz.units import UNLIMITED, BarrierLimit
+from tests.unit.test_beancounters import UBC_ORDER
 
 REL = "pyvz-test/101"
 INNER = ("init.scope", "system.slice", "system.slice/cron.service")
@@ -73,29 +74,7 @@ def host(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_ubc_rows_in_proc_order() -> None:
-    assert [ubc_name(p) for p in UBC_PARAMS] == [
-        "kmemsize",
-        "lockedpages",
-        "privvmpages",
-        "shmpages",
-        "numproc",
-        "physpages",
-        "vmguarpages",
-        "oomguarpages",
-        "numtcpsock",
-        "numflock",
-        "numpty",
-        "numsiginfo",
-        "tcpsndbuf",
-        "tcprcvbuf",
-        "othersockbuf",
-        "dgramrcvbuf",
-        "numothersock",
-        "dcachesize",
-        "numfile",
-        "numiptent",
-        "swappages",
-    ]
+    assert [ubc_name(p) for p in UBC_PARAMS] == UBC_ORDER  # /proc/user_beancounters order
     assert (PHYSPAGES.options, PHYSPAGES.key, PHYSPAGES.name) == (("--ram",), "PHYSPAGES", "ram")
     assert (SWAPPAGES.options, SWAPPAGES.key, SWAPPAGES.name) == (("--swap",), "SWAPPAGES", "swap")
     for param in UBC_PARAMS:
