@@ -29,10 +29,13 @@ from pyvz.units import UNLIMITED, BarrierLimit
 class Record:
     """One CT as vzlist sees it; each value is computed once, when first asked for."""
 
-    def __init__(self, host: Host, ctid: int, mounted_targets: frozenset[str]) -> None:
+    def __init__(
+        self, host: Host, ctid: int, mounted_targets: frozenset[str], ubc: frozenset[str] | None = None
+    ) -> None:
         self.host = host
         self.ctid = ctid
         self._mounted_targets = mounted_targets
+        self._ubc = ubc  # the beancounters anyone will ask for (None: all)
 
     @cached_property
     def config(self) -> CtConfig | None:
@@ -86,9 +89,8 @@ class Record:
         if not self.running:
             return None
         runtime = self.host.runtime
-        return read_beancounters(
-            runtime.cgroups, runtime.cgroups_of(self.ctid).container, self.config, self.state_file
-        )
+        relative = runtime.cgroups_of(self.ctid).container
+        return read_beancounters(runtime.cgroups, relative, self.config, self.state_file, self._ubc)
 
     def beancounter(self, name: str) -> Beancounter:
         for counter in self.beancounters or ():
@@ -207,8 +209,16 @@ FIELDS.update(_disk_fields("diskinodes", DISKINODES, lambda r: None))  # btrfs c
 DEFAULT_FIELDS = ("ctid", "nproc", "status", "ip", "hostname")
 
 
-def records(host: Host, ctids: Iterable[int] | None = None) -> list[Record]:
+def records(
+    host: Host, ctids: Iterable[int] | None = None, ubc: frozenset[str] | None = None
+) -> list[Record]:
+    """One record per CT; `ubc`: the beancounters that will be read (None: all of them)."""
     pool.mount_existing(host.paths)
     mounted = frozenset(m.target for m in mount_table())
     chosen = host.ctids() if ctids is None else sorted(set(ctids))
-    return [Record(host, ctid, mounted) for ctid in chosen]
+    return [Record(host, ctid, mounted, ubc) for ctid in chosen]
+
+
+def ubc_names(fields: Iterable[str]) -> frozenset[str]:
+    """The beancounters that vzlist fields (physpages, numproc.f, ...) need."""
+    return frozenset(name.split(".")[0] for name in fields if name.split(".")[0] in UBC_NAMES)

@@ -60,7 +60,7 @@ def dispatch(argv: list[str]) -> int:
     ns = build_parser().parse_args(_join_sort(argv))
     from pyvz.config import resolve_ctid
     from pyvz.host import Host
-    from pyvz.listing import DEFAULT_FIELDS, FIELDS, records
+    from pyvz.listing import DEFAULT_FIELDS, FIELDS, records, ubc_names
 
     if ns.list:
         print("\n".join(sorted(FIELDS)))
@@ -79,7 +79,7 @@ def dispatch(argv: list[str]) -> int:
         )
     fields = [FIELDS[n] for n in names]
 
-    chosen = records(host, wanted)
+    chosen = records(host, wanted, ubc_names(names))
     if not ns.all and wanted is None:
         chosen = [r for r in chosen if (not r.running) == bool(ns.stopped)]
     if ns.name_filter:

@@ -26,6 +26,7 @@ from pyvz.units import UNLIMITED, BarrierLimit
 NAMES: tuple[str, ...] = tuple(ubc_name(p) for p in UBC_PARAMS)
 PARAM_OF: dict[str, Param[BarrierLimit]] = {ubc_name(p): p for p in UBC_PARAMS}
 IN_PAGES = frozenset(name for name in NAMES if name.endswith("pages"))
+FROM_PROCESSES = frozenset({"numfile", "numtcpsock", "numothersock", "numpty", "numflock"})
 
 
 class Beancounter(NamedTuple):
@@ -138,17 +139,22 @@ class State:
 
 
 def read(
-    cgroups: CgroupTree, relative: str, cfg: CtConfig | None, state_file: Path
+    cgroups: CgroupTree,
+    relative: str,
+    cfg: CtConfig | None,
+    state_file: Path,
+    names: frozenset[str] | None = None,
 ) -> list[Beancounter] | None:
-    """The CT's beancounters, or None when it is not running."""
+    """The CT's beancounters (those in `names`, default all), or None when it is not running."""
     dirs = cgroups.dirs(relative)
     if not dirs:
         return None
     kernel = cgroups.usage(relative)
-    kernel.update(process_usage(cgroups.procs(relative)))
+    if names is None or names & FROM_PROCESSES:
+        kernel.update(process_usage(cgroups.procs(relative)))
     state = State(state_file, dirs[0].stat().st_ino)
     counters = []
-    for name in NAMES:
+    for name in NAMES if names is None else [n for n in NAMES if n in names]:
         usage = kernel.get(name, Usage(None))
         held = _to_units(name, usage.held)
         maxheld = _to_units(name, usage.maxheld)

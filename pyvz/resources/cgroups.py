@@ -158,6 +158,8 @@ class CgroupTree(ABC):
 
 
 class CgroupV1(CgroupTree):
+    _mounted: list[Path] | None = None
+
     def settings(self, limits: Limits, fresh: bool = False) -> list[tuple[str, str]]:
         values: list[tuple[str, str]] = []
         if limits.memory is not None:
@@ -289,10 +291,13 @@ class CgroupV1(CgroupTree):
         return self.mount / file.split(".", 1)[0] / relative / file
 
     def _hierarchies(self) -> list[Path]:
-        try:
-            return sorted(p for p in self.mount.iterdir() if p.is_dir() and not p.is_symlink())
-        except FileNotFoundError:
-            return []
+        # Listed once per command: vzubc and vzlist ask for every running CT.
+        if self._mounted is None:
+            try:
+                self._mounted = sorted(p for p in self.mount.iterdir() if p.is_dir() and not p.is_symlink())
+            except FileNotFoundError:
+                return []
+        return self._mounted
 
     def available(self) -> bool:
         return (self.mount / "pids").is_dir() or any((h / "tasks").exists() for h in self._hierarchies())
