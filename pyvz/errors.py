@@ -44,7 +44,10 @@ class ExitCode(IntEnum):
     CANT_DELETE_PRIVATE = 52
     DISKQUOTA_SET = 62
     BAD_HOSTNAME = 70
+    INVALID_IP = 71  # a malformed address, prefix, MAC or bridge
+    SET_IP_ERROR = 72  # the host refused a network change
     CHANGE_PASSWORD = 74
+    IP_INUSE = 78
     ACTIONSCRIPT_ERROR = 79
     CP_CONFIG = 82
     INVALID_CONFIG = 85

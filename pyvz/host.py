@@ -47,6 +47,18 @@ class Host:
     def ctids(self) -> list[int]:
         return sorted(existing_ctids(self.paths))
 
+    def addresses(self, but: int) -> dict[int, tuple[str, ...]]:
+        """IP_ADDRESS of every other CT of this root (for the "already in use" check)."""
+        from pyvz.config import ConfigFile
+
+        found = {}
+        for ctid in self.ctids():
+            if ctid != but:
+                found[ctid] = tuple(
+                    (ConfigFile.load(self.paths.conf_file(ctid)).get("IP_ADDRESS") or "").split()
+                )
+        return found
+
     def allocate_ids(self, taken: set[int]) -> IdMap:
         """The lowest free 65536-id block at or above vz.conf's LOCAL_UID/LOCAL_GID."""
         base_uid = int(self.setting("LOCAL_UID", "0") or 0)

@@ -135,6 +135,8 @@ def _cell(value: Any) -> str:
 
 
 def _json_value(value: Any) -> Any:
+    if isinstance(value, tuple) and not isinstance(value, BarrierLimit):
+        return list(value)  # nameserver, searchdomain, firewall_accept: lists of words
     if isinstance(value, BarrierLimit):
         return {"softlimit": value.barrier, "hardlimit": value.limit}
     if isinstance(value, str | int | bool) or value is None:

@@ -52,6 +52,7 @@ class Subsystem(StrEnum):
     STORAGE = "storage"  # the storage driver (disk quota)
     CREATE = "create"  # fixed at create time (layout, private area, id range)
     RESOURCES = "resources"  # cgroup limits
+    NETWORK = "network"  # addresses, routes and firewall rules of a running CT
 
 
 CREATE = frozenset({"create"})
@@ -706,6 +707,100 @@ SEARCHDOMAIN: Param[tuple[str, ...]] = Param(
     field="searchdomain",
     multi=True,
 )
+
+
+def bad_ip(text: str, why: str) -> VzError:
+    return VzError(ExitCode.INVALID_IP, f"invalid IP address {text!r}: {why}")
+
+
+def parse_ip(text: str) -> str:
+    """ADDR or ADDR/PREFIX, IPv4 or IPv6, normalised; not a network or broadcast address."""
+    import ipaddress
+
+    address, sep, prefix = text.partition("/")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise bad_ip(text, "not an IPv4 or IPv6 address") from None
+    if sep:
+        if not prefix.isdigit() or int(prefix) > ip.max_prefixlen:
+            raise bad_ip(text, f"the prefix must be 0..{ip.max_prefixlen}")
+        network = ipaddress.ip_network(f"{ip}/{prefix}", strict=False)
+        usable = network.num_addresses <= 2 or ip.version == 6
+        if not usable and ip in (network.network_address, network.broadcast_address):
+            raise bad_ip(
+                text, f"it is the {'network' if ip == network.network_address else 'broadcast'} address"
+            )
+    if ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.is_link_local:
+        raise bad_ip(text, "not an address a CT can own")
+    if ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255"):
+        raise bad_ip(text, "the broadcast address")
+    return f"{ip}/{prefix}" if sep else str(ip)
+
+
+def _ip_list(text: str) -> tuple[str, ...]:
+    values: list[str] = []
+    for word in text.split():
+        value = parse_ip(word)
+        if value not in values:
+            values.append(value)
+    return tuple(values)
+
+
+def _ip_del(text: str) -> tuple[str, ...]:
+    return ("all",) if text.split() == ["all"] else _ip_list(text)
+
+
+def parse_ports(text: str) -> tuple[str, ...]:
+    """FIREWALL_ACCEPT: words like 22/tcp, 53/udp, 8000-8080/tcp."""
+    values: list[str] = []
+    for word in text.split():
+        match = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?/(tcp|udp)", word.lower())
+        if not match or not all(0 < int(p) < 65536 for p in match.groups()[:2] if p):
+            raise bad_value("firewall-accept", word, "expected PORT/tcp, PORT/udp or FROM-TO/tcp")
+        if match.group(2) and int(match.group(2)) < int(match.group(1)):
+            raise bad_value("firewall-accept", word, "the range goes backwards")
+        if word.lower() not in values:
+            values.append(word.lower())
+    return tuple(values)
+
+
+IPADD: Param[tuple[str, ...]] = Param(
+    "ipadd",
+    "IP_ADDRESS",
+    ("--ipadd",),
+    _ip_list,
+    _words,
+    "add a routed (venet) IP address, ADDR[/PREFIX], IPv4 or IPv6 (repeatable; adds to the list)",
+    "ADDR",
+    BOTH,
+    Subsystem.NETWORK,
+    multi=True,
+)
+IPDEL: Param[tuple[str, ...]] = Param(
+    "ipdel",
+    None,
+    ("--ipdel",),
+    _ip_del,
+    _words,
+    "remove a routed IP address (repeatable), or `all`",
+    "ADDR|all",
+    SET,
+    Subsystem.NETWORK,
+    multi=True,
+)
+FIREWALL_ACCEPT: Param[tuple[str, ...]] = Param(
+    "firewall_accept",
+    "FIREWALL_ACCEPT",
+    ("--firewall-accept", "--firewall_accept"),
+    parse_ports,
+    _words,
+    'inbound ports open on the CT, e.g. "22/tcp 80/tcp 53/udp" (empty: no filtering)',
+    "PORTS",
+    BOTH,
+    Subsystem.NETWORK,
+    field="firewall_accept",
+)
 USERPASSWD: Param[tuple[str, str]] = Param(
     "userpasswd",
     None,
@@ -747,6 +842,9 @@ PARAMS: tuple[Param[Any], ...] = (
     DISKSPACE,
     NAMESERVER,
     SEARCHDOMAIN,
+    IPADD,
+    IPDEL,
+    FIREWALL_ACCEPT,
     *UBC_PARAMS,
     VM_OVERCOMMIT,
     CPUUNITS,

@@ -13,10 +13,13 @@ from pyvz.distro.registry import detect
 from pyvz.errors import ExitCode, VzError
 from pyvz.host import Host
 from pyvz.log import log
+from pyvz.net import venet
 from pyvz.params import (
     DISABLED,
+    FIREWALL_ACCEPT,
     HOSTNAME,
     IOPRIO,
+    IPADD,
     LAYOUT,
     LOCAL_GID,
     LOCAL_UID,
@@ -219,6 +222,7 @@ class Container:
             self.apply_distro_files(distro, cfg)
             # The disk quota is not set here: qgroup limits live on disk, set by create and set.
             driver = self.driver()
+            addresses = cfg.get(IPADD) or ()
             limits = self.limits(cfg)
             for problem in self.host.runtime.cgroups.unenforced(limits):
                 log.warning(problem)
@@ -234,9 +238,12 @@ class Container:
                 halt_signal=distro.halt_signal,
                 cgroups=self.host.runtime.cgroups_of(self.ctid),
                 limits=tuple(self.host.runtime.cgroups.lxc_lines(limits)),
+                network=tuple(venet.lxc_lines(self.ifname, addresses)),
             )
             self.host.runtime.start(spec)
             self.host.runtime.cgroups.apply_inner(spec.cgroups.container, limits)
+            if addresses:
+                self._network_up(cfg, addresses)
         except BaseException:
             if mounted_here and not self.is_running():
                 self.driver().umount(area)
@@ -245,6 +252,37 @@ class Container:
         log.info("Container start in progress...")
         if wait:
             self.wait_booted(distro)
+
+    @property
+    def ifname(self) -> str:
+        """The host side of the CT's venet pair."""
+        return venet.host_ifname(self.paths.tag, self.ctid)
+
+    def firewall_table(self) -> str:
+        from pyvz.net.firewall import table_name
+
+        return table_name(self.paths.tag, self.ctid)
+
+    def _network_up(self, cfg: CtConfig, addresses: tuple[str, ...]) -> None:
+        """Host side of a fresh start: routes, gateway proxies, the CT's nftables table.
+        If the host refuses, the CT is stopped again: it never runs half-connected."""
+        from pyvz.net import firewall
+
+        try:
+            venet.host_setup(self.ifname, addresses)
+            script = firewall.render(
+                self.firewall_table(), self.ifname, addresses, cfg.get(FIREWALL_ACCEPT) or ()
+            )
+            firewall.install(script)
+        except BaseException:
+            self.host.runtime.stop(self.ctid, 0, kill=True)
+            raise
+
+    def network_down(self) -> None:
+        """Remove the CT's firewall table from the namespace it runs in (before it stops)."""
+        from pyvz.net import firewall
+
+        firewall.remove(self.firewall_table(), self.host.runtime.netns_prefix(self.ctid))
 
     def wait_booted(self, distro: Distro) -> None:
         probe = distro.boot_probe
@@ -289,6 +327,8 @@ class Container:
                 self._run_ct_action("stop")
             except VzError as err:
                 log.warning(str(err))
+        if self.config.get(IPADD):
+            self.network_down()
         timeout = self.config.get(STOP_TIMEOUT)
         self.host.runtime.stop(self.ctid, DEFAULT_STOP_TIMEOUT if timeout is None else timeout, kill=fast)
         log.info("Container was stopped")

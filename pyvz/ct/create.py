@@ -23,10 +23,12 @@ from pyvz.ct.container import Container
 from pyvz.errors import ExitCode, VzError
 from pyvz.host import Host, check_subids
 from pyvz.log import log
+from pyvz.net.venet import check_free
 from pyvz.params import (
     BY_KEY,
     BY_NAME,
     DISKSPACE,
+    IPADD,
     LAYOUT,
     LOCAL_UID,
     NAME,
@@ -103,6 +105,8 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
                 default = host.setting(key)
                 if default:
                     settings[key] = default
+        if IPADD.name in values:
+            check_free(values[IPADD.name], host.addresses(but=ctid))
         for key, value in settings.items():
             conf.set(key, value)
         cfg = CtConfig.merge(ctid, host.global_conf.items(), conf.items(), conf_path)

@@ -9,12 +9,16 @@ from pyvz.ct.container import Container
 from pyvz.errors import ExitCode, VzError
 from pyvz.host import Host
 from pyvz.log import log
+from pyvz.net.venet import check_free, merged_addresses
 from pyvz.params import (
     APPLYCONFIG,
     BY_KEY,
     BY_NAME,
     DISKSPACE,
+    FIREWALL_ACCEPT,
     HOSTNAME,
+    IPADD,
+    IPDEL,
     NAME,
     NAMESERVER,
     NOT_APPLIED_FROM_SAMPLE,
@@ -61,6 +65,11 @@ def set_params(
             param = BY_NAME[name]
             if param.key:
                 changes[param.key] = param.fmt(value)
+        old_addresses = tuple((conf.get(IPADD.key or "") or "").split())
+        if IPADD.name in values or IPDEL.name in values:
+            add, delete = values.get(IPADD.name, ()), values.get(IPDEL.name, ())
+            check_free(add, host.addresses(but=ctid))
+            changes[IPADD.key or ""] = " ".join(merged_addresses(old_addresses, add, delete))
         new_name = values.get(NAME.name)
         if new_name is not None:
             owner = name_owner(host.paths, new_name)
@@ -85,6 +94,8 @@ def set_params(
             user, password = values[USERPASSWD.name]
             _set_password(ct, user, password)
 
+        if running and {IPADD.key, FIREWALL_ACCEPT.key} & set(changed):
+            _apply_network(ct, merged, old_addresses)
         if running:
             _apply_live(ct, merged, changed, setmode)
         elif save and DISKSPACE.key in changed:
@@ -131,6 +142,8 @@ def _apply_live(ct: Container, cfg: CtConfig, changed: dict[str, str], setmode: 
             if setmode != SetMode.RESTART:
                 log.warning(f"{key} takes effect after a restart (use --setmode restart)")
             continue
+        if param.subsystem is Subsystem.NETWORK:
+            continue  # applied above, from the old and new address lists
         if param.subsystem is Subsystem.RESOURCES:
             resources.append(param)  # the cgroup gets every limit in one pass, below
             continue
@@ -139,6 +152,24 @@ def _apply_live(ct: Container, cfg: CtConfig, changed: dict[str, str], setmode: 
             applier(ct, cfg, param)
     if resources:
         _apply_resources(ct, cfg, resources)
+
+
+def _apply_network(ct: Container, cfg: CtConfig, old: tuple[str, ...]) -> None:
+    from pyvz.net import firewall, venet
+
+    runtime = ct.host.runtime
+    new = cfg.get(IPADD) or ()
+    prefix = runtime.netns_prefix(ct.ctid)
+    pid = venet.init_pid(runtime.cgroups.procs(runtime.cgroups_of(ct.ctid).container))
+    if pid is None:
+        raise VzError(ExitCode.SET_IP_ERROR, f"cannot find CT {ct.ctid}'s init to change its network")
+    venet.change_live(ct.ifname, pid, old, new, prefix)
+    if new:
+        accept = cfg.get(FIREWALL_ACCEPT) or ()
+        firewall.install(firewall.render(ct.firewall_table(), ct.ifname, new, accept), prefix)
+    else:
+        firewall.remove(ct.firewall_table(), prefix)
+    log.info(f"Network of the running CT: {' '.join(new) or 'no addresses'}")
 
 
 def _apply_distro(ct: Container, cfg: CtConfig, param: Param[Any]) -> None:

@@ -35,6 +35,7 @@ class RuntimeSpec(NamedTuple):
     halt_signal: str
     cgroups: CtCgroups
     limits: tuple[str, ...] = ()  # LXC config lines that set the CT's cgroup limits
+    network: tuple[str, ...] = ("lxc.net.0.type = empty",)  # LXC config lines of its interfaces
 
 
 def _apparmor_profile() -> str:
@@ -64,7 +65,7 @@ def render_config(spec: RuntimeSpec, log_file: Path) -> str:
         ]
     lines += [
         f"lxc.apparmor.profile = {_apparmor_profile()}",
-        "lxc.net.0.type = empty",
+        *spec.network,
         f"lxc.signal.halt = {spec.halt_signal}",
         f"lxc.tty.max = {TTYS}",
         "lxc.cgroup.relative = 0",
@@ -108,7 +109,7 @@ class LxcRuntime:
     def is_running(self, ctid: int) -> bool:
         return self.nproc(ctid) > 0
 
-    def _netns_prefix(self, ctid: int) -> list[str]:
+    def netns_prefix(self, ctid: int) -> list[str]:
         """nsenter into the monitor's network namespace when it differs from ours."""
         monitor = self.cgroups.procs(self.cgroups_of(ctid).monitor)
         if not monitor:
@@ -156,7 +157,7 @@ class LxcRuntime:
         return [line.split(" - ", 1)[-1] for line in lines if " ERROR " in line][:3]
 
     def stop(self, ctid: int, timeout: int, kill: bool) -> None:
-        argv = self._netns_prefix(ctid) + self._base("lxc-stop", ctid)
+        argv = self.netns_prefix(ctid) + self._base("lxc-stop", ctid)
         argv += ["-k"] if kill else ["-t", str(timeout)]
         result = run(argv, check=False, timeout=timeout + 30)
         if result.returncode != 0 and self.is_running(ctid):
@@ -172,7 +173,7 @@ class LxcRuntime:
     def attach_argv(
         self, ctid: int, command: Sequence[str], env: Mapping[str, str] | None = None
     ) -> list[str]:
-        argv = self._netns_prefix(ctid) + self._base("lxc-attach", ctid) + ["--clear-env"]
+        argv = self.netns_prefix(ctid) + self._base("lxc-attach", ctid) + ["--clear-env"]
         variables = {"PATH": CT_PATH, "HOME": "/root", "USER": "root", "LOGNAME": "root"}
         term = os.environ.get("TERM")
         if term:
@@ -184,7 +185,7 @@ class LxcRuntime:
 
     def console_argv(self, ctid: int, tty: int) -> list[str]:
         # ^] is lxc-console's escape here; pyvz's own console proxy handles Esc-. on top.
-        return self._netns_prefix(ctid) + self._base("lxc-console", ctid) + ["-t", str(tty), "-e", "^]"]
+        return self.netns_prefix(ctid) + self._base("lxc-console", ctid) + ["-t", str(tty), "-e", "^]"]
 
     def forget(self, ctid: int) -> None:
         """Remove the LXC side of a CT (its generated config and log)."""

@@ -214,6 +214,8 @@ SAMPLES: dict[str, str] = {
     "dcachesize": "3409920:3624960",
     "numfile": "9312",
     "numiptent": "128",
+    "ipadd": "192.0.2.10 2001:db8::10/64",
+    "firewall_accept": "22/tcp 53/udp 8000-8080/tcp",
     "applyconfig": "basic",
 }
 

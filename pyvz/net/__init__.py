@@ -1,0 +1,1 @@
+"""Networking of CTs: routed (venet) addresses and per-CT host firewall rules."""

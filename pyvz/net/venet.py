@@ -1,0 +1,227 @@
+"""venet-style routed addresses: each CT owns a few IPs, the host routes them to it.
+
+A CT gets a veth pair: `venet0` inside holds its addresses as /32 and /128 (as OpenVZ's
+venet0 did). IPv4: a default route on the device, answered by proxy ARP on the host side
+for anything the host can route; IPv6: a default route via fe80::1, which exists only as a
+proxy NDP entry on the host side. The host side (`vz<CTID>`) gets one route per
+address. Everything host-side is made in the network namespace the CT was started in, so a
+test (or an admin) can keep a whole setup inside a throwaway namespace.
+
+At start LXC creates the pair from config lines (the network is up before the CT's init
+runs); `set --ipadd/--ipdel` on a running CT changes the same things with `ip`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pyvz.errors import ExitCode, VzError
+from pyvz.log import log
+from pyvz.run import run
+
+VENET = "venet0"
+GATEWAY6 = "fe80::1"
+
+
+def host_ifname(tag: str, ctid: int) -> str:
+    """vz101 for the default root; v<3 hex of the root's tag>.101 for other roots (15 chars max)."""
+    return f"vz{ctid}" if tag == "pyvz" else f"v{tag[-3:]}.{ctid}"
+
+
+def bare(address: str) -> str:
+    """10.0.0.2/24 -> 10.0.0.2: venet routes single addresses; the prefix is kept, not used."""
+    return address.partition("/")[0]
+
+
+def is_v6(address: str) -> bool:
+    return ":" in address
+
+
+def host_route(address: str) -> str:
+    return f"{bare(address)}/{128 if is_v6(address) else 32}"
+
+
+def lxc_lines(ifname: str, addresses: tuple[str, ...]) -> list[str]:
+    """The LXC config of the CT's venet0; nothing at all for a CT without addresses."""
+    if not addresses:
+        return ["lxc.net.0.type = empty"]
+    lines = [
+        "lxc.net.0.type = veth",
+        f"lxc.net.0.name = {VENET}",
+        f"lxc.net.0.veth.pair = {ifname}",
+        "lxc.net.0.flags = up",
+    ]
+    for address in addresses:
+        family = "ipv6" if is_v6(address) else "ipv4"
+        lines.append(f"lxc.net.0.{family}.address = {host_route(address)}")
+    if any(not is_v6(a) for a in addresses):
+        lines.append("lxc.net.0.ipv4.gateway = dev")
+    if any(is_v6(a) for a in addresses):
+        lines.append(f"lxc.net.0.ipv6.gateway = {GATEWAY6}")
+    return lines
+
+
+def _sysctl(path: str, value: str, announce: str | None = None) -> None:
+    target = Path("/proc/sys") / path
+    try:
+        if target.read_text().strip() == value:
+            return
+        target.write_text(value)
+    except OSError as err:
+        raise VzError(ExitCode.SET_IP_ERROR, f"cannot set {path} to {value}: {err.strerror}") from None
+    if announce:
+        log.info(announce)
+
+
+def enable_forwarding(addresses: tuple[str, ...]) -> None:
+    """Routing to CTs needs forwarding in this network namespace; say so when it changes."""
+    if any(not is_v6(a) for a in addresses):
+        _sysctl("net/ipv4/ip_forward", "1", "Enabled IPv4 forwarding (net.ipv4.ip_forward=1) for routed CTs")
+    if any(is_v6(a) for a in addresses):
+        _sysctl(
+            "net/ipv6/conf/all/forwarding",
+            "1",
+            "Enabled IPv6 forwarding (net.ipv6.conf.all.forwarding=1) for routed CTs",
+        )
+
+
+def host_commands(ifname: str, addresses: tuple[str, ...], add: bool = True) -> list[str]:
+    """`ip -batch` lines for the host side: a route per address."""
+    verb = "replace" if add else "del"
+    return [f"route {verb} {host_route(a)} dev {ifname}" for a in addresses]
+
+
+def host_setup(ifname: str, addresses: tuple[str, ...], prefix: list[str] | None = None) -> None:
+    """After LXC made the pair: routes to the CT and the proxy entries for its gateways."""
+    if not addresses:
+        return
+    enable_forwarding(addresses)
+    lines = host_commands(ifname, addresses)
+    lines.append(f"neigh replace proxy {GATEWAY6} dev {ifname}")
+    _sysctl(f"net/ipv4/conf/{ifname}/proxy_arp", "1")
+    _sysctl(f"net/ipv6/conf/{ifname}/proxy_ndp", "1")
+    _batch(prefix or [], lines)
+
+
+def _batch(prefix: list[str], lines: list[str]) -> None:
+    if not lines:
+        return
+    done = run([*prefix, "ip", "-batch", "-"], input="\n".join(lines) + "\n", check=False)
+    if done.returncode != 0:
+        raise VzError(ExitCode.SET_IP_ERROR, f"network setup failed: {done.stderr.strip().splitlines()[-1]}")
+
+
+def init_pid(pids: list[int]) -> int | None:
+    """The CT's init among its processes: pid 1 in its own pid namespace."""
+    for pid in sorted(pids):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("NSpid:") and line.split()[-1] == "1":
+                return pid
+    return None
+
+
+def change_live(
+    ifname: str,
+    pid: int,
+    old: tuple[str, ...],
+    new: tuple[str, ...],
+    host_prefix: list[str],
+) -> None:
+    """Make a running CT's addresses `new` (it had `old`), inside and on the host."""
+    added = tuple(a for a in new if bare(a) not in {bare(o) for o in old})
+    removed = tuple(a for a in old if bare(a) not in {bare(n) for n in new})
+    inside = ["nsenter", f"--net=/proc/{pid}/ns/net", "--"]
+    if added and not old:
+        _create_link(ifname, pid, host_prefix)
+    enable_forwarding_in(host_prefix, added)
+    ct_lines = [f"address del {host_route(a)} dev {VENET}" for a in removed]
+    ct_lines += [f"address add {host_route(a)} dev {VENET}" + (" nodad" if is_v6(a) else "") for a in added]
+    had4, had6 = any(not is_v6(a) for a in old), any(is_v6(a) for a in old)
+    if any(not is_v6(a) for a in added) and not had4:
+        ct_lines += [
+            f"route replace default dev {VENET}",
+        ]
+    if any(is_v6(a) for a in added) and not had6:
+        ct_lines += [f"route replace default via {GATEWAY6} dev {VENET}"]
+    # Host first when removing (the address stops being reachable at once), CT first when adding.
+    if removed:
+        _batch(host_prefix, host_commands(ifname, removed, add=False))
+        _batch(inside, ct_lines)
+    else:
+        _batch(inside, ct_lines)
+    if added:
+        _batch(host_prefix, host_commands(ifname, added))
+
+
+def enable_forwarding_in(prefix: list[str], addresses: tuple[str, ...]) -> None:
+    if not prefix:
+        enable_forwarding(addresses)
+        return
+    flags = []
+    if any(not is_v6(a) for a in addresses):
+        flags.append("net/ipv4/ip_forward=1")
+    if any(is_v6(a) for a in addresses):
+        flags.append("net/ipv6/conf/all/forwarding=1")
+    if flags:
+        run([*prefix, "sysctl", "-qw", *flags], error_code=ExitCode.SET_IP_ERROR)
+
+
+def _create_link(ifname: str, pid: int, prefix: list[str]) -> None:
+    """A CT started without addresses has no venet0 yet: make the pair now."""
+    _batch(
+        prefix,
+        [
+            f"link add {ifname} type veth peer name {VENET} netns {pid}",
+            f"link set {ifname} up",
+            f"neigh replace proxy {GATEWAY6} dev {ifname}",
+        ],
+    )
+    # Slashes, not dots: an interface name may hold a dot (v3a7.101).
+    flags = [f"net/ipv4/conf/{ifname}/proxy_arp=1", f"net/ipv6/conf/{ifname}/proxy_ndp=1"]
+    run([*prefix, "sysctl", "-qw", *flags], check=False)
+    _batch(["nsenter", f"--net=/proc/{pid}/ns/net", "--"], [f"link set {VENET} up"])
+
+
+def owner_of(address: str, others: dict[int, tuple[str, ...]]) -> int | None:
+    """Which CT (of `others`: CTID -> its addresses) already has `address`."""
+    import ipaddress
+
+    wanted = ipaddress.ip_address(bare(address))
+    for ctid, addresses in others.items():
+        if any(ipaddress.ip_address(bare(a)) == wanted for a in addresses):
+            return ctid
+    return None
+
+
+def in_use_error(address: str, ctid: int) -> VzError:
+    return VzError(ExitCode.IP_INUSE, f"IP address {bare(address)} is already used by CT {ctid}")
+
+
+def ifname_exists(ifname: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{ifname}")
+
+
+def merged_addresses(
+    current: tuple[str, ...], add: tuple[str, ...], delete: tuple[str, ...]
+) -> tuple[str, ...]:
+    """vzctl's --ipdel then --ipadd: add is incremental; `all` deletes every address."""
+    kept = [] if delete == ("all",) else [a for a in current if bare(a) not in {bare(d) for d in delete}]
+    missing = [d for d in delete if d != "all" and bare(d) not in {bare(a) for a in current}]
+    for address in missing:
+        log.warning(f"IP address {bare(address)} is not assigned to this CT; nothing to delete")
+    for address in add:
+        kept = [a for a in kept if bare(a) != bare(address)] + [address]
+    return tuple(kept)
+
+
+def check_free(addresses: tuple[str, ...], others: dict[int, tuple[str, ...]]) -> None:
+    """Refuse (exit 78) an address another CT of this host already has."""
+    for address in addresses:
+        owner = owner_of(address, others)
+        if owner is not None:
+            raise in_use_error(address, owner)
