@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import VZCTL, VZLIST, BenchRoot, Row, alternate, log
+from bench.network import bench_throughput
 from bench.resources import bench_cpu, bench_vzlist_ubc, bench_vzubc
 from bench.templates import bench_template_build, bench_template_cold_create, bench_template_create
 from pyvz.resources.cgroups import CtCgroups, detect
@@ -435,6 +436,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "vzubc": bench_vzubc,  # these three start 50 more of the fleet: they run after vzlist
     "vzlist-ubc": bench_vzlist_ubc,
     "cpu": bench_cpu,
+    "network": bench_throughput,
     "template-create": bench_template_create,
     "template-cold-create": bench_template_cold_create,
     "template-build": bench_template_build,

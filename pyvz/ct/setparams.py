@@ -69,7 +69,9 @@ def set_params(
         if IPADD.name in values or IPDEL.name in values:
             add, delete = values.get(IPADD.name, ()), values.get(IPDEL.name, ())
             check_free(add, host.addresses(but=ctid))
-            changes[IPADD.key or ""] = " ".join(merged_addresses(old_addresses, add, delete))
+            # A running CT is told what it does not have (below); a stopped one here.
+            merged_list = merged_addresses(old_addresses, add, delete, warn=not ct.is_running())
+            changes[IPADD.key or ""] = " ".join(merged_list)
         new_name = values.get(NAME.name)
         if new_name is not None:
             owner = name_owner(host.paths, new_name)
@@ -94,8 +96,8 @@ def set_params(
             user, password = values[USERPASSWD.name]
             _set_password(ct, user, password)
 
-        if running and {IPADD.key, FIREWALL_ACCEPT.key} & set(changed):
-            _apply_network(ct, merged, old_addresses)
+        if running and (IPADD.name in values or IPDEL.name in values or FIREWALL_ACCEPT.key in changed):
+            _apply_network(ct, merged, values.get(IPADD.name, ()), values.get(IPDEL.name, ()))
         if running:
             _apply_live(ct, merged, changed, setmode)
         elif save and DISKSPACE.key in changed:
@@ -154,16 +156,19 @@ def _apply_live(ct: Container, cfg: CtConfig, changed: dict[str, str], setmode: 
         _apply_resources(ct, cfg, resources)
 
 
-def _apply_network(ct: Container, cfg: CtConfig, old: tuple[str, ...]) -> None:
+def _apply_network(ct: Container, cfg: CtConfig, add: tuple[str, ...], delete: tuple[str, ...]) -> None:
+    """Change what the running CT has now (which may differ from its saved config)."""
     from pyvz.net import firewall, venet
 
     runtime = ct.host.runtime
-    new = cfg.get(IPADD) or ()
     prefix = runtime.netns_prefix(ct.ctid)
     pid = venet.init_pid(runtime.cgroups.procs(runtime.cgroups_of(ct.ctid).container))
     if pid is None:
         raise VzError(ExitCode.SET_IP_ERROR, f"cannot find CT {ct.ctid}'s init to change its network")
-    venet.change_live(ct.ifname, pid, old, new, prefix)
+    live = venet.live_addresses(pid)
+    old = live or ()
+    new = venet.merged_addresses(old, add, delete)
+    venet.change_live(ct.ifname, pid, old, new, prefix, has_link=live is not None)
     if new:
         accept = cfg.get(FIREWALL_ACCEPT) or ()
         firewall.install(firewall.render(ct.firewall_table(), ct.ifname, new, accept), prefix)

@@ -131,17 +131,19 @@ def change_live(
     old: tuple[str, ...],
     new: tuple[str, ...],
     host_prefix: list[str],
+    has_link: bool = True,
 ) -> None:
     """Make a running CT's addresses `new` (it had `old`), inside and on the host."""
     added = tuple(a for a in new if bare(a) not in {bare(o) for o in old})
     removed = tuple(a for a in old if bare(a) not in {bare(n) for n in new})
     inside = ["nsenter", f"--net=/proc/{pid}/ns/net", "--"]
-    if added and not old:
+    if added and not has_link:
         _create_link(ifname, pid, host_prefix)
     enable_forwarding_in(host_prefix, added)
     ct_lines = [f"address del {host_route(a)} dev {VENET}" for a in removed]
     ct_lines += [f"address add {host_route(a)} dev {VENET}" + (" nodad" if is_v6(a) else "") for a in added]
-    had4, had6 = any(not is_v6(a) for a in old), any(is_v6(a) for a in old)
+    had4 = has_link and any(not is_v6(a) for a in old)
+    had6 = has_link and any(is_v6(a) for a in old)
     if any(not is_v6(a) for a in added) and not had4:
         ct_lines += [
             f"route replace default dev {VENET}",
@@ -206,13 +208,30 @@ def ifname_exists(ifname: str) -> bool:
     return os.path.exists(f"/sys/class/net/{ifname}")
 
 
+def live_addresses(pid: int) -> tuple[str, ...] | None:
+    """The addresses a running CT's venet0 has now (set without --save changes only these);
+    None when it has no venet0 at all."""
+    inside = ["nsenter", f"--net=/proc/{pid}/ns/net", "--"]
+    done = run([*inside, "ip", "-o", "address", "show", "dev", VENET], check=False)
+    if done.returncode != 0:
+        return None
+    found = []
+    for line in done.stdout.splitlines():
+        words = line.split()
+        if "inet" in words or "inet6" in words:
+            address = words[words.index("inet6" if "inet6" in words else "inet") + 1]
+            if "scope" in words and words[words.index("scope") + 1] == "global":
+                found.append(bare(address))
+    return tuple(found)
+
+
 def merged_addresses(
-    current: tuple[str, ...], add: tuple[str, ...], delete: tuple[str, ...]
+    current: tuple[str, ...], add: tuple[str, ...], delete: tuple[str, ...], warn: bool = True
 ) -> tuple[str, ...]:
     """vzctl's --ipdel then --ipadd: add is incremental; `all` deletes every address."""
     kept = [] if delete == ("all",) else [a for a in current if bare(a) not in {bare(d) for d in delete}]
     missing = [d for d in delete if d != "all" and bare(d) not in {bare(a) for a in current}]
-    for address in missing:
+    for address in missing if warn else ():
         log.warning(f"IP address {bare(address)} is not assigned to this CT; nothing to delete")
     for address in add:
         kept = [a for a in kept if bare(a) != bare(address)] + [address]

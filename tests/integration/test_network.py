@@ -174,6 +174,15 @@ def test_ipadd_and_ipdel_take_effect_live(vzroot: VzRoot, netns: str) -> None:
     vzroot.ok("set", "101", "--ipdel", "all", "--save")
     assert "IP_ADDRESS" not in conf(vzroot, "101") or 'IP_ADDRESS=""' in conf(vzroot, "101")
     assert not ping_from_host(netns, "10.9.0.4")
+    # After --ipdel all the device stays, and the next address uses it.
+    vzroot.ok("set", "101", "--ipadd", "10.9.0.6", "--save")
+    assert ping_from_host(netns, "10.9.0.6")
+    # Without --save only the running CT changes, and the next set starts from what it has.
+    saved = conf(vzroot, "101")
+    vzroot.ok("set", "101", "--ipadd", "10.9.0.7")
+    assert ping_from_host(netns, "10.9.0.7") and conf(vzroot, "101") == saved
+    vzroot.ok("set", "101", "--ipdel", "10.9.0.7")
+    assert not ping_from_host(netns, "10.9.0.7") and ping_from_host(netns, "10.9.0.6")
     # A CT started without addresses gets its venet0 when the first one comes.
     vzroot.ok("create", "102")
     start_in(vzroot, netns, "102")
