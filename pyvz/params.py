@@ -801,6 +801,65 @@ FIREWALL_ACCEPT: Param[tuple[str, ...]] = Param(
     Subsystem.NETWORK,
     field="firewall_accept",
 )
+
+
+def _netifs(text: str) -> tuple[Any, ...]:
+    from pyvz.net.veth import parse_config
+
+    return parse_config(text)
+
+
+def _fmt_netifs(value: tuple[Any, ...]) -> str:
+    from pyvz.net.veth import format_config
+
+    return format_config(value)
+
+
+def _checked(name: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        from pyvz.net import veth
+
+        checks: dict[str, Callable[[str], str]] = {
+            "mac": veth.check_mac,
+            "host_mac": veth.check_mac,
+            "ifname": veth.check_ifname,
+            "host_ifname": veth.check_ifname,
+            "bridge": veth.check_ifname,
+            "mac_filter": veth.check_mac_filter,
+            "netif_del": lambda t: t if t == "all" else veth.check_ifname(t),
+            "netif_add": lambda t: veth.parse_add(t).ifname and t,
+        }
+        return checks[name](text)
+
+    return parse
+
+
+def _netif_option(name: str, help_text: str, metavar: str, commands: frozenset[str] = SET) -> Param[str]:
+    return Param(
+        name, None, (f"--{name}",), _checked(name), str, help_text, metavar, commands, Subsystem.NETWORK
+    )
+
+
+# NETIF is written by the options below, never given whole on the command line.
+NETIF: Param[tuple[Any, ...]] = Param(
+    "netif", "NETIF", (), _netifs, _fmt_netifs, "bridged veth interfaces", "", frozenset(), Subsystem.NETWORK
+)
+NETIF_ADD = _netif_option(
+    "netif_add", "add a veth interface: ifname[,mac,host_ifname,host_mac,bridge]", "SPEC", BOTH
+)
+NETIF_DEL = _netif_option(
+    "netif_del", "remove a veth interface (by its name in the CT), or `all`", "IFNAME|all"
+)
+IFNAME = _netif_option(
+    "ifname", "the veth interface that --mac/--host_*/--bridge/--mac_filter change", "IFNAME"
+)
+MAC = _netif_option("mac", "MAC address of the CT's side", "MAC")
+HOST_IFNAME = _netif_option("host_ifname", "name of the host's side", "NAME")
+HOST_MAC = _netif_option("host_mac", "MAC address of the host's side", "MAC")
+BRIDGE = _netif_option("bridge", "host bridge the interface is a port of", "BRIDGE")
+MAC_FILTER = _netif_option("mac_filter", "drop frames from the CT whose MAC is not its own", "on|off")
+NETIF_OPTIONS = (NETIF_ADD, NETIF_DEL, IFNAME, MAC, HOST_IFNAME, HOST_MAC, BRIDGE, MAC_FILTER)
+
 USERPASSWD: Param[tuple[str, str]] = Param(
     "userpasswd",
     None,
@@ -845,6 +904,8 @@ PARAMS: tuple[Param[Any], ...] = (
     IPADD,
     IPDEL,
     FIREWALL_ACCEPT,
+    NETIF,
+    *NETIF_OPTIONS,
     *UBC_PARAMS,
     VM_OVERCOMMIT,
     CPUUNITS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from functools import cached_property
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pyvz import scripts
 from pyvz.config import ConfigFile, CtConfig, ct_config
@@ -24,6 +24,7 @@ from pyvz.params import (
     LOCAL_GID,
     LOCAL_UID,
     NAMESERVER,
+    NETIF,
     OSTEMPLATE,
     PRIVATE,
     ROOT,
@@ -223,6 +224,11 @@ class Container:
             # The disk quota is not set here: qgroup limits live on disk, set by create and set.
             driver = self.driver()
             addresses = cfg.get(IPADD) or ()
+            netifs = cfg.get(NETIF) or ()
+            if netifs:
+                from pyvz.net.veth import require_bridges
+
+                require_bridges(netifs, [])
             limits = self.limits(cfg)
             for problem in self.host.runtime.cgroups.unenforced(limits):
                 log.warning(problem)
@@ -238,12 +244,12 @@ class Container:
                 halt_signal=distro.halt_signal,
                 cgroups=self.host.runtime.cgroups_of(self.ctid),
                 limits=tuple(self.host.runtime.cgroups.lxc_lines(limits)),
-                network=tuple(venet.lxc_lines(self.ifname, addresses)),
+                network=self._network_lines(addresses, netifs),
             )
             self.host.runtime.start(spec)
             self.host.runtime.cgroups.apply_inner(spec.cgroups.container, limits)
-            if addresses:
-                self._network_up(cfg, addresses)
+            if addresses or netifs:
+                self._network_up(cfg, addresses, netifs)
         except BaseException:
             if mounted_here and not self.is_running():
                 self.driver().umount(area)
@@ -263,12 +269,25 @@ class Container:
 
         return table_name(self.paths.tag, self.ctid)
 
-    def _network_up(self, cfg: CtConfig, addresses: tuple[str, ...]) -> None:
-        """Host side of a fresh start: routes, gateway proxies, the CT's nftables table.
+    def _network_lines(self, addresses: tuple[str, ...], netifs: tuple[Any, ...]) -> tuple[str, ...]:
+        lines = venet.lxc_lines(self.ifname, addresses)
+        if netifs:
+            from pyvz.net.veth import lxc_lines
+
+            lines += lxc_lines(netifs, first=1 if addresses else 0)
+        return tuple(lines or ["lxc.net.0.type = empty"])
+
+    def _network_up(self, cfg: CtConfig, addresses: tuple[str, ...], netifs: tuple[Any, ...]) -> None:
+        """Host side of a fresh start: routes, gateway proxies, the CT's nftables tables.
         If the host refuses, the CT is stopped again: it never runs half-connected."""
-        from pyvz.net import firewall
+        from pyvz.net import firewall, veth
 
         try:
+            veth.host_setup(netifs, [])
+            if any(n.mac_filter == "on" for n in netifs):
+                firewall.install(veth.filter_rules(self.firewall_table(), netifs))
+            if not addresses:
+                return
             venet.host_setup(self.ifname, addresses)
             script = firewall.render(
                 self.firewall_table(), self.ifname, addresses, cfg.get(FIREWALL_ACCEPT) or ()
@@ -327,7 +346,7 @@ class Container:
                 self._run_ct_action("stop")
             except VzError as err:
                 log.warning(str(err))
-        if self.config.get(IPADD):
+        if self.config.get(IPADD) or self.config.get(NETIF):
             self.network_down()
         timeout = self.config.get(STOP_TIMEOUT)
         self.host.runtime.stop(self.ctid, DEFAULT_STOP_TIMEOUT if timeout is None else timeout, kill=fast)

@@ -32,6 +32,8 @@ from pyvz.params import (
     LAYOUT,
     LOCAL_UID,
     NAME,
+    NETIF,
+    NETIF_ADD,
     ORIGIN_SAMPLE,
     OSTEMPLATE,
     Layout,
@@ -107,6 +109,12 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
                     settings[key] = default
         if IPADD.name in values:
             check_free(values[IPADD.name], host.addresses(but=ctid))
+        if NETIF_ADD.name in values:
+            from pyvz.net import veth
+
+            netifs = veth.edit((), {NETIF_ADD.name: values[NETIF_ADD.name]}, host.paths.tag, ctid)
+            veth.require_bridges(netifs, [])
+            settings[NETIF.key or ""] = veth.format_config(netifs)
         for key, value in settings.items():
             conf.set(key, value)
         cfg = CtConfig.merge(ctid, host.global_conf.items(), conf.items(), conf_path)

@@ -21,6 +21,8 @@ from pyvz.params import (
     IPDEL,
     NAME,
     NAMESERVER,
+    NETIF,
+    NETIF_OPTIONS,
     NOT_APPLIED_FROM_SAMPLE,
     SEARCHDOMAIN,
     USERPASSWD,
@@ -72,6 +74,19 @@ def set_params(
             # A running CT is told what it does not have (below); a stopped one here.
             merged_list = merged_addresses(old_addresses, add, delete, warn=not ct.is_running())
             changes[IPADD.key or ""] = " ".join(merged_list)
+        netif_options = {p.name: values[p.name] for p in NETIF_OPTIONS if p.name in values}
+        old_netifs = ct.config.get(NETIF) or ()
+        new_netifs = old_netifs
+        if netif_options:
+            from pyvz.net import veth
+
+            new_netifs = veth.edit(old_netifs, netif_options, host.paths.tag, ctid)
+            # Only a bridge that is new to an interface is looked up (it may live in another netns).
+            old_bridges = {n.ifname: n.bridge for n in old_netifs}
+            changed_netifs = tuple(n for n in new_netifs if old_bridges.get(n.ifname) != n.bridge)
+            prefix = host.runtime.netns_prefix(ctid) if ct.is_running() else []
+            veth.require_bridges(changed_netifs, prefix)
+            changes[NETIF.key or ""] = veth.format_config(new_netifs)
         new_name = values.get(NAME.name)
         if new_name is not None:
             owner = name_owner(host.paths, new_name)
@@ -96,6 +111,8 @@ def set_params(
             user, password = values[USERPASSWD.name]
             _set_password(ct, user, password)
 
+        if running and new_netifs != old_netifs:
+            _apply_netifs(ct, old_netifs, new_netifs)
         if running and (IPADD.name in values or IPDEL.name in values or FIREWALL_ACCEPT.key in changed):
             _apply_network(ct, merged, values.get(IPADD.name, ()), values.get(IPDEL.name, ()))
         if running:
@@ -154,6 +171,33 @@ def _apply_live(ct: Container, cfg: CtConfig, changed: dict[str, str], setmode: 
             applier(ct, cfg, param)
     if resources:
         _apply_resources(ct, cfg, resources)
+
+
+def _apply_netifs(ct: Container, old: tuple[Any, ...], new: tuple[Any, ...]) -> None:
+    """Running CT: remove what went or changed, add what came or changed, refresh MAC filters."""
+    from pyvz.net import firewall, veth
+    from pyvz.net.venet import init_pid
+
+    runtime = ct.host.runtime
+    prefix = runtime.netns_prefix(ct.ctid)
+    pid = init_pid(runtime.cgroups.procs(runtime.cgroups_of(ct.ctid).container))
+    if pid is None:
+        raise VzError(ExitCode.SET_IP_ERROR, f"cannot find CT {ct.ctid}'s init to change its network")
+
+    # A new bridge or MAC filter changes the host side only; new names or MACs need a new pair.
+    def device(n: Any) -> Any:
+        return n._replace(bridge="", mac_filter="")
+
+    for netif in old:
+        if device(netif) not in {device(n) for n in new}:
+            veth.delete_live(netif, prefix)
+    for netif in new:
+        if device(netif) not in {device(n) for n in old}:
+            veth.add_live(netif, pid, prefix)
+        elif netif.bridge not in {n.bridge for n in old if n.ifname == netif.ifname}:
+            veth.host_setup((netif._replace(host_mac=""),), prefix)
+    firewall.install(veth.filter_rules(ct.firewall_table(), new), prefix)
+    log.info(f"Interfaces of the running CT: {' '.join(n.ifname for n in new) or 'none'}")
 
 
 def _apply_network(ct: Container, cfg: CtConfig, add: tuple[str, ...], delete: tuple[str, ...]) -> None:

@@ -68,9 +68,7 @@ def install(script: str, prefix: list[str] | None = None) -> None:
 
 
 def remove(table: str, prefix: list[str] | None = None) -> None:
-    """Delete the CT's table if it is there (add-then-delete never fails on a missing one)."""
-    run(
-        [*(prefix or []), "nft", "-f", "-"],
-        input=f"add table inet {table}\ndelete table inet {table}\n",
-        check=False,
-    )
+    """Delete the CT's tables (inet: addresses and ports; bridge: MAC filter) if they are
+    there (add-then-delete never fails on a missing one)."""
+    script = "".join(f"add table {f} {table}\ndelete table {f} {table}\n" for f in ("inet", "bridge"))
+    run([*(prefix or []), "nft", "-f", "-"], input=script, check=False)

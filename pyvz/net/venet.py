@@ -45,7 +45,7 @@ def host_route(address: str) -> str:
 def lxc_lines(ifname: str, addresses: tuple[str, ...]) -> list[str]:
     """The LXC config of the CT's venet0; nothing at all for a CT without addresses."""
     if not addresses:
-        return ["lxc.net.0.type = empty"]
+        return []
     lines = [
         "lxc.net.0.type = veth",
         f"lxc.net.0.name = {VENET}",

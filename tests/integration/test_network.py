@@ -5,6 +5,7 @@ so no packet of these tests can ever leave the machine."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -67,21 +68,27 @@ def in_ns(netns: str, *argv: str, timeout: float = 30) -> subprocess.CompletedPr
     )
 
 
-def start_in(vzroot: VzRoot, netns: str, ctid: str) -> None:
-    done = subprocess.run(
-        ["nsenter", f"--net=/run/netns/{netns}", sys.executable, "-m", "pyvz.cli.vzctl", "start", ctid],
+def vzctl_in(vzroot: VzRoot, netns: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """vzctl run in the namespace: where the CT's host side (and its bridge) lives."""
+    return subprocess.run(
+        ["nsenter", f"--net=/run/netns/{netns}", sys.executable, "-m", "pyvz.cli.vzctl", *args],
         env=vzroot.env,
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def start_in(vzroot: VzRoot, netns: str, ctid: str) -> None:
+    done = vzctl_in(vzroot, netns, "start", ctid)
     assert done.returncode == 0, done.stderr
 
 
-def ping(vzroot: VzRoot, ctid: str, address: str, source: str | None = None) -> bool:
+def ping(vzroot: VzRoot, ctid: str, address: str, source: str | None = None, count: int = 1) -> bool:
+    """True if any of `count` echo requests is answered."""
     option = f"-I {source} " if source else ""
-    return vzroot.vzctl("exec", ctid, f"ping -c1 -W2 {option}{address} >/dev/null 2>&1").code == 0
+    return vzroot.vzctl("exec", ctid, f"ping -c{count} -W2 {option}{address} >/dev/null 2>&1").code == 0
 
 
 def ping_from_host(netns: str, address: str) -> bool:
@@ -299,3 +306,87 @@ def test_nameserver_inherit_copies_the_hosts_resolvers(vzroot: VzRoot) -> None:
     listed = json.loads(vzroot.vzlist("-j", "-o", "ctid,nameserver", "101").out)[0]
     assert listed["nameserver"] == ["inherit"]
     vzroot.ok("stop", "--fast", "101")
+
+
+@pytest.fixture
+def bridged(netns: str) -> str:
+    """A bridge br0 in the namespace, with the "host" at 10.8.0.1/24 on it."""
+    for argv in (
+        ["link", "add", "br0", "type", "bridge"],
+        ["addr", "add", "10.8.0.1/24", "dev", "br0"],
+        ["link", "set", "br0", "up"],
+    ):
+        subprocess.run(["ip", "-n", netns, *argv], check=True)
+    return netns
+
+
+def ct_mac(vzroot: VzRoot, ctid: str, ifname: str) -> str:
+    return vzroot.ok("exec", ctid, f"cat /sys/class/net/{ifname}/address").strip().upper()
+
+
+def test_bridged_veth_with_a_stable_mac(vzroot: VzRoot, bridged: str) -> None:
+    assert vzctl_in(vzroot, bridged, "create", "101", "--netif_add", "eth0,,,,br0").returncode == 0
+    netif = re.search(r'NETIF="([^"]*)"', conf(vzroot, "101"))
+    assert netif, conf(vzroot, "101")
+    fields = dict(pair.split("=") for pair in netif.group(1).split(","))
+    assert fields["ifname"] == "eth0" and fields["bridge"] == "br0"
+    assert re.fullmatch(r"00:18:51(:[0-9A-F]{2}){3}", fields["mac"])
+    start_in(vzroot, bridged, "101")
+    assert ct_mac(vzroot, "101", "eth0") == fields["mac"]
+    vzroot.ok("exec", "101", "ip addr add 10.8.0.2/24 dev eth0")
+    assert ping(vzroot, "101", "10.8.0.1")
+    master = in_ns(bridged, "ip", "-o", "link", "show", "master", "br0").stdout
+    assert fields["host_ifname"] in master
+    # The same MAC after a restart (it is saved, not made up again).
+    vzroot.ok("stop", "--fast", "101")
+    start_in(vzroot, bridged, "101")
+    assert ct_mac(vzroot, "101", "eth0") == fields["mac"]
+    # Live: a second interface, then the first one gone.
+    vzroot.ok("set", "101", "--netif_add", "eth1,00:18:51:12:34:56,,,br0", "--save")
+    assert ct_mac(vzroot, "101", "eth1") == "00:18:51:12:34:56"
+    vzroot.ok("set", "101", "--netif_del", "eth0", "--save")
+    assert vzroot.vzctl("exec", "101", "test -e /sys/class/net/eth0").code != 0
+    assert "ifname=eth0" not in conf(vzroot, "101") and "ifname=eth1" in conf(vzroot, "101")
+    vzroot.ok("stop", "--fast", "101")
+
+
+def test_mac_filter_drops_frames_from_a_changed_mac(vzroot: VzRoot, bridged: str) -> None:
+    assert (
+        vzctl_in(vzroot, bridged, "create", "101", "--netif_add", "eth0,00:18:51:00:00:01,,,br0").returncode
+        == 0
+    )
+    vzroot.ok("set", "101", "--ifname", "eth0", "--mac_filter", "on", "--save")
+    start_in(vzroot, bridged, "101")
+    vzroot.ok("exec", "101", "ip addr add 10.8.0.2/24 dev eth0")
+    assert ping(vzroot, "101", "10.8.0.1")
+    vzroot.ok(
+        "exec",
+        "101",
+        "ip link set eth0 down; ip link set eth0 address 00:18:51:00:00:99; ip link set eth0 up",
+    )
+    subprocess.run(["ip", "-n", bridged, "neigh", "flush", "dev", "br0"], check=True)  # the host must ask
+    assert not ping(vzroot, "101", "10.8.0.1", count=3)
+    # The control: without the filter the same frames get through.
+    vzroot.ok("set", "101", "--ifname", "eth0", "--mac_filter", "off", "--save")
+    assert ping(vzroot, "101", "10.8.0.1", count=3)  # the host's ARP entry needs a moment
+    vzroot.ok("stop", "--fast", "101")
+    assert "bridge" not in in_ns(bridged, "nft", "list", "tables").stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("--netif_add", "eth0,00:18:51:00:01"), 71),  # five octets
+        (("--netif_add", "eth0,00:18:51:00:00:01:02"), 71),  # seven
+        (("--netif_add", "eth0,,,,nosuchbr"), 71),  # unknown bridge
+        (("--netif_add", "this-name-is-far-too-long"), 71),
+        (("--mac", "00:18:51:00:00:01"), 20),  # needs --ifname
+    ],
+)
+def test_bad_veth_input_changes_nothing(vzroot: VzRoot, args: tuple[str, ...], code: int) -> None:
+    vzroot.ok("create", "101")
+    before = conf(vzroot, "101")
+    done = vzroot.vzctl("set", "101", *args, "--save")
+    assert done.code == code, done.err
+    assert len(done.err.strip().splitlines()) == 1
+    assert conf(vzroot, "101") == before
