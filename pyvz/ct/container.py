@@ -300,8 +300,14 @@ class Container:
     def network_down(self) -> None:
         """Remove the CT's firewall table from the namespace it runs in (before it stops)."""
         from pyvz.net import firewall
+        from pyvz.net.announce import command
+        from pyvz.run import run
 
-        firewall.remove(self.firewall_table(), self.host.runtime.netns_prefix(self.ctid))
+        prefix = self.host.runtime.netns_prefix(self.ctid)
+        firewall.remove(self.firewall_table(), prefix)
+        addresses = [venet.bare(a) for a in self.config.get(IPADD) or ()]
+        if addresses:
+            run(command(prefix, addresses, withdrawing=True), check=False)
 
     def wait_booted(self, distro: Distro) -> None:
         probe = distro.boot_probe

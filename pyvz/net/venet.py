@@ -13,7 +13,6 @@ runs); `set --ipadd/--ipdel` on a running CT changes the same things with `ip`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pyvz.errors import ExitCode, VzError
@@ -102,6 +101,9 @@ def host_setup(ifname: str, addresses: tuple[str, ...], prefix: list[str] | None
     _sysctl(f"net/ipv4/conf/{ifname}/proxy_arp", "1")
     _sysctl(f"net/ipv6/conf/{ifname}/proxy_ndp", "1")
     _batch(prefix or [], lines)
+    from pyvz.net.announce import announce
+
+    announce([bare(a) for a in addresses])
 
 
 def _batch(prefix: list[str], lines: list[str]) -> None:
@@ -158,6 +160,12 @@ def change_live(
         _batch(inside, ct_lines)
     if added:
         _batch(host_prefix, host_commands(ifname, added))
+    from pyvz.net.announce import command
+
+    if removed:
+        run(command(host_prefix, [bare(a) for a in removed], withdrawing=True), check=False)
+    if added:
+        run(command(host_prefix, [bare(a) for a in added]), error_code=ExitCode.SET_IP_ERROR)
 
 
 def enable_forwarding_in(prefix: list[str], addresses: tuple[str, ...]) -> None:
@@ -202,10 +210,6 @@ def owner_of(address: str, others: dict[int, tuple[str, ...]]) -> int | None:
 
 def in_use_error(address: str, ctid: int) -> VzError:
     return VzError(ExitCode.IP_INUSE, f"IP address {bare(address)} is already used by CT {ctid}")
-
-
-def ifname_exists(ifname: str) -> bool:
-    return os.path.exists(f"/sys/class/net/{ifname}")
 
 
 def live_addresses(pid: int) -> tuple[str, ...] | None:

@@ -390,3 +390,36 @@ def test_bad_veth_input_changes_nothing(vzroot: VzRoot, args: tuple[str, ...], c
     assert done.code == code, done.err
     assert len(done.err.strip().splitlines()) == 1
     assert conf(vzroot, "101") == before
+
+
+def test_start_announces_addresses_on_the_lan(vzroot: VzRoot, netns: str) -> None:
+    # A "LAN" namespace behind the host's uplink, which holds 10.7.0.1/24.
+    lan = f"{netns}-lan"
+    subprocess.run(["ip", "netns", "add", lan], check=True)
+    try:
+        for argv in (
+            ["ip", "-n", netns, "link", "add", "up0", "type", "veth", "peer", "name", "lan0", "netns", lan],
+            ["ip", "-n", netns, "addr", "add", "10.7.0.1/24", "dev", "up0"],
+            ["ip", "-n", netns, "link", "set", "up0", "up"],
+            ["ip", "-n", lan, "addr", "add", "10.7.0.254/24", "dev", "lan0"],
+            ["ip", "-n", lan, "link", "set", "lan0", "up"],
+            ["ip", "netns", "exec", lan, "sysctl", "-qw", "net.ipv4.conf.lan0.arp_accept=1"],
+        ):
+            subprocess.run(argv, check=True)
+        vzroot.ok("create", "101", "--ipadd", "10.7.0.50")
+        start_in(vzroot, netns, "101")
+        link = in_ns(netns, "ip", "-o", "link", "show", "up0").stdout.split()
+        up0 = link[link.index("link/ether") + 1]
+        learned = subprocess.run(
+            ["ip", "-n", lan, "neigh", "show", "10.7.0.50"], capture_output=True, text=True
+        )
+        assert up0 in learned.stdout, learned.stdout  # the gratuitous ARP arrived
+        reply = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{lan}", "busybox", "ping", "-c1", "-W2", "10.7.0.50"],
+            capture_output=True,
+        )
+        assert reply.returncode == 0  # the host answers for the CT on the LAN and routes to it
+        vzroot.ok("stop", "--fast", "101")
+        assert "10.7.0.50" not in in_ns(netns, "ip", "neigh", "show", "proxy").stdout
+    finally:
+        subprocess.run(["ip", "netns", "delete", lan], check=False)

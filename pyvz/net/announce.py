@@ -1,0 +1,119 @@
+"""Tell the LAN where a CT's addresses are, as vzctl's arpsend/ndsend did.
+
+A routed CT address that falls inside a subnet of one of the host's own interfaces is
+answered for by the host (a proxy ARP/NDP entry on that interface), and announced there at
+once: a gratuitous ARP for IPv4, an unsolicited neighbour advertisement for IPv6, sent from
+the interface's MAC. Addresses outside every local subnet need a route on the router
+instead, and get neither.
+
+Run as `python3 -m pyvz.net.announce ADDR...` in the namespace the CT runs in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+import sys
+from pathlib import Path
+
+from pyvz.run import run
+
+ETH_P_ARP, ETH_P_IPV6 = 0x0806, 0x86DD
+
+
+def uplinks(address: str) -> list[str]:
+    """Host interfaces whose subnet contains `address` (CT veths hold none: only link-local)."""
+    ip = ipaddress.ip_address(address)
+    found = []
+    for line in run(["ip", "-o", "address", "show"]).stdout.splitlines():
+        words = line.split()
+        name = words[1].split("@")[0]
+        if name == "lo":
+            continue
+        family = words[2]
+        if family not in ("inet", "inet6"):
+            continue
+        network = ipaddress.ip_interface(words[3]).network
+        if network.version == ip.version and ip in network and network.prefixlen < network.max_prefixlen:
+            found.append(name)
+    return sorted(set(found))
+
+
+def _mac(ifname: str) -> bytes:
+    """From the kernel (SIOCGIFHWADDR): /sys shows the host's namespace, not necessarily ours."""
+    import fcntl
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        answer = fcntl.ioctl(sock.fileno(), 0x8927, struct.pack("256s", ifname.encode()))
+    return answer[18:24]
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return int(~total & 0xFFFF)
+
+
+def garp_frame(mac: bytes, address: str) -> bytes:
+    ip = socket.inet_aton(address)
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ip + b"\0" * 6 + ip
+    return b"\xff" * 6 + mac + struct.pack("!H", ETH_P_ARP) + arp
+
+
+def unsolicited_na(mac: bytes, address: str) -> bytes:
+    source = socket.inet_pton(socket.AF_INET6, address)
+    dest = socket.inet_pton(socket.AF_INET6, "ff02::1")
+    # Type 136, override flag, target, then the target link-layer address option.
+    body = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + source + struct.pack("!BB", 2, 1) + mac
+    pseudo = source + dest + struct.pack("!I3xB", len(body), 58)
+    body = body[:2] + struct.pack("!H", _checksum(pseudo + body)) + body[4:]
+    header = struct.pack("!IHBB", 0x60000000, len(body), 58, 255) + source + dest
+    return b"\x33\x33\x00\x00\x00\x01" + mac + struct.pack("!H", ETH_P_IPV6) + header + body
+
+
+def announce(addresses: list[str]) -> list[tuple[str, str]]:
+    """Proxy entries and announcements for every address on every matching uplink."""
+    done = []
+    for address in addresses:
+        v6 = ":" in address
+        for ifname in uplinks(address):
+            run(["ip", "neigh", "replace", "proxy", address, "dev", ifname])
+            if v6:
+                Path(f"/proc/sys/net/ipv6/conf/{ifname}/proxy_ndp").write_text("1")
+            mac = _mac(ifname)
+            frame = unsolicited_na(mac, address) if v6 else garp_frame(mac, address)
+            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+                sock.bind((ifname, 0))
+                sock.send(frame)
+            done.append((address, ifname))
+    return done
+
+
+def withdraw(addresses: list[str]) -> None:
+    """Drop the proxy entries again (the CT stopped or gave the address up)."""
+    for address in addresses:
+        for ifname in uplinks(address):
+            run(["ip", "neigh", "del", "proxy", address, "dev", ifname], check=False)
+
+
+def command(prefix: list[str], addresses: list[str], withdrawing: bool = False) -> list[str]:
+    """This module as a command, for a namespace other than ours (`prefix` enters it)."""
+    return [
+        *prefix,
+        sys.executable,
+        "-m",
+        "pyvz.net.announce",
+        *(["--withdraw"] if withdrawing else []),
+        *addresses,
+    ]
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--withdraw"]:
+        withdraw(sys.argv[2:])
+    else:
+        announce(sys.argv[1:])
