@@ -210,3 +210,12 @@ def edit(current: tuple[Netif, ...], options: dict[str, str], tag: str, ctid: in
             raise bad("--ifname", target, "the CT has no such interface (add it with --netif_add)")
         netifs = [n._replace(**fields) if n.ifname == target else n for n in netifs]
     return tuple(netifs)
+
+
+def for_clone(netifs: tuple[Netif, ...], tag: str, ctid: int) -> tuple[Netif, ...]:
+    """The interfaces a clone (CT `ctid`) gets: the same devices and bridges, new MACs and
+    host-side names, so the clone and its source can share a bridge."""
+    return tuple(
+        complete(n._replace(mac="", host_mac="", host_ifname=""), tag, ctid, index)
+        for index, n in enumerate(netifs)
+    )
