@@ -428,10 +428,6 @@ def _cpus(text: str) -> int:
     return parse_int(text, "cpus", 0, 8192)
 
 
-def _fmt_cpus(value: int) -> str:
-    return str(value)
-
-
 def _cpulist(what: str) -> Callable[[str], str]:
     """A kernel cpu list (0-3,6) or `all`; normalised, ids checked against the host at apply time."""
 
@@ -551,7 +547,7 @@ CPUS: Param[int] = Param(
     "CPUS",
     ("--cpus",),
     _cpus,
-    _fmt_cpus,
+    str,
     "number of CPUs the CT may run on (0 or unlimited = all)",
     "N",
     BOTH,
@@ -827,7 +823,7 @@ def _checked(name: str) -> Callable[[str], str]:
             "bridge": veth.check_ifname,
             "mac_filter": veth.check_mac_filter,
             "netif_del": lambda t: t if t == "all" else veth.check_ifname(t),
-            "netif_add": lambda t: veth.parse_add(t).ifname and t,
+            "netif_add": lambda t: veth.parse_add(t).text() and t,  # checked here, edited in set
         }
         return checks[name](text)
 

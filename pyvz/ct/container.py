@@ -34,8 +34,7 @@ from pyvz.params import (
 )
 from pyvz.resources.limits import Limits, has_io_limits
 from pyvz.resources.limits import from_config as limits_from_config
-from pyvz.resources.policy import not_enforced
-from pyvz.resources.policy import warning as policy_warning
+from pyvz.resources.policy import warn_not_enforced
 from pyvz.rootview import RootView
 from pyvz.runtime.lxc import RuntimeSpec
 from pyvz.storage import pool
@@ -232,9 +231,7 @@ class Container:
             limits = self.limits(cfg)
             for problem in self.host.runtime.cgroups.unenforced(limits):
                 log.warning(problem)
-            unenforced = not_enforced(cfg, cfg.values, self.host.runtime.cgroups.enforces)
-            if unenforced:
-                log.warning(policy_warning(unenforced))
+            warn_not_enforced(cfg, cfg.values, self.host.runtime.cgroups.enforces)
             spec = RuntimeSpec(
                 ctid=self.ctid,
                 rootfs=area.root,
@@ -258,6 +255,14 @@ class Container:
         log.info("Container start in progress...")
         if wait:
             self.wait_booted(distro)
+
+    def init_pid(self) -> int:
+        """The running CT's init, whose namespaces live changes enter."""
+        runtime = self.host.runtime
+        pid = venet.init_pid(runtime.cgroups.procs(runtime.cgroups_of(self.ctid).container))
+        if pid is None:
+            raise VzError(ExitCode.SET_IP_ERROR, f"cannot find CT {self.ctid}'s init to change its network")
+        return pid
 
     @property
     def ifname(self) -> str:

@@ -39,8 +39,7 @@ from pyvz.params import (
     Layout,
     parse_options,
 )
-from pyvz.resources.policy import derived_changes, not_enforced
-from pyvz.resources.policy import warning as policy_warning
+from pyvz.resources.policy import derived_changes, warn_not_enforced
 from pyvz.storage import pool
 from pyvz.storage.base import Area, driver_for
 from pyvz.storage.trees import unpacked_tree
@@ -171,9 +170,7 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
             driver.set_quota(area, quota)
         elif quota is not None:
             log.warning(f"DISKSPACE is not enforced for layout {layout} (overlayfs has no quota)")
-        unenforced = not_enforced(cfg, cfg.values, host.runtime.cgroups.enforces)
-        if unenforced:
-            log.warning(policy_warning(unenforced))
+        warn_not_enforced(cfg, cfg.values, host.runtime.cgroups.enforces)
         log.info(f"Saved parameters for CT {ctid}")
         log.info("Container private area was created")
 

@@ -31,8 +31,7 @@ from pyvz.params import (
     Subsystem,
     parse_options,
 )
-from pyvz.resources.policy import derived_changes, not_enforced
-from pyvz.resources.policy import warning as policy_warning
+from pyvz.resources.policy import derived_changes, warn_not_enforced
 
 
 def _from_sample(host: Host, sample: str) -> dict[str, str]:
@@ -67,12 +66,13 @@ def set_params(
             param = BY_NAME[name]
             if param.key:
                 changes[param.key] = param.fmt(value)
+        running = ct.is_running()
         old_addresses = tuple((conf.get(IPADD.key or "") or "").split())
         if IPADD.name in values or IPDEL.name in values:
             add, delete = values.get(IPADD.name, ()), values.get(IPDEL.name, ())
             check_free(add, host.addresses(but=ctid))
             # A running CT is told what it does not have (below); a stopped one here.
-            merged_list = merged_addresses(old_addresses, add, delete, warn=not ct.is_running())
+            merged_list = merged_addresses(old_addresses, add, delete, warn=not running)
             changes[IPADD.key or ""] = " ".join(merged_list)
         netif_options = {p.name: values[p.name] for p in NETIF_OPTIONS if p.name in values}
         old_netifs = ct.config.get(NETIF) or ()
@@ -84,7 +84,7 @@ def set_params(
             # Only a bridge that is new to an interface is looked up (it may live in another netns).
             old_bridges = {n.ifname: n.bridge for n in old_netifs}
             changed_netifs = tuple(n for n in new_netifs if old_bridges.get(n.ifname) != n.bridge)
-            prefix = host.runtime.netns_prefix(ctid) if ct.is_running() else []
+            prefix = host.runtime.netns_prefix(ctid) if running else []
             veth.require_bridges(changed_netifs, prefix)
             changes[NETIF.key or ""] = veth.format_config(new_netifs)
         new_name = values.get(NAME.name)
@@ -100,12 +100,9 @@ def set_params(
         for key in changes:
             if key in BY_KEY:
                 merged.get(BY_KEY[key])  # a sample's value must parse too
-        running = ct.is_running()
         changed = {k: v for k, v in changes.items() if conf.get(k) != v}
 
-        unenforced = not_enforced(merged, changes, host.runtime.cgroups.enforces)
-        if unenforced:
-            log.warning(policy_warning(unenforced))
+        warn_not_enforced(merged, changes, host.runtime.cgroups.enforces)
 
         if USERPASSWD.name in values:
             user, password = values[USERPASSWD.name]
@@ -176,13 +173,9 @@ def _apply_live(ct: Container, cfg: CtConfig, changed: dict[str, str], setmode: 
 def _apply_netifs(ct: Container, old: tuple[Any, ...], new: tuple[Any, ...]) -> None:
     """Running CT: remove what went or changed, add what came or changed, refresh MAC filters."""
     from pyvz.net import firewall, veth
-    from pyvz.net.venet import init_pid
 
-    runtime = ct.host.runtime
-    prefix = runtime.netns_prefix(ct.ctid)
-    pid = init_pid(runtime.cgroups.procs(runtime.cgroups_of(ct.ctid).container))
-    if pid is None:
-        raise VzError(ExitCode.SET_IP_ERROR, f"cannot find CT {ct.ctid}'s init to change its network")
+    prefix = ct.host.runtime.netns_prefix(ct.ctid)
+    pid = ct.init_pid()
 
     # A new bridge or MAC filter changes the host side only; new names or MACs need a new pair.
     def device(n: Any) -> Any:
@@ -204,11 +197,8 @@ def _apply_network(ct: Container, cfg: CtConfig, add: tuple[str, ...], delete: t
     """Change what the running CT has now (which may differ from its saved config)."""
     from pyvz.net import firewall, venet
 
-    runtime = ct.host.runtime
-    prefix = runtime.netns_prefix(ct.ctid)
-    pid = venet.init_pid(runtime.cgroups.procs(runtime.cgroups_of(ct.ctid).container))
-    if pid is None:
-        raise VzError(ExitCode.SET_IP_ERROR, f"cannot find CT {ct.ctid}'s init to change its network")
+    prefix = ct.host.runtime.netns_prefix(ct.ctid)
+    pid = ct.init_pid()
     live = venet.live_addresses(pid)
     old = live or ()
     new = venet.merged_addresses(old, add, delete)

@@ -61,28 +61,36 @@ def lxc_lines(ifname: str, addresses: tuple[str, ...]) -> list[str]:
     return lines
 
 
-def _sysctl(path: str, value: str, announce: str | None = None) -> None:
-    target = Path("/proc/sys") / path
-    try:
-        if target.read_text().strip() == value:
-            return
-        target.write_text(value)
-    except OSError as err:
-        raise VzError(ExitCode.SET_IP_ERROR, f"cannot set {path} to {value}: {err.strerror}") from None
-    if announce:
-        log.info(announce)
+def sysctls(prefix: list[str], settings: dict[str, str]) -> None:
+    """Set /proc/sys values (slash-separated: an interface name may hold a dot) in the
+    network namespace `prefix` enters; written directly when that is ours."""
+    if prefix:
+        flags = [f"{path}={value}" for path, value in settings.items()]
+        run([*prefix, "sysctl", "-qw", *flags], error_code=ExitCode.SET_IP_ERROR)
+        return
+    for path, value in settings.items():
+        target = Path("/proc/sys") / path
+        try:
+            if target.read_text().strip() != value:
+                target.write_text(value)
+                if "forward" in path:  # a host-wide change: say it
+                    log.info(f"Enabled {path.replace('/', '.')}={value} for routed CTs")
+        except OSError as err:
+            raise VzError(ExitCode.SET_IP_ERROR, f"cannot set {path} to {value}: {err.strerror}") from None
 
 
-def enable_forwarding(addresses: tuple[str, ...]) -> None:
-    """Routing to CTs needs forwarding in this network namespace; say so when it changes."""
+def forwarding(addresses: tuple[str, ...]) -> dict[str, str]:
+    """Routing to CTs needs forwarding in the namespace they run in."""
+    found = {}
     if any(not is_v6(a) for a in addresses):
-        _sysctl("net/ipv4/ip_forward", "1", "Enabled IPv4 forwarding (net.ipv4.ip_forward=1) for routed CTs")
+        found["net/ipv4/ip_forward"] = "1"
     if any(is_v6(a) for a in addresses):
-        _sysctl(
-            "net/ipv6/conf/all/forwarding",
-            "1",
-            "Enabled IPv6 forwarding (net.ipv6.conf.all.forwarding=1) for routed CTs",
-        )
+        found["net/ipv6/conf/all/forwarding"] = "1"
+    return found
+
+
+def _proxies(ifname: str) -> dict[str, str]:
+    return {f"net/ipv4/conf/{ifname}/proxy_arp": "1", f"net/ipv6/conf/{ifname}/proxy_ndp": "1"}
 
 
 def host_commands(ifname: str, addresses: tuple[str, ...], add: bool = True) -> list[str]:
@@ -91,16 +99,12 @@ def host_commands(ifname: str, addresses: tuple[str, ...], add: bool = True) -> 
     return [f"route {verb} {host_route(a)} dev {ifname}" for a in addresses]
 
 
-def host_setup(ifname: str, addresses: tuple[str, ...], prefix: list[str] | None = None) -> None:
-    """After LXC made the pair: routes to the CT and the proxy entries for its gateways."""
+def host_setup(ifname: str, addresses: tuple[str, ...]) -> None:
+    """After LXC made the pair (in our namespace): routes to the CT, proxy ARP/NDP."""
     if not addresses:
         return
-    enable_forwarding(addresses)
-    lines = host_commands(ifname, addresses)
-    lines.append(f"neigh replace proxy {GATEWAY6} dev {ifname}")
-    _sysctl(f"net/ipv4/conf/{ifname}/proxy_arp", "1")
-    _sysctl(f"net/ipv6/conf/{ifname}/proxy_ndp", "1")
-    _batch(prefix or [], lines)
+    sysctls([], {**forwarding(addresses), **_proxies(ifname)})
+    _batch([], [*host_commands(ifname, addresses), f"neigh replace proxy {GATEWAY6} dev {ifname}"])
     from pyvz.net.announce import announce
 
     announce([bare(a) for a in addresses])
@@ -141,15 +145,14 @@ def change_live(
     inside = ["nsenter", f"--net=/proc/{pid}/ns/net", "--"]
     if added and not has_link:
         _create_link(ifname, pid, host_prefix)
-    enable_forwarding_in(host_prefix, added)
+    if added:
+        sysctls(host_prefix, forwarding(added))
     ct_lines = [f"address del {host_route(a)} dev {VENET}" for a in removed]
     ct_lines += [f"address add {host_route(a)} dev {VENET}" + (" nodad" if is_v6(a) else "") for a in added]
     had4 = has_link and any(not is_v6(a) for a in old)
     had6 = has_link and any(is_v6(a) for a in old)
     if any(not is_v6(a) for a in added) and not had4:
-        ct_lines += [
-            f"route replace default dev {VENET}",
-        ]
+        ct_lines.append(f"route replace default dev {VENET}")
     if any(is_v6(a) for a in added) and not had6:
         ct_lines += [f"route replace default via {GATEWAY6} dev {VENET}"]
     # Host first when removing (the address stops being reachable at once), CT first when adding.
@@ -168,19 +171,6 @@ def change_live(
         run(command(host_prefix, [bare(a) for a in added]), error_code=ExitCode.SET_IP_ERROR)
 
 
-def enable_forwarding_in(prefix: list[str], addresses: tuple[str, ...]) -> None:
-    if not prefix:
-        enable_forwarding(addresses)
-        return
-    flags = []
-    if any(not is_v6(a) for a in addresses):
-        flags.append("net/ipv4/ip_forward=1")
-    if any(is_v6(a) for a in addresses):
-        flags.append("net/ipv6/conf/all/forwarding=1")
-    if flags:
-        run([*prefix, "sysctl", "-qw", *flags], error_code=ExitCode.SET_IP_ERROR)
-
-
 def _create_link(ifname: str, pid: int, prefix: list[str]) -> None:
     """A CT started without addresses has no venet0 yet: make the pair now."""
     _batch(
@@ -191,9 +181,7 @@ def _create_link(ifname: str, pid: int, prefix: list[str]) -> None:
             f"neigh replace proxy {GATEWAY6} dev {ifname}",
         ],
     )
-    # Slashes, not dots: an interface name may hold a dot (v3a7.101).
-    flags = [f"net/ipv4/conf/{ifname}/proxy_arp=1", f"net/ipv6/conf/{ifname}/proxy_ndp=1"]
-    run([*prefix, "sysctl", "-qw", *flags], check=False)
+    sysctls(prefix, _proxies(ifname))
     _batch(["nsenter", f"--net=/proc/{pid}/ns/net", "--"], [f"link set {VENET} up"])
 
 

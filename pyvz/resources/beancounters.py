@@ -115,15 +115,16 @@ def _lock_pid(line: str) -> int:
 class State:
     """maxheld where the kernel keeps none, and the last values a relative vzubc saw."""
 
-    def __init__(self, path: Path, identity: int) -> None:
+    def __init__(self, path: Path, identity: int | None) -> None:
+        """`identity`: the cgroup's inode now (None: whatever the file says)."""
         self.path = path
-        self.identity = identity
         data: dict[str, Any] = {}
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             pass
-        fresh = data.get("identity") != identity  # the CT restarted: its counters did too
+        self.identity = data.get("identity") if identity is None else identity
+        fresh = data.get("identity") != self.identity  # the CT restarted: its counters did too
         self.maxheld: dict[str, int] = {} if fresh else dict(data.get("maxheld", {}))
         self.seen: dict[str, list[int]] = {} if fresh else dict(data.get("seen", {}))
         self._saved = None if fresh else data
@@ -171,14 +172,10 @@ def read(
 
 def remember(state_file: Path, counters: list[Beancounter]) -> dict[str, list[int]]:
     """Store this run's held/failcnt for the next relative run; return the previous ones."""
-    try:
-        data = json.loads(state_file.read_text())
-    except (OSError, ValueError):
-        return {}
-    previous: dict[str, list[int]] = dict(data.get("seen", {}))
-    data["seen"] = {c.name: [c.held or 0, c.failcnt or 0] for c in counters}
-    try:
-        write_atomic(state_file, json.dumps(data), durable=False)
-    except OSError:
-        pass
+    state = State(state_file, None)  # read() has just written it, with the cgroup's identity
+    if state.identity is None:
+        return {}  # the CT is not running (or its state is unreadable): nothing to compare with
+    previous = state.seen
+    state.seen = {c.name: [c.held or 0, c.failcnt or 0] for c in counters}
+    state.save()
     return previous

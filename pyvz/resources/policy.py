@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pyvz.config import CtConfig
+from pyvz.log import log
 from pyvz.params import BY_KEY, DISKINODES, PHYSPAGES, SWAPPAGES, UBC_PARAMS, VM_OVERCOMMIT, Param, ubc_name
 from pyvz.units import UNLIMITED, BarrierLimit
 
@@ -64,3 +65,10 @@ def warning(names: list[str]) -> str:
         f"saved, but not enforced on this kernel: {', '.join(names)} "
         "(mainline Linux has no per-CT limit for them; vzcfgvalidate explains)"
     )
+
+
+def warn_not_enforced(cfg: CtConfig, keys: Iterable[str], enforced_ubc: frozenset[str]) -> None:
+    """One line naming what of `keys` is saved but has no effect here (create, set, start)."""
+    names = not_enforced(cfg, keys, enforced_ubc)
+    if names:
+        log.warning(warning(names))

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from pyvz.storage.mounts import mount_table
+from pyvz.storage.mounts import mount_of
 
 _SYS_BLOCK = Path("/sys/class/block")
 
@@ -31,20 +31,6 @@ class BlockDevice(NamedTuple):
         return text[start + 1 : end] if 0 <= start < end else ""
 
 
-def _source_of(path: Path) -> str | None:
-    """The source of the mount that holds `path` (longest matching mount point).
-
-    Not st_dev: every btrfs subvolume has its own anonymous device number.
-    """
-    real = os.path.realpath(path).rstrip("/") + "/"
-    best, source = "", None
-    for mount in mount_table():
-        target = mount.target.rstrip("/") + "/"
-        if real.startswith(target) and len(target) >= len(best):
-            best, source = target, mount.source
-    return source
-
-
 def _by_name(name: str) -> BlockDevice | None:
     sysdir = _SYS_BLOCK / name
     try:
@@ -57,19 +43,10 @@ def _by_name(name: str) -> BlockDevice | None:
 
 def device_of(path: Path) -> BlockDevice | None:
     """The whole disk holding `path`, or None (tmpfs, overlay, a network filesystem...)."""
-    source = _source_of(path)
-    if source is None or not source.startswith("/dev/"):
+    mount = mount_of(path)
+    if mount is None or not mount.source.startswith("/dev/"):
         return None
-    return _by_name(Path(os.path.realpath(source)).name)
-
-
-def backing_device(device: BlockDevice) -> BlockDevice | None:
-    """For a loop device, the disk under its backing file; None for anything else."""
-    try:
-        backing = (_SYS_BLOCK / device.name / "loop/backing_file").read_text().strip()
-    except OSError:
-        return None
-    return device_of(Path(backing))
+    return _by_name(Path(os.path.realpath(mount.source)).name)
 
 
 def io_device(path: Path) -> BlockDevice | None:

@@ -37,18 +37,25 @@ def is_mountpoint(path: Path) -> bool:
     return any(m.target == target for m in mount_table())
 
 
-def fs_type(path: Path) -> str:
-    """The type of the filesystem that holds `path` (its nearest existing ancestor)."""
+def mount_of(path: Path) -> Mount | None:
+    """The mount that holds `path` (its nearest existing ancestor): the longest mount point
+    above it. Not st_dev: every btrfs subvolume has its own anonymous device number."""
     probe = Path(os.path.realpath(path))
     while not probe.exists():
         probe = probe.parent
-    best = ""
-    fstype = ""
+    real = str(probe).rstrip("/") + "/"
+    best: Mount | None = None
     for mount in mount_table():
         target = mount.target.rstrip("/") + "/"
-        if (str(probe).rstrip("/") + "/").startswith(target) and len(target) >= len(best):
-            best, fstype = target, mount.fstype
-    return fstype
+        if real.startswith(target) and (best is None or len(target) >= len(best.target.rstrip("/") + "/")):
+            best = mount
+    return best
+
+
+def fs_type(path: Path) -> str:
+    """The type of the filesystem that holds `path`."""
+    mount = mount_of(path)
+    return mount.fstype if mount else ""
 
 
 def bind_mount(source: Path, target: Path) -> None:
