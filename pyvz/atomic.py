@@ -65,3 +65,15 @@ def symlink_atomic(target: str, link: Path) -> None:
             tmp.unlink(missing_ok=True)
             raise
     fsync_dir(link.parent)
+
+
+def exchange(first: Path, second: Path) -> None:
+    """Swap two paths in one step (renameat2 RENAME_EXCHANGE): a crash leaves one or the other
+    in each place, never neither."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"cannot swap {first} and {second}: {os.strerror(err)}")

@@ -58,6 +58,7 @@ class Subsystem(StrEnum):
 CREATE = frozenset({"create"})
 SET = frozenset({"set"})
 BOTH = frozenset({"create", "set"})
+BOTH_AND_CLONE = BOTH | {"clone"}  # what a clone may be given anew
 
 
 class Param(NamedTuple, Generic[T]):
@@ -208,7 +209,7 @@ HOSTNAME: Param[str] = Param(
     _text,
     "CT host name, written to the CT's own files",
     "NAME",
-    BOTH,
+    BOTH_AND_CLONE,
     Subsystem.DISTRO,
     field="hostname",
 )
@@ -220,7 +221,7 @@ NAME: Param[str] = Param(
     _text,
     "a name to use instead of the CTID",
     "NAME",
-    BOTH,
+    BOTH_AND_CLONE,
     Subsystem.CONFIG,
     field="name",
 )
@@ -769,7 +770,7 @@ IPADD: Param[tuple[str, ...]] = Param(
     _words,
     "add a routed (venet) IP address, ADDR[/PREFIX], IPv4 or IPv6 (repeatable; adds to the list)",
     "ADDR",
-    BOTH,
+    BOTH_AND_CLONE,
     Subsystem.NETWORK,
     multi=True,
 )

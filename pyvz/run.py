@@ -96,6 +96,20 @@ def _run_spawned(
     return os.waitstatus_to_exitcode(status), stdout, stderr
 
 
+def spawn_guard(argv: Sequence[str], stdin_fd: int) -> int:
+    """Start a command that outlives us if we are killed: its own session, stdin from
+    `stdin_fd` (a pipe whose EOF tells it we are gone), no output. Returns its pid; the caller
+    reaps it with os.waitpid."""
+    argv = tuple(argv)
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C.UTF-8"}
+    actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
+        (os.POSIX_SPAWN_DUP2, stdin_fd, 0),
+        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+    ]
+    return _spawn(argv, env, file_actions=actions, setsid=True, setsigmask=[])
+
+
 def _kill_group(pid: int, signum: int) -> None:
     try:
         os.killpg(pid, signum)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import argparse
 
     from pyvz.cli.parser import ArgumentParser
+    from pyvz.ct.container import Container
 
 
 def _add_params(parser: argparse.ArgumentParser, command: str) -> None:
@@ -57,6 +58,26 @@ COMMANDS: dict[str, Command] = {
     "runscript": Command("run a host script inside a CT"),
     "console": Command("attach to a CT console (Esc . detaches)"),
     "boot": Command("start all CTs with ONBOOT=yes, in BOOTORDER"),
+    "snapshot": Command(
+        "snapshot a CT's files and config (a running CT is frozen for the instant it takes)",
+        (
+            ("--skip-suspend", "do not freeze a running CT (files being written may be torn)"),
+            ("--skip-config", "do not save the CT config with the snapshot"),
+        ),
+    ),
+    "snapshot-list": Command("list a CT's snapshots", (("-H", "no header"),)),
+    "snapshot-switch": Command(
+        "roll a CT back to a snapshot (a running CT is restarted from it)",
+        (
+            ("--skip-resume", "leave the CT stopped"),
+            ("--must-resume", "fail rather than restart a running CT (no memory state is saved)"),
+            ("--skip-config", "keep the CT's present config"),
+        ),
+    ),
+    "snapshot-delete": Command("delete a snapshot; its space is free when this returns"),
+    "snapshot-mount": Command("mount a snapshot read-only"),
+    "snapshot-umount": Command("unmount a snapshot"),
+    "clone": Command("make a new CT from a CT or from one of its snapshots"),
 }
 ALIASES = {alias: name for name, cmd in COMMANDS.items() for alias in cmd.aliases}
 # Commands read without argparse (see _fast_parse): only on/off flags, or a command line.
@@ -87,6 +108,7 @@ def build_parser(only: str | None = None) -> ArgumentParser:
             p.add_argument("ctid", metavar="CTID", help="CT id or name")
         for flag, help_text in command.flags:
             p.add_argument(flag, action="store_true", help=help_text)
+        _add_snapshot_args(p, name)
         if name in ("create", "set"):
             _add_params(p, name)
         if name == "set":
@@ -102,6 +124,29 @@ def build_parser(only: str | None = None) -> ArgumentParser:
         elif name == "console":
             p.add_argument("tty", nargs="?", type=int, default=0, metavar="TTYNUM")
     return parser
+
+
+def _add_snapshot_args(p: argparse.ArgumentParser, name: str) -> None:
+    """What the snapshot commands and clone take besides the CTID and their on/off flags."""
+    if name == "snapshot":
+        p.add_argument("--id", metavar="UUID", help="the new snapshot's UUID (default: a new one)")
+        p.add_argument("--name", dest="snapshot_name", default="", help="a name to show in snapshot-list")
+        p.add_argument("--description", default="", help="a description (snapshot-list -o desc)")
+    elif name == "snapshot-list":
+        p.add_argument("-o", "--output", metavar="FIELDS", help="uuid,parent_uuid,current,date,name,desc")
+        p.add_argument("--id", metavar="UUID", help="only this snapshot")
+    elif name in ("snapshot-switch", "snapshot-delete", "snapshot-mount", "snapshot-umount"):
+        p.add_argument("--id", required=True, metavar="UUID", help="the snapshot")
+        if name == "snapshot-mount":
+            p.add_argument("--target", required=True, type=Path, metavar="DIR", help="where to mount it")
+    elif name == "clone":
+        p.add_argument("target", metavar="NEWCTID", help="the clone's CTID")
+        p.add_argument("--snapshot", metavar="UUID", help="clone this snapshot of the CT")
+        for param in for_command("clone"):
+            action = "append" if param.multi else "store"
+            p.add_argument(
+                *param.options, dest=param.name, metavar=param.metavar, help=param.help, action=action
+            )
 
 
 def _options(ns: argparse.Namespace, command: str) -> dict[str, str]:
@@ -194,6 +239,13 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
                 ct.mount(explicit=True)
             elif command == "umount":
                 ct.umount(explicit=True)
+    elif command.startswith("snapshot"):
+        _snapshot(ct, command, ns)
+    elif command == "clone":
+        from pyvz.ct.clone import clone
+        from pyvz.params import parse_ctid
+
+        clone(host, ctid, parse_ctid(ns.target), _options(ns, "clone"), ns.snapshot)
     elif command == "set":
         from pyvz.ct.setparams import set_params
 
@@ -201,6 +253,25 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
     else:  # pragma: no cover - argparse only lets known commands through
         raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, f"unknown command {command}")
     return 0
+
+
+def _snapshot(ct: Container, command: str, ns: argparse.Namespace) -> None:
+    from pyvz.ct import snapshots
+
+    if command == "snapshot":
+        snapshots.take(ct, ns.id, ns.snapshot_name, ns.description, ns.skip_suspend, ns.skip_config)
+    elif command == "snapshot-list":
+        fields = snapshots.parse_fields(ns.output)
+        for line in snapshots.listing(ct, fields, header=not ns.H, only=ns.id):
+            print(line)
+    elif command == "snapshot-switch":
+        snapshots.switch(ct, ns.id, ns.skip_resume, ns.must_resume, ns.skip_config)
+    elif command == "snapshot-delete":
+        snapshots.delete(ct, ns.id)
+    elif command == "snapshot-mount":
+        snapshots.mount(ct, ns.id, ns.target)
+    else:
+        snapshots.umount(ct, ns.id)
 
 
 def _inside(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:

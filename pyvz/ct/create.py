@@ -57,7 +57,7 @@ def _sample(host: Host, name: str) -> ConfigFile:
     return ConfigFile.load(path, missing=ExitCode.CP_CONFIG)
 
 
-def _taken_uids(host: Host) -> set[int]:
+def taken_uids(host: Host) -> set[int]:
     taken = set()
     for ctid in host.ctids():
         value = ConfigFile.load(host.paths.conf_file(ctid)).get("LOCAL_UID")
@@ -143,7 +143,7 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
             if not area.idmap.privileged:
                 check_subids(area.idmap)
         else:
-            idmap = host.allocate_ids(_taken_uids(host))
+            idmap = host.allocate_ids(taken_uids(host))
             conf.set("LOCAL_UID", str(idmap.uid))
             conf.set("LOCAL_GID", str(idmap.gid))
             area = Area(area.private, area.root, idmap)
@@ -194,6 +194,9 @@ def destroy(host: Host, ctid: int) -> None:
             raise VzError(ExitCode.NO_PRIVATE, f"CT {ctid} does not exist")
         if driver.is_mounted(area):
             ct.umount()
+        from pyvz.ct.snapshots import release_mounts
+
+        release_mounts(area)
         log.info(f"Destroying container private area: {area.private}")
         if area.private.exists():
             os.rename(area.private, area.doomed)

@@ -56,6 +56,14 @@ class CgroupTree(ABC):
         """Tasks in the cgroup and below; 0 if it does not exist."""
 
     @abstractmethod
+    def freezer(self, relative: str) -> tuple[Path, str, str]:
+        """The file that freezes the cgroup, and what to write to it to freeze and to thaw."""
+
+    @abstractmethod
+    def is_frozen(self, relative: str) -> bool:
+        """Whether every task in the cgroup has stopped (freezing is not instant)."""
+
+    @abstractmethod
     def settings(self, limits: Limits, fresh: bool = False) -> list[tuple[str, str]]:
         """(file, value) pairs that enforce `limits`, in the order they must be written;
         `fresh`: for a new cgroup, leaving out what only resets a limit to "none"."""
@@ -305,6 +313,15 @@ class CgroupV1(CgroupTree):
     def dirs(self, relative: str) -> list[Path]:
         return [h / relative for h in self._hierarchies() if (h / relative).is_dir()]
 
+    def freezer(self, relative: str) -> tuple[Path, str, str]:
+        return self.mount / "freezer" / relative / "freezer.state", "FROZEN", "THAWED"
+
+    def is_frozen(self, relative: str) -> bool:
+        try:
+            return (self.mount / "freezer" / relative / "freezer.state").read_text().strip() == "FROZEN"
+        except FileNotFoundError:
+            return False
+
     def nproc(self, relative: str) -> int:
         pids = self.mount / "pids" / relative / "pids.current"
         try:
@@ -389,6 +406,15 @@ class CgroupV2(CgroupTree):
     def dirs(self, relative: str) -> list[Path]:
         path = self.mount / relative
         return [path] if path.is_dir() else []
+
+    def freezer(self, relative: str) -> tuple[Path, str, str]:
+        return self.mount / relative / "cgroup.freeze", "1", "0"
+
+    def is_frozen(self, relative: str) -> bool:
+        try:
+            return "frozen 1" in (self.mount / relative / "cgroup.events").read_text().splitlines()
+        except FileNotFoundError:
+            return False
 
     def nproc(self, relative: str) -> int:
         path = self.mount / relative

@@ -25,6 +25,11 @@ class Area(NamedTuple):
         return self.private.with_name(f".{self.private.name}.partial")
 
     @property
+    def snapshots(self) -> Path:
+        """Where the CT's snapshots are kept: beside its private area, on the same filesystem."""
+        return self.private.with_name(f".{self.private.name}.snapshots")
+
+    @property
     def doomed(self) -> Path:
         """Where a private area goes the moment destroy starts, so it stops looking alive."""
         return self.private.with_name(f".{self.private.name}.destroying")
@@ -33,6 +38,7 @@ class Area(NamedTuple):
 class StorageDriver(ABC):
     layout: ClassVar[Layout]
     has_quota: ClassVar[bool]
+    copies_data: ClassVar[bool]  # a snapshot or clone copies every file (it is not O(1))
 
     @abstractmethod
     def create(self, area: Area, tree: Path) -> None:
@@ -57,6 +63,35 @@ class StorageDriver(ABC):
     def set_quota(self, area: Area, quota: BarrierLimit | None) -> None:
         raise NotImplementedError
 
+    # ---- snapshots and clones ----------------------------------------------------------------
+    # A snapshot is kept at a path of its own (`fs` in the snapshot's directory) and holds the
+    # CT's own files as stored in its private area: the driver alone knows what that means.
+
+    def own_files(self, area: Area) -> Path:
+        """The CT's own files, of the same kind as a snapshot holds (its source for clones)."""
+        return area.private
+
+    @abstractmethod
+    def snapshot(self, area: Area, target: Path) -> None:
+        """Save the CT's files at `target` (which does not exist yet), read-only where possible."""
+
+    @abstractmethod
+    def restore(self, area: Area, snapshot: Path) -> None:
+        """Make the CT's files what `snapshot` holds, in one step (the CT is not mounted)."""
+
+    @abstractmethod
+    def clone(self, source: Path, source_area: Area, target: Area) -> None:
+        """Make target's private area from `source` (a private area or a snapshot of
+        source_area), owned by target's id range; complete or absent."""
+
+    @abstractmethod
+    def delete_snapshot(self, snapshot: Path) -> None:
+        """Remove a snapshot and give its space back before returning."""
+
+    @abstractmethod
+    def mount_snapshot(self, area: Area, snapshot: Path, target: Path) -> None:
+        """Show the snapshot read-only at `target` with owners as the CT sees them."""
+
     def usage(self, area: Area) -> int | None:
         """Bytes counted against the disk quota; None where the layout keeps no count."""
         return None
@@ -71,6 +106,11 @@ class StorageDriver(ABC):
         for leftover in (area.private, area.doomed, area.partial):
             if leftover.exists() or leftover.is_symlink():
                 self.delete_tree(leftover)
+        if area.snapshots.is_dir():
+            for entry in area.snapshots.iterdir():
+                if (entry / "fs").exists():
+                    self.delete_snapshot(entry / "fs")
+            remove_path(area.snapshots)
 
 
 def remove_path(path: Path) -> None:

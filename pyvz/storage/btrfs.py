@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pyvz.atomic import exchange
 from pyvz.errors import ExitCode, VzError
 from pyvz.log import log
 from pyvz.params import Layout
@@ -96,9 +97,22 @@ def quota_enable(path: Path) -> None:
     run(["btrfs", "quota", "enable", str(path)], error_code=ExitCode.DISKQUOTA_SET)
 
 
+def delete_and_reclaim(path: Path) -> None:
+    """Delete a subvolume and wait until the kernel's cleaner has freed its blocks, so the
+    filesystem's free space is back when this returns (plain delete frees them later)."""
+    if not is_subvolume(path):
+        remove_path(path)
+        return
+    ident = subvolume_id(path)
+    parent = path.parent
+    delete_subvolume(path)
+    run(["btrfs", "subvolume", "sync", str(parent), str(ident)], error_code=ExitCode.CANT_DELETE_PRIVATE)
+
+
 class BtrfsDriver(StorageDriver):
     layout = Layout.BTRFS
     has_quota = True
+    copies_data = False
 
     def create(self, area: Area, tree: Path) -> None:
         if area.partial.exists():
@@ -108,6 +122,29 @@ class BtrfsDriver(StorageDriver):
 
     def delete_tree(self, path: Path) -> None:
         delete_subvolume(path)
+
+    def snapshot(self, area: Area, target: Path) -> None:
+        snapshot(area.private, target, readonly=True)
+
+    def restore(self, area: Area, snapshot_path: Path) -> None:
+        if area.partial.exists():
+            delete_subvolume(area.partial)
+        snapshot(snapshot_path, area.partial)
+        exchange(area.partial, area.private)  # a crash leaves the old tree or the new one
+        delete_subvolume(area.partial)
+
+    def clone(self, source: Path, source_area: Area, target: Area) -> None:
+        # Files stay uid-0 on disk (LXC shifts them at start), so a new id range costs nothing.
+        if target.partial.exists():
+            delete_subvolume(target.partial)
+        snapshot(source, target.partial)
+        os.rename(target.partial, target.private)
+
+    def delete_snapshot(self, snapshot_path: Path) -> None:
+        delete_and_reclaim(snapshot_path)
+
+    def mount_snapshot(self, area: Area, snapshot_path: Path, target: Path) -> None:
+        bind_mount(snapshot_path, target, readonly=True)  # stored as the CT sees it
 
     def mount(self, area: Area) -> None:
         bind_mount(area.private, area.root)

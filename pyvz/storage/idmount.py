@@ -22,6 +22,7 @@ _OPEN_TREE_CLONE = 1
 _OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 _AT_FDCWD = -100
 _AT_EMPTY_PATH = 0x1000
+_MOUNT_ATTR_RDONLY = 0x1
 _MOUNT_ATTR_IDMAP = 0x00100000
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
 _CLONE_NEWUSER = 0x10000000
@@ -38,8 +39,9 @@ def _check(result: int, what: str) -> int:
     return result
 
 
-def _userns_fd(idmap: IdMap) -> int:
-    """An fd for a user namespace with the CT's mapping, made by a short-lived child."""
+def _userns_fd(idmap: IdMap, inverse: bool = False) -> int:
+    """An fd for a user namespace with the CT's mapping (or its inverse: the CT's host range
+    back onto 0), made by a short-lived child."""
     libc = _libc()
     ready_r, ready_w = os.pipe()
     done_r, done_w = os.pipe()
@@ -59,11 +61,11 @@ def _userns_fd(idmap: IdMap) -> int:
         if os.read(ready_r, 1) != b"1":
             raise VzError(ExitCode.CANT_MOUNT, "cannot create a user namespace for an idmapped mount")
         with open(f"/proc/{pid}/uid_map", "w") as handle:
-            handle.write(f"0 {idmap.uid} {idmap.size}\n")
+            handle.write(f"{idmap.uid} 0 {idmap.size}\n" if inverse else f"0 {idmap.uid} {idmap.size}\n")
         with open(f"/proc/{pid}/setgroups", "w") as handle:
             handle.write("deny\n")
         with open(f"/proc/{pid}/gid_map", "w") as handle:
-            handle.write(f"0 {idmap.gid} {idmap.size}\n")
+            handle.write(f"{idmap.gid} 0 {idmap.size}\n" if inverse else f"0 {idmap.gid} {idmap.size}\n")
         return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(ready_r)
@@ -71,8 +73,11 @@ def _userns_fd(idmap: IdMap) -> int:
         os.waitpid(pid, 0)
 
 
-def idmapped_bind(source: Path, target: Path, idmap: IdMap) -> None:
-    """Bind-mount `source` on `target`, shifting on-disk ids by the CT's range."""
+def idmapped_bind(
+    source: Path, target: Path, idmap: IdMap, inverse: bool = False, readonly: bool = False
+) -> None:
+    """Bind-mount `source` on `target`, shifting on-disk ids by the CT's range; `inverse`
+    shifts files stored with the CT's host ids back to what the CT sees."""
 
     class MountAttr(ctypes.Structure):
         _fields_ = [
@@ -84,7 +89,7 @@ def idmapped_bind(source: Path, target: Path, idmap: IdMap) -> None:
 
     libc = _libc()
     libc.syscall.restype = ctypes.c_long
-    nsfd = _userns_fd(idmap)
+    nsfd = _userns_fd(idmap, inverse)
     try:
         tree = _check(
             libc.syscall(
@@ -93,7 +98,7 @@ def idmapped_bind(source: Path, target: Path, idmap: IdMap) -> None:
             f"open_tree({source})",
         )
         try:
-            attr = MountAttr(_MOUNT_ATTR_IDMAP, 0, 0, nsfd)
+            attr = MountAttr(_MOUNT_ATTR_IDMAP | (_MOUNT_ATTR_RDONLY if readonly else 0), 0, 0, nsfd)
             _check(
                 libc.syscall(
                     _SYS_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr)

@@ -58,8 +58,14 @@ def fs_type(path: Path) -> str:
     return mount.fstype if mount else ""
 
 
-def bind_mount(source: Path, target: Path) -> None:
+def bind_mount(source: Path, target: Path, readonly: bool = False) -> None:
     run(["mount", "--bind", str(source), str(target)], error_code=ExitCode.CANT_MOUNT)
+    if readonly:
+        try:
+            run(["mount", "-o", "remount,bind,ro", str(target)], error_code=ExitCode.CANT_MOUNT)
+        except BaseException:
+            umount(target)
+            raise
 
 
 def umount(target: Path, lazy: bool = False) -> None:

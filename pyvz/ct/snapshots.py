@@ -1,0 +1,332 @@
+"""vzctl snapshot, snapshot-list, -switch, -delete, -mount and -umount.
+
+A CT's snapshots live beside its private area (Area.snapshots), one directory per snapshot
+holding the driver's copy of the CT's files (`fs`) and the CT's config (`ve.conf`). The list
+itself, with each snapshot's parent and which one the CT's present state grew from, is one
+JSON index written atomically; a snapshot is built under a partial name and enters the
+index only when complete, and leaves the index before its files are deleted. Whatever a
+kill -9 leaves behind is not in the index and is removed by the next snapshot command.
+
+Memory state is never saved: that needs CRIU, which does not work on this kernel (see
+DESIGN.md). A running CT is frozen for the moment its files are snapshotted instead, so the
+snapshot is what a power cut at that instant would have left, with every write whole.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid as uuidlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+from pyvz.atomic import write_atomic
+from pyvz.ct.container import Container
+from pyvz.ct.freeze import frozen
+from pyvz.errors import ExitCode, VzError
+from pyvz.log import log
+from pyvz.storage.base import Area, StorageDriver, remove_path
+from pyvz.storage.mounts import is_mountpoint
+from pyvz.storage.mounts import umount as umount_snapshot
+
+INDEX = "snapshots.json"
+FIELDS = ("parent_uuid", "current", "uuid", "date", "name", "desc")
+DEFAULT_FIELDS = ("parent_uuid", "current", "uuid", "date", "name")
+NO_MEMORY_STATE = "memory state is not saved (CRIU does not work on this kernel): files and config only"
+_UUID_RE = re.compile(r"\{?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\}?")
+
+
+def parse_uuid(text: str) -> str:
+    """A snapshot id as vzctl takes it, with or without braces; kept lowercase, bare."""
+    match = _UUID_RE.fullmatch(text.strip())
+    if not match:
+        raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"invalid snapshot id {text!r} (want a UUID)")
+    return match.group(1).lower()
+
+
+def shown(uuid: str) -> str:
+    return f"{{{uuid}}}" if uuid else ""
+
+
+class Snapshot(NamedTuple):
+    uuid: str
+    parent: str  # "" for the first one
+    date: str  # local time, "YYYY-MM-DD HH:MM:SS" as vzctl prints it
+    name: str
+    desc: str
+
+
+class Store:
+    """One CT's snapshots on disk."""
+
+    def __init__(self, area: Area) -> None:
+        self.dir = area.snapshots
+
+    def _index(self) -> tuple[str, list[Snapshot]]:
+        try:
+            data = json.loads((self.dir / INDEX).read_text())
+        except FileNotFoundError:
+            return "", []
+        return data.get("current", ""), [Snapshot(**entry) for entry in data["snapshots"]]
+
+    def _write(self, current: str, snapshots: list[Snapshot]) -> None:
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        data = {"current": current, "snapshots": [s._asdict() for s in snapshots]}
+        write_atomic(self.dir / INDEX, json.dumps(data, indent=1) + "\n", mode=0o600)
+
+    @property
+    def current(self) -> str:
+        return self._index()[0]
+
+    def all(self) -> list[Snapshot]:
+        return self._index()[1]
+
+    def get(self, uuid: str) -> Snapshot:
+        for snapshot in self.all():
+            if snapshot.uuid == uuid:
+                return snapshot
+        raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"snapshot {shown(uuid)} not found")
+
+    def files(self, uuid: str) -> Path:
+        return self.dir / uuid / "fs"
+
+    def config(self, uuid: str) -> Path:
+        return self.dir / uuid / "ve.conf"
+
+    def mount_record(self, uuid: str) -> Path:
+        return self.dir / uuid / "mounted"
+
+    def add(self, snapshot: Snapshot) -> None:
+        current, snapshots = self._index()
+        self._write(snapshot.uuid, [*snapshots, snapshot])
+
+    def set_current(self, uuid: str) -> None:
+        self._write(uuid, self.all())
+
+    def remove(self, uuid: str) -> None:
+        """Drop a snapshot from the index: its children and the CT's present state now grow
+        from its parent (the history ploop's merge would have kept)."""
+        current, snapshots = self._index()
+        gone = next(s for s in snapshots if s.uuid == uuid)
+        kept = [s._replace(parent=gone.parent) if s.parent == uuid else s for s in snapshots if s != gone]
+        self._write(gone.parent if current == uuid else current, kept)
+
+    def sweep(self, driver: StorageDriver) -> None:
+        """Remove what an interrupted command left: directories the index does not name."""
+        if not self.dir.is_dir():
+            return
+        known = {s.uuid for s in self.all()}
+        for entry in self.dir.iterdir():
+            if entry.name != INDEX and entry.name not in known and not entry.name.startswith(f".{INDEX}"):
+                if (entry / "fs").exists():
+                    driver.delete_snapshot(entry / "fs")
+                remove_path(entry)
+
+
+@contextmanager
+def _locked(ct: Container) -> Iterator[tuple[Area, StorageDriver, Store]]:
+    with ct.host.ct_lock(ct.ctid):
+        area = ct.require_exists()
+        driver = ct.driver()
+        store = Store(area)
+        store.sweep(driver)
+        yield area, driver, store
+
+
+def take(
+    ct: Container,
+    uuid: str | None = None,
+    name: str = "",
+    desc: str = "",
+    skip_suspend: bool = False,
+    skip_config: bool = False,
+) -> str:
+    """vzctl snapshot: returns the new snapshot's id."""
+    uuid = parse_uuid(uuid) if uuid else str(uuidlib.uuid4())
+    with _locked(ct) as (area, driver, store):
+        if any(s.uuid == uuid for s in store.all()):
+            raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"snapshot {shown(uuid)} already exists")
+        log.info(f"Creating snapshot {shown(uuid)}")
+        if driver.copies_data:
+            log.info(f"layout {driver.layout}: the snapshot is a full copy of the CT's files")
+        partial = store.dir / f".{uuid}.partial"
+        partial.mkdir(mode=0o700, parents=True)
+        if not skip_config:
+            (partial / "ve.conf").write_text(ct.conf_file().render())
+        running = ct.is_running()
+        if running and not skip_suspend:
+            cgroup = ct.host.runtime.cgroups_of(ct.ctid).container
+            with frozen(ct.host.runtime.cgroups, cgroup, f"CT {ct.ctid}"):
+                driver.snapshot(area, partial / "fs")
+        else:
+            if running:
+                log.warning("--skip-suspend: the CT keeps running; files written meanwhile may be torn")
+            driver.snapshot(area, partial / "fs")
+        partial.rename(store.dir / uuid)
+        date = time.strftime("%Y-%m-%d %H:%M:%S")
+        store.add(Snapshot(uuid, store.current, date, name, desc))
+        if running:
+            log.info(NO_MEMORY_STATE)
+        log.info(f"Snapshot {shown(uuid)} has been successfully created")
+    return uuid
+
+
+def switch(
+    ct: Container, uuid: str, skip_resume: bool = False, must_resume: bool = False, skip_config: bool = False
+) -> None:
+    """vzctl snapshot-switch: the CT's files (and config) go back to the snapshot's.
+
+    A running CT is stopped and started again: with no memory state to resume, its
+    processes start afresh (--must-resume refuses rather than do that)."""
+    uuid = parse_uuid(uuid)
+    with _locked(ct) as (area, driver, store):
+        store.get(uuid)
+        running = ct.is_running()
+        if must_resume and running:
+            raise VzError(
+                ExitCode.RESTORE_ERROR,
+                f"cannot resume CT {ct.ctid} in snapshot {shown(uuid)}: {NO_MEMORY_STATE}; "
+                "without --must-resume the CT is restarted instead",
+            )
+        _require_unmounted(store, uuid, "switch to")
+        log.info(f"Switching to snapshot {shown(uuid)}")
+        if running:
+            ct.stop()
+        elif driver.is_mounted(area):
+            ct.umount()
+        driver.restore(area, store.files(uuid))
+        saved = store.config(uuid)
+        if not skip_config and saved.exists():
+            write_atomic(ct.paths.conf_file(ct.ctid), saved.read_text())
+            ct.reload()
+        store.set_current(uuid)
+        log.info(f"Switched to snapshot {shown(uuid)}")
+        if running and not skip_resume:
+            ct.start()
+
+
+def delete(ct: Container, uuid: str) -> None:
+    """vzctl snapshot-delete: online, and the space is free when it returns."""
+    uuid = parse_uuid(uuid)
+    with _locked(ct) as (_area, driver, store):
+        store.get(uuid)
+        _require_unmounted(store, uuid, "delete")
+        log.info(f"Deleting snapshot {shown(uuid)}")
+        store.remove(uuid)  # gone from the list first: a crash from here on leaves litter only
+        store.sweep(driver)
+        log.info(f"Snapshot {shown(uuid)} has been successfully deleted")
+
+
+def _require_unmounted(store: Store, uuid: str, action: str) -> None:
+    target = _mounted_at(store, uuid)
+    if target is not None:
+        raise VzError(
+            ExitCode.MOUNTED,
+            f"snapshot {shown(uuid)} is mounted at {target}: snapshot-umount it before you {action} it",
+        )
+
+
+def _mounted_at(store: Store, uuid: str) -> Path | None:
+    try:
+        target = Path(store.mount_record(uuid).read_text().strip())
+    except FileNotFoundError:
+        return None
+    return target if is_mountpoint(target) else None
+
+
+def release_mounts(area: Area) -> None:
+    """Unmount every mounted snapshot of a CT (before its snapshots are deleted)."""
+    store = Store(area)
+    for snapshot in store.all():
+        target = _mounted_at(store, snapshot.uuid)
+        if target is not None:
+            umount_snapshot(target)
+
+
+def mount(ct: Container, uuid: str, target: Path) -> None:
+    """vzctl snapshot-mount: the snapshot, read-only, owners as the CT sees them."""
+    uuid = parse_uuid(uuid)
+    with _locked(ct) as (area, driver, store):
+        store.get(uuid)
+        already = _mounted_at(store, uuid)
+        if already is not None:
+            raise VzError(ExitCode.MOUNTED, f"snapshot {shown(uuid)} is already mounted at {already}")
+        target = target.resolve()
+        if is_mountpoint(target):
+            raise VzError(ExitCode.MOUNTED, f"{target} is already a mount point")
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise VzError(
+                ExitCode.CANT_CREATE_MOUNTPOINT, f"cannot create {target}: {err.strerror}"
+            ) from None
+        write_atomic(store.mount_record(uuid), f"{target}\n", durable=False)
+        driver.mount_snapshot(area, store.files(uuid), target)
+        log.info(f"Snapshot {shown(uuid)} is mounted read-only at {target}")
+
+
+def umount(ct: Container, uuid: str) -> None:
+    """vzctl snapshot-umount."""
+    uuid = parse_uuid(uuid)
+    with _locked(ct) as (_area, _driver, store):
+        store.get(uuid)
+        target = _mounted_at(store, uuid)
+        if target is None:
+            store.mount_record(uuid).unlink(missing_ok=True)
+            raise VzError(ExitCode.NOT_MOUNTED, f"snapshot {shown(uuid)} is not mounted")
+        umount_snapshot(target)
+        store.mount_record(uuid).unlink(missing_ok=True)
+        log.info(f"Snapshot {shown(uuid)} is unmounted")
+
+
+def listing(ct: Container, fields: tuple[str, ...], header: bool, only: str | None) -> list[str]:
+    """vzctl snapshot-list's lines."""
+    area = ct.require_exists()
+    store = Store(area)
+    current = store.current
+    snapshots = store.all()
+    if only is not None:
+        wanted = parse_uuid(only)
+        snapshots = [s for s in snapshots if s.uuid == wanted] or [store.get(wanted)]
+    widths = {"parent_uuid": 38, "current": 1, "uuid": 38, "date": 19, "name": 0, "desc": 0}
+    titles = {
+        "parent_uuid": "PARENT_UUID",
+        "current": "C",
+        "uuid": "UUID",
+        "date": "DATE",
+        "name": "NAME",
+        "desc": "DESC",
+    }
+
+    def row(cells: list[str]) -> str:
+        return " ".join(cell.ljust(widths[f]) for f, cell in zip(fields, cells, strict=True)).rstrip()
+
+    lines = [row([titles[f] for f in fields])] if header else []
+    for s in snapshots:
+        values = {
+            "parent_uuid": shown(s.parent),
+            "current": "*" if s.uuid == current else "",
+            "uuid": shown(s.uuid),
+            "date": s.date,
+            "name": s.name,
+            "desc": s.desc,
+        }
+        lines.append(row([values[f] for f in fields]))
+    return lines
+
+
+def parse_fields(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return DEFAULT_FIELDS
+    fields = tuple(f.strip() for f in text.split(",") if f.strip())
+    unknown = [f for f in fields if f not in FIELDS]
+    if unknown or not fields:
+        raise VzError(
+            ExitCode.INVALID_PARAMETER_SYNTAX,
+            f"unknown snapshot-list field(s) {', '.join(unknown) or '(none)'}; "
+            f"choose from {','.join(FIELDS)}",
+        )
+    return fields
