@@ -36,7 +36,7 @@ INDEX = "snapshots.json"
 FIELDS = ("parent_uuid", "current", "uuid", "date", "name", "desc")
 DEFAULT_FIELDS = ("parent_uuid", "current", "uuid", "date", "name")
 NO_MEMORY_STATE = "memory state is not saved (CRIU does not work on this kernel): files and config only"
-_UUID_RE = re.compile(r"\{?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\}?")
+_UUID_RE = re.compile(r"(\{)?([0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12})(?(1)\})")
 
 
 def parse_uuid(text: str) -> str:
@@ -44,7 +44,7 @@ def parse_uuid(text: str) -> str:
     match = _UUID_RE.fullmatch(text.strip())
     if not match:
         raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"invalid snapshot id {text!r} (want a UUID)")
-    return match.group(1).lower()
+    return match.group(2).lower()
 
 
 def shown(uuid: str) -> str:
@@ -284,22 +284,16 @@ def umount(ct: Container, uuid: str) -> None:
 
 def listing(ct: Container, fields: tuple[str, ...], header: bool, only: str | None) -> list[str]:
     """vzctl snapshot-list's lines."""
-    area = ct.require_exists()
-    store = Store(area)
-    current = store.current
-    snapshots = store.all()
+    return listing_rows(Store(ct.require_exists()), fields, header, only)
+
+
+def listing_rows(store: Store, fields: tuple[str, ...], header: bool, only: str | None) -> list[str]:
+    current, snapshots = store.current, store.all()
     if only is not None:
         wanted = parse_uuid(only)
-        snapshots = [s for s in snapshots if s.uuid == wanted] or [store.get(wanted)]
+        snapshots = [store.get(wanted)]
     widths = {"parent_uuid": 38, "current": 1, "uuid": 38, "date": 19, "name": 0, "desc": 0}
-    titles = {
-        "parent_uuid": "PARENT_UUID",
-        "current": "C",
-        "uuid": "UUID",
-        "date": "DATE",
-        "name": "NAME",
-        "desc": "DESC",
-    }
+    titles = {f: "C" if f == "current" else f.upper() for f in FIELDS}
 
     def row(cells: list[str]) -> str:
         return " ".join(cell.ljust(widths[f]) for f, cell in zip(fields, cells, strict=True)).rstrip()

@@ -226,3 +226,27 @@ def test_v1_remove_leaves_populated_cgroups(tmp_path: Path) -> None:
     detect(mount).remove(CT)
     assert all_dirs(mount / "pids") == [".", TAG]
     assert all_dirs(mount / "memory") == [".", TAG, CT, f"{CT}/busy"]
+
+
+# ---- freezer (snapshots freeze a running CT) --------------------------------------------
+
+
+def test_v2_freezer_file_and_state(v2: Path) -> None:
+    tree = CgroupV2(v2)
+    assert tree.freezer(CT) == (v2 / CT / "cgroup.freeze", "1", "0")
+    assert not tree.is_frozen(CT)  # no cgroup.events yet
+    write(v2 / CT / "cgroup.events", "populated 1\nfrozen 0\n")
+    assert not tree.is_frozen(CT)
+    write(v2 / CT / "cgroup.events", "populated 1\nfrozen 1\n")
+    assert tree.is_frozen(CT)
+
+
+def test_v1_freezer_file_and_state(v1: Path) -> None:
+    tree = CgroupV1(v1)
+    assert tree.freezer(CT) == (v1 / "freezer" / CT / "freezer.state", "FROZEN", "THAWED")
+    assert not tree.is_frozen(CT)
+    write(v1 / "freezer" / CT / "freezer.state", "FREEZING\n")  # some tasks not stopped yet
+    assert not tree.is_frozen(CT)
+    write(v1 / "freezer" / CT / "freezer.state", "FROZEN\n")
+    assert tree.is_frozen(CT)
+    assert not tree.is_frozen("pyvz/999")
