@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from pyvz.errors import ExitCode, VzError
@@ -229,3 +229,129 @@ def _checked(result: Result, check: bool, error_code: ExitCode) -> Result:
             + (f": {detail}" if detail else ""),
         )
     return result
+
+
+# Commands started by pipeline() die with us (kill -9 included), so no orphaned tar keeps a
+# temporary snapshot busy or an archive growing.
+_DIE_WITH_US = ("setpriv", "--pdeathsig", "KILL", "--")
+
+
+def pipeline(
+    stages: Sequence[Sequence[str]],
+    *,
+    stdout: int | None = None,
+    relay: Callable[[int], None] | None = None,
+    error_code: ExitCode = ExitCode.SYSTEM_ERROR,
+) -> None:
+    """Run `a | b | c` from argument lists (no shell): the first reads /dev/null, the last
+    writes to the fd `stdout` (default /dev/null).
+
+    With `relay`, Python copies the data between the last two stages (or out of a lone
+    stage) and calls relay(bytes) after each chunk, for progress and rate limits; without it
+    the stages are connected directly and Python only waits. Ctrl-C or any error kills every
+    stage, and so does our own death (kill -9). A failure names the stage that caused it
+    (not one that only lost its reader) with its stderr tail.
+    """
+    argvs = [tuple(argv) for argv in stages]
+    count = len(argvs)
+    env = dict(os.environ, LANG="C.UTF-8")
+    env.pop("LC_ALL", None)
+    errors = [os.memfd_create(f"stderr{i}", os.MFD_CLOEXEC) for i in range(count)]
+    opened: list[int] = []  # fds of ours to close once every stage has its copies
+    pids: list[int] = []
+    relayed: tuple[int, int] | None = None
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        ins = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)]
+        opened.append(ins[0])
+        sink = stdout
+        if sink is None:
+            sink = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            opened.append(sink)
+        outs: list[int] = []
+        relay_link = count - 1 if count > 1 else 1  # link k feeds stage k; link `count` the sink
+        for link in range(1, count + 1):
+            if relay is not None and link == relay_link:
+                read_end, write_end = os.pipe2(os.O_CLOEXEC)
+                opened += [read_end, write_end]
+                outs.append(write_end)
+                if link == count:
+                    relayed = (read_end, sink)
+                else:
+                    next_read, next_write = os.pipe2(os.O_CLOEXEC)
+                    opened += [next_read, next_write]
+                    ins.append(next_read)
+                    relayed = (read_end, next_write)
+            elif link == count:
+                outs.append(sink)
+            else:
+                read_end, write_end = os.pipe2(os.O_CLOEXEC)
+                opened += [read_end, write_end]
+                outs.append(write_end)
+                ins.append(read_end)
+        for index, argv in enumerate(argvs):
+            actions: list[tuple[int, ...]] = [
+                (os.POSIX_SPAWN_DUP2, ins[index], 0),
+                (os.POSIX_SPAWN_DUP2, outs[index], 1),
+                (os.POSIX_SPAWN_DUP2, errors[index], 2),
+            ]
+            pids.append(
+                _spawn(
+                    (*_DIE_WITH_US, *argv),
+                    env,
+                    file_actions=actions,
+                    setsid=True,
+                    setsigmask=[],
+                    setsigdef=[signal.SIGPIPE],  # a stage whose reader is gone ends, as in a shell
+                )
+            )
+        keep = set(relayed) if relayed is not None else set()
+        for fd in opened:
+            if fd not in keep:
+                os.close(fd)
+        opened = [fd for fd in opened if fd in keep]
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a held-back Ctrl-C lands here
+        if relayed is not None and relay is not None:
+            reader, writer = relayed
+            while chunk := os.read(reader, 1 << 20):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(writer, view) :]
+                relay(len(chunk))
+            for fd in opened:
+                os.close(fd)
+            opened = []
+        statuses = []
+        for pid in list(pids):
+            statuses.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+            pids.remove(pid)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        for pid in pids:
+            _kill_group(pid, signal.SIGKILL)
+        for pid in pids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        for fd in opened + errors:
+            os.close(fd)
+        raise
+    texts = []
+    for fd in errors:
+        os.lseek(fd, 0, os.SEEK_SET)
+        texts.append(os.read(fd, 1 << 16).decode(errors="replace"))
+        os.close(fd)
+    failed = [(argv, code, text) for argv, code, text in zip(argvs, statuses, texts, strict=True) if code]
+    if not failed:
+        return
+    # A stage that died of SIGPIPE (or said "Broken pipe") only lost its reader: the cause is
+    # elsewhere. If every failure looks like that, the first one is reported.
+    lost_reader = (-signal.SIGPIPE, 128 + signal.SIGPIPE)  # killed by it, or a shell saying so
+    causes = [f for f in failed if f[1] not in lost_reader and "broken pipe" not in f[2].lower()]
+    argv, code, text = (causes or failed)[0]
+    detail = _tail(text)
+    raise VzError(
+        error_code,
+        f"`{shlex.join(argv)}` failed ({_describe_status(code)})" + (f": {detail}" if detail else ""),
+    )

@@ -30,6 +30,12 @@ class Area(NamedTuple):
         return self.private.with_name(f".{self.private.name}.snapshots")
 
     @property
+    def backups(self) -> Path:
+        """What vzdump keeps for the CT (the base snapshot incremental backups are sent against),
+        beside its private area and apart from the user's snapshots."""
+        return self.private.with_name(f".{self.private.name}.vzdump")
+
+    @property
     def doomed(self) -> Path:
         """Where a private area goes the moment destroy starts, so it stops looking alive."""
         return self.private.with_name(f".{self.private.name}.destroying")
@@ -106,11 +112,26 @@ class StorageDriver(ABC):
         for leftover in (area.private, area.doomed, area.partial):
             if leftover.exists() or leftover.is_symlink():
                 self.delete_tree(leftover)
+        self.delete_snapshots(area)
+        if area.backups.is_dir():
+            self.delete_backups(area)
+
+    def delete_snapshots(self, area: Area) -> None:
         if area.snapshots.is_dir():
             for entry in area.snapshots.iterdir():
                 if (entry / "fs").exists():
                     self.delete_snapshot(entry / "fs")
             remove_path(area.snapshots)
+
+    def delete_backups(self, area: Area) -> None:
+        """Remove what vzdump keeps or left in area.backups: each entry is a directory with a
+        driver snapshot `fs` and maybe something mounted below it."""
+        for entry in area.backups.iterdir():
+            if entry.is_dir():
+                umount_tree(entry)
+                if (entry / "fs").exists():
+                    self.delete_snapshot(entry / "fs")
+        remove_path(area.backups)
 
 
 def remove_path(path: Path) -> None:
