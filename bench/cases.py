@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench.backup import bench_backup
 from bench.harness import VZCTL, VZLIST, BenchRoot, Row, alternate, log
 from bench.network import bench_throughput
 from bench.resources import bench_cpu, bench_vzlist_ubc, bench_vzubc
@@ -440,4 +441,5 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "template-create": bench_template_create,
     "template-cold-create": bench_template_cold_create,
     "template-build": bench_template_build,
+    "backup": bench_backup,
 }

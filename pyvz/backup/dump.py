@@ -324,6 +324,12 @@ def _backup(
             members.append(STREAM)
             argv = stream.create_argv(staging, members, None, (), None)
             size = stream.write(argv, opts.compression, dumpdir / name.name, _meter(None, opts))
+        elif not running and not driver.is_mounted(area) and for_layout(layout).in_place:
+            # Nothing can change it: starting or mounting the CT waits for the lock we hold, so
+            # its files are the snapshot's, and reading them in place finds them in the cache.
+            exclude_file = _exclude_file(work, area.private, opts.patterns)
+            argv = stream.create_argv(staging, members, area.private, (excl.RESERVED,), exclude_file)
+            size = stream.write(argv, opts.compression, dumpdir / name.name, _meter(driver.usage(area), opts))
         else:
             mnt.mkdir()
             driver.mount_snapshot(area, snap, mnt)

@@ -56,6 +56,9 @@ class LayoutBackup(ABC):
     # are btrfs subvolumes of one filesystem passes their inode numbers through, and those
     # collide between subvolumes: tar would store unrelated files as hard links to each other.
     unique_inodes: ClassVar[bool]
+    # Whether the private area holds the files as the CT sees them, so a stopped, unmounted CT
+    # can be archived in place: its pages are in the cache, a fresh snapshot's are not.
+    in_place: ClassVar[bool]
 
     @abstractmethod
     def build(self, area: Area, fill: Fill) -> None:
@@ -73,6 +76,7 @@ class LayoutBackup(ABC):
 class BtrfsBackup(LayoutBackup):
     keeps_base = True
     unique_inodes = True
+    in_place = True
 
     def build(self, area: Area, fill: Fill) -> None:
         clear(area.partial)
@@ -92,6 +96,7 @@ class BtrfsBackup(LayoutBackup):
 class DirBackup(LayoutBackup):
     keeps_base = False
     unique_inodes = False  # hard links are archived as separate copies (see docs/backup.md)
+    in_place = False  # stored with host ids: read through the snapshot mount
 
     def build(self, area: Area, fill: Fill) -> None:
         clear(area.partial)

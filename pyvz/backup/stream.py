@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyvz.atomic import fsync_dir
@@ -91,7 +92,8 @@ def write(tar_argv: Sequence[str], compression: Compression, final: Path, meter:
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         try:
-            pipeline(stages, stdout=fd, relay=meter, error_code=ExitCode.CHKPNT_ERROR)
+            with _flushing(fd):
+                pipeline(stages, stdout=fd, relay=meter, error_code=ExitCode.CHKPNT_ERROR)
             os.fsync(fd)
             size = os.fstat(fd).st_size
         finally:
@@ -104,6 +106,30 @@ def write(tar_argv: Sequence[str], compression: Compression, final: Path, meter:
         raise
     fsync_dir(final.parent)
     return size
+
+
+@contextmanager
+def _flushing(fd: int, every: float = 0.5) -> Iterator[None]:
+    """Write the file out while it is being written, so the fsync before the rename has only
+    the tail left to do (at the end it would stall for the whole archive)."""
+    import threading
+
+    done = threading.Event()
+
+    def flush() -> None:
+        while not done.wait(every):
+            try:
+                os.fdatasync(fd)
+            except OSError:
+                return
+
+    worker = threading.Thread(target=flush, name="flush", daemon=True)
+    worker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        worker.join()
 
 
 def member_argv(archive: Path, member: str) -> list[str]:
