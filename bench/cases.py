@@ -18,6 +18,7 @@ from bench.backup import bench_backup
 from bench.harness import VZCTL, VZLIST, BenchRoot, Row, alternate, log
 from bench.network import bench_throughput
 from bench.resources import bench_cpu, bench_vzlist_ubc, bench_vzubc
+from bench.snapshots import bench_snapshots
 from bench.templates import bench_template_build, bench_template_cold_create, bench_template_create
 from pyvz.resources.cgroups import CtCgroups, detect
 
@@ -438,6 +439,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "vzlist-ubc": bench_vzlist_ubc,
     "cpu": bench_cpu,
     "network": bench_throughput,
+    "snapshots": bench_snapshots,
     "template-create": bench_template_create,
     "template-cold-create": bench_template_cold_create,
     "template-build": bench_template_build,

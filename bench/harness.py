@@ -166,6 +166,7 @@ class Row:
     peer: list[float] = field(default_factory=list)
     limit: float = 0.0
     notes: dict[str, Any] = field(default_factory=dict)
+    ceiling: float | None = None  # a 'ratio' row that must also stay under this many seconds
 
     @property
     def pyvz_median(self) -> float:
@@ -194,7 +195,8 @@ class Row:
             return diff is not None and diff <= self.limit
         if self.kind == "ratio":
             ratio = self.ratio
-            return ratio is not None and ratio <= self.limit
+            under = self.ceiling is None or self.pyvz_median <= self.ceiling
+            return ratio is not None and ratio <= self.limit and under
         if self.kind == "growth":
             peer = self.peer_median
             return self.pyvz_median <= self.limit and (peer is None or peer > self.pyvz_median)

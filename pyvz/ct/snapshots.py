@@ -15,9 +15,9 @@ snapshot is what a power cut at that instant would have left, with every write w
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
-import uuid as uuidlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +45,15 @@ def parse_uuid(text: str) -> str:
     if not match:
         raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"invalid snapshot id {text!r} (want a UUID)")
     return match.group(2).lower()
+
+
+def new_uuid() -> str:
+    """A random (version 4) UUID, without the uuid module's import cost (~6 ms a command)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def shown(uuid: str) -> str:
@@ -145,7 +154,7 @@ def take(
     skip_config: bool = False,
 ) -> str:
     """vzctl snapshot: returns the new snapshot's id."""
-    uuid = parse_uuid(uuid) if uuid else str(uuidlib.uuid4())
+    uuid = parse_uuid(uuid) if uuid else new_uuid()
     with _locked(ct) as (area, driver, store):
         if any(s.uuid == uuid for s in store.all()):
             raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"snapshot {shown(uuid)} already exists")

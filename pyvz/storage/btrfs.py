@@ -28,9 +28,34 @@ def is_subvolume(path: Path) -> bool:
         return False
 
 
+_SNAP_CREATE_V2 = 0x50009417  # BTRFS_IOC_SNAP_CREATE_V2: _IOW(0x94, 23, 4096-byte args)
+_SUBVOL_RDONLY = 1 << 1
+
+
 def snapshot(source: Path, target: Path, readonly: bool = False) -> None:
-    argv = ["btrfs", "-q", "subvolume", "snapshot", *(["-r"] if readonly else []), str(source), str(target)]
-    run(argv, error_code=ExitCode.CANT_CREATE_PRIVATE)
+    """What `btrfs subvolume snapshot [-r]` does, by the ioctl itself: a snapshot is the one
+    O(1) step of snapshot and clone, and running the tool would cost more than the step."""
+    import fcntl
+    import struct
+
+    name = os.fsencode(target.name)
+    args = bytearray(4096)  # fd, transid, flags, a 32-byte union, then the new name
+    try:
+        source_fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            parent_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                struct.pack_into("qQQ", args, 0, source_fd, 0, _SUBVOL_RDONLY if readonly else 0)
+                args[56 : 56 + len(name)] = name
+                fcntl.ioctl(parent_fd, _SNAP_CREATE_V2, args)
+            finally:
+                os.close(parent_fd)
+        finally:
+            os.close(source_fd)
+    except OSError as err:
+        raise VzError(
+            ExitCode.CANT_CREATE_PRIVATE, f"cannot snapshot {source} as {target}: {err.strerror}"
+        ) from None
 
 
 def create_subvolume(path: Path) -> None:
@@ -106,7 +131,23 @@ def delete_and_reclaim(path: Path) -> None:
     ident = subvolume_id(path)
     parent = path.parent
     delete_subvolume(path)
+    # The cleaner thread wakes every 30 s (the commit interval); BTRFS_IOC_SYNC commits and
+    # pokes it, so the wait below is the cleaning itself, not the timer (30 s -> ~0.2 s).
+    _sync_filesystem(parent)
     run(["btrfs", "subvolume", "sync", str(parent), str(ident)], error_code=ExitCode.CANT_DELETE_PRIVATE)
+
+
+_IOC_SYNC = 0x9408  # BTRFS_IOC_SYNC: _IO(0x94, 8)
+
+
+def _sync_filesystem(path: Path) -> None:
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.ioctl(fd, _IOC_SYNC)
+    finally:
+        os.close(fd)
 
 
 class BtrfsDriver(StorageDriver):

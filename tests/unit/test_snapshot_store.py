@@ -71,3 +71,16 @@ def test_listing_columns(store: Store) -> None:
     with pytest.raises(VzError) as err:
         parse_fields("uuid,size")
     assert err.value.code == 20
+
+
+def test_new_uuids_are_random_version_4() -> None:
+    import uuid
+
+    from pyvz.ct.snapshots import new_uuid
+
+    made = {new_uuid() for _ in range(100)}
+    assert len(made) == 100
+    for text in made:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122) and str(parsed) == text
+        assert parse_uuid(text) == text
