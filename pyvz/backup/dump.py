@@ -336,7 +336,12 @@ def _backup(
             try:
                 exclude_file = _exclude_file(work, mnt, opts.patterns)
                 argv = stream.create_argv(
-                    staging, members, mnt, (excl.RESERVED,), exclude_file, for_layout(layout).unique_inodes
+                    staging,
+                    members,
+                    mnt,
+                    (excl.RESERVED,),
+                    exclude_file,
+                    for_layout(layout).unique_inodes(area),
                 )
                 size = stream.write(
                     argv, opts.compression, dumpdir / name.name, _meter(driver.usage(area), opts)

@@ -52,10 +52,13 @@ def clear(path: Path) -> None:
 
 class LayoutBackup(ABC):
     keeps_base: ClassVar[bool]  # keeps each backup's snapshot for incrementals
-    # Whether (st_dev, st_ino) tells files apart in the snapshot mount. An overlay whose layers
-    # are btrfs subvolumes of one filesystem passes their inode numbers through, and those
-    # collide between subvolumes: tar would store unrelated files as hard links to each other.
-    unique_inodes: ClassVar[bool]
+
+    def unique_inodes(self, area: Area) -> bool:
+        """Whether (st_dev, st_ino) tells files apart in the snapshot mount. An overlay whose
+        layers are different btrfs subvolumes of one filesystem passes their inode numbers
+        through, and those collide: tar would store unrelated files as hard links to each other."""
+        return True
+
     # Whether the private area holds the files as the CT sees them, so a stopped, unmounted CT
     # can be archived in place: its pages are in the cache, a fresh snapshot's are not.
     in_place: ClassVar[bool]
@@ -75,7 +78,6 @@ class LayoutBackup(ABC):
 
 class BtrfsBackup(LayoutBackup):
     keeps_base = True
-    unique_inodes = True
     in_place = True
 
     def build(self, area: Area, fill: Fill) -> None:
@@ -95,8 +97,12 @@ class BtrfsBackup(LayoutBackup):
 
 class DirBackup(LayoutBackup):
     keeps_base = False
-    unique_inodes = False  # hard links are archived as separate copies (see docs/backup.md)
     in_place = False  # stored with host ids: read through the snapshot mount
+
+    def unique_inodes(self, area: Area) -> bool:
+        # CTs made before lower trees became plain directories (storage/trees.py) have a
+        # subvolume below them: their hard links are archived as copies.
+        return not is_subvolume(Path(os.readlink(area.private / "lower")))
 
     def build(self, area: Area, fill: Fill) -> None:
         clear(area.partial)

@@ -155,7 +155,7 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
             conf.write()  # inside the try: a Ctrl-C held back by the write lands in here
             if name is not None:
                 set_name_link(host.paths, name, ctid)
-            tree = unpacked_tree(archive, area.private.parent)
+            tree = unpacked_tree(archive, area.private.parent, driver.snapshots_template)
             driver.create(area, tree)
         except BaseException:
             # Rejected or interrupted: take back everything this command wrote.

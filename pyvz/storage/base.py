@@ -45,6 +45,7 @@ class StorageDriver(ABC):
     layout: ClassVar[Layout]
     has_quota: ClassVar[bool]
     copies_data: ClassVar[bool]  # a snapshot or clone copies every file (it is not O(1))
+    snapshots_template: ClassVar[bool]  # a CT is a btrfs snapshot of the unpacked template
 
     @abstractmethod
     def create(self, area: Area, tree: Path) -> None:

@@ -153,6 +153,7 @@ def _sync_filesystem(path: Path) -> None:
 class BtrfsDriver(StorageDriver):
     layout = Layout.BTRFS
     has_quota = True
+    snapshots_template = True
     copies_data = False
 
     def create(self, area: Area, tree: Path) -> None:

@@ -50,6 +50,7 @@ def shift_ids(tree: Path, old: IdMap, new: IdMap) -> None:
 class OverlayDriver(StorageDriver):
     layout = Layout.DIR
     has_quota = False
+    snapshots_template = False
     copies_data = True
 
     def create(self, area: Area, tree: Path) -> None:

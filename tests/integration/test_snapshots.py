@@ -307,3 +307,23 @@ def test_clone_from_a_snapshot_and_destroy_takes_the_snapshots(vzroot: VzRoot, l
     assert not (vzroot.private_dir / "101").exists()
     vzroot.ok("start", "102")
     assert in_ct(vzroot, "102", "cat /root/old").strip() == "old"
+
+
+def test_dir_layout_inode_numbers_are_unique(vzroot: VzRoot) -> None:
+    """The overlay's lower tree and the CT's upper layer share one btrfs subvolume, so no two
+    files of a dir CT show the same inode number (tar and rsync -H rely on that)."""
+    vzroot.ok("create", "101", "--layout", "dir")
+    vzroot.ok("mount", "101")
+    root = vzroot.root / "var/lib/vz/root/101"
+    for index in range(300):
+        (root / "root" / f"f{index}").write_text("x")
+    seen: dict[tuple[int, int], str] = {}
+    for top, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(top, name)
+            st = os.lstat(path)
+            if st.st_nlink == 1:
+                assert (st.st_dev, st.st_ino) not in seen, f"{path} and {seen[(st.st_dev, st.st_ino)]}"
+                seen[(st.st_dev, st.st_ino)] = path
+    assert len(seen) > 300
+    vzroot.ok("umount", "101")

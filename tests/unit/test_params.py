@@ -152,7 +152,7 @@ def test_every_param_has_help_and_metavar() -> None:
             continue  # NETIF: no option of its own
         assert param.metavar.strip(), param.name
         assert param.commands, param.name
-        assert param.commands <= {"create", "set"}, param.name
+        assert param.commands <= {"create", "set", "clone"}, param.name
 
 
 def test_vzlist_field_names_are_unique() -> None:
