@@ -96,18 +96,39 @@ def _run_spawned(
     return os.waitstatus_to_exitcode(status), stdout, stderr
 
 
-def spawn_guard(argv: Sequence[str], stdin_fd: int) -> int:
-    """Start a command that outlives us if we are killed: its own session, stdin from
-    `stdin_fd` (a pipe whose EOF tells it we are gone), no output. Returns its pid; the caller
-    reaps it with os.waitpid."""
-    argv = tuple(argv)
-    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C.UTF-8"}
-    actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
-        (os.POSIX_SPAWN_DUP2, stdin_fd, 0),
-        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
-    ]
-    return _spawn(argv, env, file_actions=actions, setsid=True, setsigmask=[])
+class if_we_die:  # lower case: it reads as `with if_we_die([...]):`
+    """Run `argv` if this process dies inside the block, kill -9 included; not if the block
+    ends, however it ends (the caller's own finally handles exceptions and Ctrl-C).
+
+    A guard `sh` in its own session reads a pipe from us: we write a line when the block
+    ends; a dead process closes the pipe with nothing written, and the guard runs argv."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.argv = tuple(argv)
+        self.guard = -1
+        self.write_end = -1
+
+    def __enter__(self) -> None:
+        read_end, self.write_end = os.pipe()
+        env = {**os.environ, "LANG": "C.UTF-8"}
+        actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
+            (os.POSIX_SPAWN_DUP2, read_end, 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+        ]
+        argv = ("sh", "-c", 'read -r _ || exec "$@"', "sh", *self.argv)
+        try:
+            self.guard = _spawn(argv, env, file_actions=actions, setsid=True, setsigmask=[])
+        except BaseException:
+            os.close(self.write_end)
+            raise
+        finally:
+            os.close(read_end)
+
+    def __exit__(self, *exc: object) -> None:
+        os.write(self.write_end, b"done\n")
+        os.close(self.write_end)
+        os.waitpid(self.guard, 0)
 
 
 def _kill_group(pid: int, signum: int) -> None:

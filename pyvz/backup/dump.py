@@ -51,12 +51,13 @@ from pyvz.errors import ExitCode, VzError
 from pyvz.host import Host
 from pyvz.log import log, set_ctid
 from pyvz.params import HOSTNAME, Layout
-from pyvz.run import pipeline, run
+from pyvz.run import if_we_die, pipeline, run
 from pyvz.scripts import CT_ACTIONS, HOST_ACTIONS
 from pyvz.storage.base import Area, StorageDriver, remove_path
 from pyvz.storage.mounts import umount_tree
 
 BASE = "base"  # the kept snapshot, in Area.backups
+VZCTL = (sys.executable, "-m", "pyvz.cli.vzctl")
 BASE_RECORD = "base.json"
 RUN_PREFIX = ".run-"  # a run's temporary snapshot, mount and staging
 OLD_PREFIX = ".old-"  # a base on its way out
@@ -263,12 +264,15 @@ def _backup(
     with ExitStack() as held:
         if running and mode is Mode.STOP:
             hook("pre-stop", mode, ctid)
-            ct.stop()
-            try:
-                driver.snapshot(area, snap)
-            finally:
-                hook("pre-restart", mode, ctid)
-                ct.start()
+            # Killed between the stop and the start, vzdump would leave the CT down: the
+            # guard starts it again then.
+            with if_we_die([*VZCTL, "--quiet", "start", str(ctid)]):
+                ct.stop()
+                try:
+                    driver.snapshot(area, snap)
+                finally:
+                    hook("pre-restart", mode, ctid)
+                    ct.start()
             hook("post-restart", mode, ctid)
         elif running and mode is Mode.SNAPSHOT:
             hook("pre-stop", mode, ctid)

@@ -2,13 +2,11 @@
 
 The cgroup freezer stops every task at a syscall boundary, so a file the CT was appending to
 holds whole writes only. A CT must never stay frozen because pyvz died: before freezing, a
-guard process is started that thaws the CT when the pipe from us closes, which happens at
-our normal exit and at kill -9 alike.
+guard process is started that thaws the CT if pyvz dies, kill -9 included (run.if_we_die).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +14,7 @@ from contextlib import contextmanager
 from pyvz.errors import ExitCode, VzError
 from pyvz.log import log
 from pyvz.resources.cgroups import CgroupTree
-from pyvz.run import spawn_guard
+from pyvz.run import if_we_die
 
 FREEZE_TIMEOUT = 10.0
 
@@ -27,22 +25,16 @@ def frozen(cgroups: CgroupTree, relative: str, what: str) -> Iterator[None]:
     path, freeze, thaw = cgroups.freezer(relative)
     if not path.exists():
         raise VzError(ExitCode.SYSTEM_ERROR, f"cannot freeze {what}: no freezer at {path}")
-    read_end, write_end = os.pipe()
-    guard = spawn_guard(["sh", "-c", 'read -r _; printf %s "$1" > "$2"', "sh", thaw, str(path)], read_end)
-    os.close(read_end)
-    started = time.monotonic()
-    try:
-        path.write_text(freeze)
-        deadline = started + FREEZE_TIMEOUT
-        while not cgroups.is_frozen(relative):
-            if time.monotonic() > deadline:
-                raise VzError(ExitCode.SYSTEM_ERROR, f"{what} did not freeze within {FREEZE_TIMEOUT:g} s")
-            time.sleep(0.001)
-        yield
-    finally:
+    with if_we_die(["sh", "-c", 'printf %s "$1" > "$2"', "sh", thaw, str(path)]):
+        started = time.monotonic()
         try:
-            path.write_text(thaw)
+            path.write_text(freeze)
+            deadline = started + FREEZE_TIMEOUT
+            while not cgroups.is_frozen(relative):
+                if time.monotonic() > deadline:
+                    raise VzError(ExitCode.SYSTEM_ERROR, f"{what} did not freeze within {FREEZE_TIMEOUT:g} s")
+                time.sleep(0.001)
+            yield
         finally:
-            os.close(write_end)  # the guard thaws too (harmless) and exits
-            os.waitpid(guard, 0)
-        log.info(f"{what} was frozen for {(time.monotonic() - started) * 1000:.0f} ms")
+            path.write_text(thaw)
+            log.info(f"{what} was frozen for {(time.monotonic() - started) * 1000:.0f} ms")

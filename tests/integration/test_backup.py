@@ -370,6 +370,24 @@ def test_vzdump_killed_mid_archive_leaves_ct_running_and_no_archive(source: VzRo
     assert [p.name for p in (vzroot.private_dir / ".101.vzdump").iterdir()] == ["base"]
 
 
+def test_vzdump_killed_between_stop_and_start_leaves_the_ct_running(source: VzRoot, tmp_path: Path) -> None:
+    """Stop mode: a vzdump killed after it stopped the CT (here by its hook, at pre-restart)
+    does not leave the CT down: its guard starts it again."""
+    vzroot = source
+    hook = tmp_path / "killer"
+    hook.write_text('#!/bin/sh\n[ "$1" = pre-restart ] && kill -9 $PPID\nexit 0\n')
+    hook.chmod(0o755)
+    done = vzdump(vzroot, "--mode", "stop", "--script", str(hook), "101")
+    assert done.code == -9, done
+    deadline = time.monotonic() + 30
+    while "running" not in vzroot.ok("status", "101"):
+        assert time.monotonic() < deadline, "the CT stayed down after vzdump was killed"
+        time.sleep(0.2)
+    vzroot.ok("exec", "101", "true")
+    ok(vzdump(vzroot, "--mode", "stop", "101"))  # and the next one cleans up and succeeds
+    assert len(archives(vzroot)) == 1
+
+
 # ---- options -------------------------------------------------------------------------------------
 
 
