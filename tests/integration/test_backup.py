@@ -388,6 +388,36 @@ def test_vzdump_killed_between_stop_and_start_leaves_the_ct_running(source: VzRo
     assert len(archives(vzroot)) == 1
 
 
+def test_progress_is_shown_on_a_terminal_only(source: VzRoot) -> None:
+    """On a TTY vzdump redraws one progress line (bytes read, rate); into a pipe it prints none."""
+    import pty
+
+    vzroot = source
+    (private(vzroot, "101") / "data/payload").write_bytes(os.urandom(3 << 20))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyvz.cli.vzdump", "--bwlimit", "2048", "101"],
+        env=vzroot.env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave,
+    )  # fmt: skip
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the terminal's last writer has gone
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0, seen
+    progress = [part for part in seen.decode().split("\r") if "MiB read" in part]
+    assert len(progress) >= 2, seen  # redrawn at least twice over ~1.5 s at 2 MB/s
+    assert re.search(r"\d+\.\d MiB / ~\d+\.\d MiB read, \d+\.\d MiB/s", progress[-1]), progress[-1]
+    piped = vzdump(vzroot, "101")
+    assert piped.code == 0 and "MiB read" not in piped.err
+
+
 # ---- options -------------------------------------------------------------------------------------
 
 
