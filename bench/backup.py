@@ -71,7 +71,7 @@ def bench_backup(ctx: Context) -> list[Row]:
     full, peer = alternate(iterations, ours, theirs, "vzdump full")
     rows = [
         Row(
-            "vzdump full, ~1 GB mixed CT (zstd) vs tar | zstd -T0",
+            "vzdump full, ~1 GB mixed CT (zstd) vs tar \\| zstd -T0",
             "ratio",
             "≤ 1.25× (≥ 0.8× throughput)",
             full,
