@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -63,6 +64,7 @@ class Container:
         self.host = host
         self.ctid = ctid
         self.paths = host.paths
+        self.ran_in: int | None = None  # the foreign network namespace stop() took it out of
 
     # ---- configuration -------------------------------------------------------------------
 
@@ -215,6 +217,12 @@ class Container:
             raise VzError(
                 ExitCode.START_DISABLED, f"CT {self.ctid} is disabled (DISABLED=yes); use --force to start it"
             )
+        if self.ran_in is not None:  # started again after our stop(): where it ran before
+            from pyvz.runtime.lxc import enter_netns
+
+            enter_netns(self.ran_in)
+            os.close(self.ran_in)
+            self.ran_in = None
         log.info("Starting container...")
         mounted_here = self.mount()
         try:
@@ -360,6 +368,7 @@ class Container:
         if self.config.get(IPADD) or self.config.get(NETIF):
             self.network_down()
         timeout = self.config.get(STOP_TIMEOUT)
+        self.ran_in = self.host.runtime.foreign_netns(self.ctid)
         self.host.runtime.stop(self.ctid, DEFAULT_STOP_TIMEOUT if timeout is None else timeout, kill=fast)
         log.info("Container was stopped")
         self.umount(area=area)

@@ -121,6 +121,17 @@ class LxcRuntime:
             return []
         return [] if theirs == ours else ["nsenter", f"--net=/proc/{monitor[0]}/ns/net", "--"]
 
+    def foreign_netns(self, ctid: int) -> int | None:
+        """An fd on the network namespace the running CT's monitor is in, if it is not ours:
+        a CT stopped to be started again (restart, snapshot-switch) goes back there."""
+        prefix = self.netns_prefix(ctid)
+        if not prefix:
+            return None
+        try:
+            return os.open(prefix[1].removeprefix("--net="), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+
     # ---- lifecycle -----------------------------------------------------------------------
 
     def start(self, spec: RuntimeSpec) -> None:
@@ -194,3 +205,16 @@ class LxcRuntime:
         shutil.rmtree(self.ct_dir(ctid), ignore_errors=True)
         self.cgroups.remove(self.cgroups_of(ctid).container)
         self.cgroups.remove(self.cgroups_of(ctid).monitor)
+
+
+def enter_netns(fd: int) -> None:
+    """Move this process into the network namespace `fd` (what nsenter --net does)."""
+    import ctypes
+
+    clone_newnet = 0x40000000
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, clone_newnet) != 0:
+        raise VzError(
+            ExitCode.SYSTEM_ERROR,
+            f"cannot enter the CT's network namespace: {os.strerror(ctypes.get_errno())}",
+        )

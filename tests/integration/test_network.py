@@ -199,6 +199,25 @@ def test_ipadd_and_ipdel_take_effect_live(vzroot: VzRoot, netns: str) -> None:
     vzroot.ok("stop", "--fast", "102")
 
 
+def test_a_restart_from_another_namespace_keeps_the_ct_where_it_ran(vzroot: VzRoot, netns: str) -> None:
+    """restart, snapshot-switch and set --setmode restart stop a CT and start it again: it
+    comes back in the namespace it ran in, not in the one the command was typed in."""
+    sys.path.insert(0, str(REPO))
+    from pyvz.net.venet import host_ifname
+    from pyvz.paths import Paths
+
+    ifname = host_ifname(Paths(vzroot.root.resolve()).tag, 101)
+    vzroot.ok("create", "101", "--ipadd", "10.9.0.2")
+    start_in(vzroot, netns, "101")
+    uuid = re.findall(r"\{([0-9a-f-]{36})\}", vzroot.ok("snapshot", "101"))[0]
+    for args in (("restart", "101"), ("snapshot-switch", "101", "--id", uuid)):
+        vzroot.ok(*args)  # typed in the root namespace
+        assert in_ns(netns, "ip", "link", "show", ifname).returncode == 0, args
+        assert subprocess.run(["ip", "link", "show", ifname], capture_output=True).returncode != 0, args
+        assert ping(vzroot, "101", HOST), args
+    vzctl_in(vzroot, netns, "stop", "--fast", "101")
+
+
 def test_a_ct_cannot_send_from_an_address_it_was_not_given(vzroot: VzRoot, netns: str) -> None:
     vzroot.ok("create", "101", "--ipadd", "10.9.0.2")
     vzroot.ok("create", "102", "--ipadd", "10.9.0.3")

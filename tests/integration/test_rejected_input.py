@@ -35,6 +35,21 @@ def snapshot(vzroot: VzRoot) -> dict[str, object]:
     }
 
 
+def settled(vzroot: VzRoot) -> None:
+    """Wait until a freshly started CT's init has written its files (syslog, pid files):
+    what the CT itself writes must not look like something a rejected command left."""
+    import time
+
+    previous, deadline = snapshot(vzroot), time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        current = snapshot(vzroot)
+        if current == previous:
+            return
+        previous = current
+    raise AssertionError("the CT's files kept changing for 10 s")
+
+
 def rejected(vzroot: VzRoot, code: int, *args: str) -> str:
     before = snapshot(vzroot)
     done = vzroot.vzctl(*args)
@@ -101,6 +116,7 @@ def test_start_running_and_stop_stopped(vzroot: VzRoot) -> None:
     rejected(vzroot, 31, "stop", "101")
     rejected(vzroot, 31, "exec", "101", "true")
     vzroot.ok("start", "101")
+    settled(vzroot)
     try:
         assert "already running" in rejected(vzroot, 32, "start", "101")
         rejected(vzroot, 32, "destroy", "101")
