@@ -28,11 +28,11 @@ from pyvz.config import (
     ConfigFile,
     CtConfig,
     name_owner,
-    remove_name_link,
     remove_name_links_to,
     set_name_link,
 )
 from pyvz.ct.container import Container
+from pyvz.ct.create import new_ct, taken_uids
 from pyvz.errors import ExitCode, VzError
 from pyvz.host import Host
 from pyvz.log import log
@@ -97,7 +97,6 @@ def vzrestore(
 def _new_config(
     host: Host, ctid: int, text: str, conf_path: Path, layout: Layout
 ) -> tuple[ConfigFile, str | None]:
-    from pyvz.ct.create import taken_uids
     from pyvz.net import veth
 
     conf = ConfigFile.parse(text, conf_path)
@@ -158,21 +157,14 @@ def _restore_new(
     driver: StorageDriver,
     links: list[tuple[Path, Metadata]],
 ) -> None:
-    host.paths.conf_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        conf.write()  # inside the try: a Ctrl-C held back by the write lands in here
-        if name is not None:
-            set_name_link(host.paths, name, ctid)
+    with new_ct(host, ctid, conf, name, area, driver):
         _write_scripts(host, ctid, scripts)
-        _build(area, driver.layout, links)
-        area.partial.rename(area.private)
-    except BaseException:
-        driver.destroy(area)
-        if name is not None:
-            remove_name_link(host.paths, name, ctid)
-        _write_scripts(host, ctid, {})
-        conf.path.unlink(missing_ok=True)
-        raise
+        try:
+            _build(area, driver.layout, links)
+            area.partial.rename(area.private)
+        except BaseException:
+            _write_scripts(host, ctid, {})
+            raise
 
 
 def _replace(

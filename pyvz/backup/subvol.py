@@ -8,14 +8,13 @@ ordinary new subvolume, so vzrestore gives it the received UUID of the base it s
 
 from __future__ import annotations
 
-import fcntl
-import os
 import struct
 import uuid as uuidlib
 from pathlib import Path
 
 from pyvz.backup.metadata import SubvolRef
 from pyvz.errors import ExitCode, VzError
+from pyvz.storage.btrfs import dir_ioctl
 
 _GET_SUBVOL_INFO = 0x81F8943C  # _IOR(0x94, 60, struct btrfs_ioctl_get_subvol_info_args): 504 bytes
 _INFO_SIZE = 504
@@ -27,14 +26,11 @@ _RECEIVED = "=16sQQQI4xQI4xQ"  # uuid, stransid, rtransid, stime, rtime, flags; 
 
 def info(path: Path) -> SubvolRef:
     """The subvolume's UUID and ctransid (the last transaction that changed it)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    args = bytearray(_INFO_SIZE)
     try:
-        args = bytearray(_INFO_SIZE)
-        fcntl.ioctl(fd, _GET_SUBVOL_INFO, args)
+        dir_ioctl(path, _GET_SUBVOL_INFO, args)
     except OSError as err:
         raise VzError(ExitCode.SYSTEM_ERROR, f"cannot read btrfs subvolume info of {path}: {err}") from None
-    finally:
-        os.close(fd)
     uuid = str(uuidlib.UUID(bytes=bytes(args[_UUID_AT : _UUID_AT + 16])))
     (ctransid,) = struct.unpack_from("=Q", args, _CTRANSID_AT)
     return SubvolRef(uuid, int(ctransid))
@@ -44,10 +40,7 @@ def set_received(path: Path, ref: SubvolRef) -> None:
     """Mark a writable subvolume as received from `ref` (then make it read-only)."""
     args = bytearray(struct.pack(_RECEIVED, uuidlib.UUID(ref.uuid).bytes, ref.ctransid, 0, 0, 0, 0, 0, 0))
     args += bytes(200 - len(args))
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.ioctl(fd, _SET_RECEIVED_SUBVOL, args)
+        dir_ioctl(path, _SET_RECEIVED_SUBVOL, args)
     except OSError as err:
         raise VzError(ExitCode.RESTORE_ERROR, f"cannot set the received UUID of {path}: {err}") from None
-    finally:
-        os.close(fd)

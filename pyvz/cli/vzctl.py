@@ -142,11 +142,7 @@ def _add_snapshot_args(p: argparse.ArgumentParser, name: str) -> None:
     elif name == "clone":
         p.add_argument("target", metavar="NEWCTID", help="the clone's CTID")
         p.add_argument("--snapshot", metavar="UUID", help="clone this snapshot of the CT")
-        for param in for_command("clone"):
-            action = "append" if param.multi else "store"
-            p.add_argument(
-                *param.options, dest=param.name, metavar=param.metavar, help=param.help, action=action
-            )
+        _add_params(p, "clone")
 
 
 def _options(ns: argparse.Namespace, command: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pyvz.config import ConfigFile, CtConfig, name_owner, remove_name_link, set_name_link
+from pyvz.config import ConfigFile, CtConfig, name_owner
 from pyvz.ct.container import Container
 from pyvz.ct.freeze import frozen
 from pyvz.errors import ExitCode, VzError
@@ -32,7 +32,7 @@ def _moved_path(value: str, source: int, target: int) -> str:
 
 def clone(host: Host, source: int, target: int, raw: dict[str, str], snapshot: str | None = None) -> None:
     """Options in `raw` are name, hostname and ipadd, as vzctl create takes them."""
-    from pyvz.ct.create import taken_uids
+    from pyvz.ct.create import new_ct, taken_uids
     from pyvz.ct.snapshots import Store, parse_uuid, shown
     from pyvz.net import veth
     from pyvz.net.venet import check_free
@@ -104,22 +104,13 @@ def clone(host: Host, source: int, target: int, raw: dict[str, str], snapshot: s
         log.info(f"Cloning {what} to CT {target}")
         if driver.copies_data:
             log.info(f"layout {driver.layout}: the clone is a full copy of the CT's files")
-        try:
-            conf.write()  # inside the try: a Ctrl-C held back by the write lands in here
-            if name is not None:
-                set_name_link(host.paths, name, target)
+        with new_ct(host, target, conf, name, area, driver):
             if wanted is None and original.is_running():
                 cgroup = host.runtime.cgroups_of(source).container
                 with frozen(host.runtime.cgroups, cgroup, f"CT {source}"):
                     driver.clone(tree, source_area, area)
             else:
                 driver.clone(tree, source_area, area)
-        except BaseException:
-            driver.destroy(area)
-            if name is not None:
-                remove_name_link(host.paths, name, target)
-            conf_path.unlink(missing_ok=True)
-            raise
         quota = cfg.get(DISKSPACE)
         if quota is not None and driver.has_quota:
             driver.set_quota(area, quota)

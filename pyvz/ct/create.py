@@ -9,6 +9,8 @@ Destroy renames the private area away first, so from its first step the CT reads
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pyvz.config import (
@@ -41,7 +43,7 @@ from pyvz.params import (
 )
 from pyvz.resources.policy import derived_changes, warn_not_enforced
 from pyvz.storage import pool
-from pyvz.storage.base import Area, driver_for
+from pyvz.storage.base import Area, StorageDriver, driver_for
 from pyvz.storage.trees import unpacked_tree
 from pyvz.templates import cache
 
@@ -64,6 +66,28 @@ def taken_uids(host: Host) -> set[int]:
         if value and value.isdigit():
             taken.add(int(value))
     return taken
+
+
+@contextmanager
+def new_ct(
+    host: Host, ctid: int, conf: ConfigFile, name: str | None, area: Area, driver: StorageDriver
+) -> Iterator[None]:
+    """The one order in which a CT comes into being (create, clone, vzrestore): config and name
+    link first, then the block builds the private area, which appears last. Rejected or
+    interrupted (Ctrl-C), everything written is taken back; after a kill -9 the CT reads as
+    `deleted` and `vzctl destroy` finishes the job."""
+    host.paths.conf_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        conf.write()  # inside the try: a Ctrl-C held back by the write lands in here
+        if name is not None:
+            set_name_link(host.paths, name, ctid)
+        yield
+    except BaseException:
+        driver.destroy(area)
+        if name is not None:
+            remove_name_link(host.paths, name, ctid)
+        conf.path.unlink(missing_ok=True)
+        raise
 
 
 def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
@@ -150,20 +174,9 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
 
         pool.prepare(host.paths, area.private.parent, layout == Layout.BTRFS, host.setting("POOL_SIZE"))
         log.info(f"Creating container private area ({template})")
-        host.paths.conf_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            conf.write()  # inside the try: a Ctrl-C held back by the write lands in here
-            if name is not None:
-                set_name_link(host.paths, name, ctid)
+        with new_ct(host, ctid, conf, name, area, driver):
             tree = unpacked_tree(archive, area.private.parent, driver.snapshots_template)
             driver.create(area, tree)
-        except BaseException:
-            # Rejected or interrupted: take back everything this command wrote.
-            driver.destroy(area)
-            if name is not None:
-                remove_name_link(host.paths, name, ctid)
-            conf_path.unlink(missing_ok=True)
-            raise
         log.info("Performing postcreate actions")
         quota = cfg.get(DISKSPACE)
         if quota is not None and driver.has_quota:

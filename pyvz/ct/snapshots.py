@@ -109,8 +109,8 @@ class Store:
         return self.dir / uuid / "mounted"
 
     def add(self, snapshot: Snapshot) -> None:
-        current, snapshots = self._index()
-        self._write(snapshot.uuid, [*snapshots, snapshot])
+        """A new snapshot, which the CT's present state now grows from."""
+        self._write(snapshot.uuid, [*self.all(), snapshot])
 
     def set_current(self, uuid: str) -> None:
         self._write(uuid, self.all())

@@ -29,6 +29,21 @@ def is_subvolume(path: Path) -> bool:
         return False
 
 
+def dir_ioctl(path: Path, request: int, args: bytearray | None = None) -> None:
+    """One btrfs ioctl on the directory `path` (args, when given, are read and written back).
+    pyvz talks to btrfs this way where running the btrfs tool would cost more than the call."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if args is None:
+            fcntl.ioctl(fd, request)
+        else:
+            fcntl.ioctl(fd, request, args)
+    finally:
+        os.close(fd)
+
+
 _SNAP_CREATE_V2 = 0x50009417  # BTRFS_IOC_SNAP_CREATE_V2: _IOW(0x94, 23, 4096-byte args)
 _SUBVOL_RDONLY = 1 << 1
 
@@ -36,7 +51,6 @@ _SUBVOL_RDONLY = 1 << 1
 def snapshot(source: Path, target: Path, readonly: bool = False) -> None:
     """What `btrfs subvolume snapshot [-r]` does, by the ioctl itself: a snapshot is the one
     O(1) step of snapshot and clone, and running the tool would cost more than the step."""
-    import fcntl
     import struct
 
     name = os.fsencode(target.name)
@@ -44,13 +58,9 @@ def snapshot(source: Path, target: Path, readonly: bool = False) -> None:
     try:
         source_fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            parent_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                struct.pack_into("qQQ", args, 0, source_fd, 0, _SUBVOL_RDONLY if readonly else 0)
-                args[56 : 56 + len(name)] = name
-                fcntl.ioctl(parent_fd, _SNAP_CREATE_V2, args)
-            finally:
-                os.close(parent_fd)
+            struct.pack_into("qQQ", args, 0, source_fd, 0, _SUBVOL_RDONLY if readonly else 0)
+            args[56 : 56 + len(name)] = name
+            dir_ioctl(target.parent, _SNAP_CREATE_V2, args)
         finally:
             os.close(source_fd)
     except OSError as err:
@@ -90,16 +100,10 @@ def delete_subvolume(path: Path) -> None:
 
 def _destroy(path: Path) -> None:
     """What `btrfs subvolume delete` does, by the ioctl on the parent directory."""
-    import fcntl
-
     name = os.fsencode(path.name)
     args = bytearray(4096)  # fd (unused here), then the name
     args[8 : 8 + len(name)] = name
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.ioctl(fd, _SNAP_DESTROY, args)
-    finally:
-        os.close(fd)
+    dir_ioctl(path.parent, _SNAP_DESTROY, args)
 
 
 def _nested_subvolumes(path: Path) -> list[Path]:
@@ -117,16 +121,11 @@ _INO_LOOKUP = 0xD0009412  # BTRFS_IOC_INO_LOOKUP: _IOWR(0x94, 18, 4096-byte args
 
 def subvolume_id(path: Path) -> int:
     """The subvolume's id (its qgroup is 0/id), from the kernel, without running btrfs."""
-    import fcntl
     import struct
 
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        args = bytearray(struct.pack("QQ", 0, 256) + bytes(4080))
-        fcntl.ioctl(fd, _INO_LOOKUP, args)
-        return int(struct.unpack_from("Q", args)[0])
-    finally:
-        os.close(fd)
+    args = bytearray(struct.pack("QQ", 0, 256) + bytes(4080))
+    dir_ioctl(path, _INO_LOOKUP, args)
+    return int(struct.unpack_from("Q", args)[0])
 
 
 def qgroup_dir(path: Path) -> Path | None:
@@ -157,21 +156,11 @@ def delete_and_reclaim(path: Path) -> None:
     delete_subvolume(path)
     # The cleaner thread wakes every 30 s (the commit interval); BTRFS_IOC_SYNC commits and
     # pokes it, so the wait below is the cleaning itself, not the timer (30 s -> ~0.2 s).
-    _sync_filesystem(parent)
+    dir_ioctl(parent, _IOC_SYNC)
     run(["btrfs", "subvolume", "sync", str(parent), str(ident)], error_code=ExitCode.CANT_DELETE_PRIVATE)
 
 
 _IOC_SYNC = 0x9408  # BTRFS_IOC_SYNC: _IO(0x94, 8)
-
-
-def _sync_filesystem(path: Path) -> None:
-    import fcntl
-
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.ioctl(fd, _IOC_SYNC)
-    finally:
-        os.close(fd)
 
 
 class BtrfsDriver(StorageDriver):
