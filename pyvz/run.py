@@ -24,7 +24,28 @@ class Result(NamedTuple):
     stderr: str
 
 
+_sealed = False
+
+
+def _seal_inherited() -> None:
+    """Mark every descriptor this process inherited (beyond stdio) close-on-exec, once.
+    lxc-attach passes whatever it is given on into the CT, where a stray host descriptor
+    is a leak and stops CRIU from checkpointing the processes that hold it."""
+    global _sealed
+    if _sealed:
+        return
+    _sealed = True
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the directory's own descriptor, closed by now
+
+
 def _spawn(argv: tuple[str, ...], env: dict[str, str], **options: object) -> int:
+    _seal_inherited()
     try:
         return os.posix_spawnp(argv[0], argv, env, **options)  # type: ignore[arg-type]
     except FileNotFoundError:
@@ -200,6 +221,8 @@ def run(
         code, stdout, stderr = _run_spawned(argv, full_env, capture, timeout)
         return _checked(Result(argv, code, stdout, stderr), check, error_code)
     import subprocess  # not needed by interactive commands, which are timed most
+
+    _seal_inherited()
 
     if inherit_stdio:
         stdin: int | None = None

@@ -14,10 +14,8 @@ from pathlib import Path
 
 from pyvz.backup.metadata import SubvolRef
 from pyvz.errors import ExitCode, VzError
-from pyvz.storage.btrfs import dir_ioctl
+from pyvz.storage.btrfs import GET_SUBVOL_INFO, SUBVOL_INFO_SIZE, dir_ioctl
 
-_GET_SUBVOL_INFO = 0x81F8943C  # _IOR(0x94, 60, struct btrfs_ioctl_get_subvol_info_args): 504 bytes
-_INFO_SIZE = 504
 _UUID_AT = 296
 _CTRANSID_AT = 344
 _SET_RECEIVED_SUBVOL = 0xC0C89425  # _IOWR(0x94, 37, struct btrfs_ioctl_received_subvol_args): 200 bytes
@@ -26,9 +24,9 @@ _RECEIVED = "=16sQQQI4xQI4xQ"  # uuid, stransid, rtransid, stime, rtime, flags; 
 
 def info(path: Path) -> SubvolRef:
     """The subvolume's UUID and ctransid (the last transaction that changed it)."""
-    args = bytearray(_INFO_SIZE)
+    args = bytearray(SUBVOL_INFO_SIZE)
     try:
-        dir_ioctl(path, _GET_SUBVOL_INFO, args)
+        dir_ioctl(path, GET_SUBVOL_INFO, args)
     except OSError as err:
         raise VzError(ExitCode.SYSTEM_ERROR, f"cannot read btrfs subvolume info of {path}: {err}") from None
     uuid = str(uuidlib.UUID(bytes=bytes(args[_UUID_AT : _UUID_AT + 16])))

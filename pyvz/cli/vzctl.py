@@ -78,6 +78,25 @@ COMMANDS: dict[str, Command] = {
     "snapshot-mount": Command("mount a snapshot read-only"),
     "snapshot-umount": Command("unmount a snapshot"),
     "clone": Command("make a new CT from a CT or from one of its snapshots"),
+    "chkpnt": Command(
+        "save a running CT's memory and processes to a dump and stop it",
+        (
+            ("--suspend", "only freeze the CT"),
+            ("--dump", "dump the frozen CT; it stays frozen"),
+            ("--kill", "stop the frozen CT whose dump was taken"),
+            ("--resume", "thaw the frozen CT"),
+        ),
+        aliases=("suspend",),
+    ),
+    "restore": Command(
+        "bring a CT back from its dump: the same processes, files and connections",
+        (
+            ("--undump", "restore the processes frozen"),
+            ("--kill", "stop the undumped CT"),
+            ("--resume", "thaw the undumped CT"),
+        ),
+        aliases=("resume",),
+    ),
 }
 ALIASES = {alias: name for name, cmd in COMMANDS.items() for alias in cmd.aliases}
 # Commands read without argparse (see _fast_parse): only on/off flags, or a command line.
@@ -139,6 +158,8 @@ def _add_snapshot_args(p: argparse.ArgumentParser, name: str) -> None:
         p.add_argument("--id", required=True, metavar="UUID", help="the snapshot")
         if name == "snapshot-mount":
             p.add_argument("--target", required=True, type=Path, metavar="DIR", help="where to mount it")
+    elif name in ("chkpnt", "restore"):
+        p.add_argument("--dumpfile", type=Path, metavar="PATH", help="the dump (default DUMPDIR/Dump.CTID)")
     elif name == "clone":
         p.add_argument("target", metavar="NEWCTID", help="the clone's CTID")
         p.add_argument("--snapshot", metavar="UUID", help="clone this snapshot of the CT")
@@ -237,6 +258,8 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
                 ct.umount(explicit=True)
     elif command.startswith("snapshot"):
         _snapshot(ct, command, ns)
+    elif command in ("chkpnt", "suspend", "restore", "resume"):
+        _checkpoint(ct, ALIASES.get(command, command), ns)
     elif command == "clone":
         from pyvz.ct.clone import clone
         from pyvz.params import parse_ctid
@@ -268,6 +291,22 @@ def _snapshot(ct: Container, command: str, ns: argparse.Namespace) -> None:
         snapshots.mount(ct, ns.id, ns.target)
     else:
         snapshots.umount(ct, ns.id)
+
+
+def _checkpoint(ct: Container, command: str, ns: argparse.Namespace) -> None:
+    from pyvz.ct import checkpoint
+
+    flags = [flag[2:] for flag, _help in COMMANDS[command].flags if getattr(ns, flag[2:])]
+    if len(flags) > 1:
+        raise VzError(
+            ExitCode.INVALID_PARAMETER_SYNTAX,
+            f"only one of --{' --'.join(flags)} may be given (they are stages of one {command})",
+        )
+    stage = checkpoint.Stage(flags[0]) if flags else None
+    if command == "chkpnt":
+        checkpoint.chkpnt(ct, ns.dumpfile, stage)
+    else:
+        checkpoint.restore(ct, ns.dumpfile, stage)
 
 
 def _inside(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:

@@ -51,11 +51,13 @@ class Status(NamedTuple):
     exists: bool
     mounted: bool
     running: bool
+    suspended: bool = False  # stopped, with a dump `vzctl start` restores it from
 
     def line(self, ctid: int) -> str:
         return (
             f"CTID {ctid} {'exist' if self.exists else 'deleted'} "
             f"{'mounted' if self.mounted else 'unmounted'} {'running' if self.running else 'down'}"
+            + (" suspended" if self.suspended else "")
         )
 
 
@@ -129,7 +131,13 @@ class Container:
             return Status(False, False, running)
         pool.mount_existing(self.paths)
         area = self.area()
-        return Status(area.private.exists(), self.driver().is_mounted(area), running)
+        exists = area.private.exists()
+        suspended = False
+        if exists and not running:
+            from pyvz.ct.checkpoint import default_dump, has_dump
+
+            suspended = has_dump(default_dump(self.host, self.ctid))
+        return Status(exists, self.driver().is_mounted(area), running, suspended)
 
     def is_running(self) -> bool:
         return self.host.runtime.is_running(self.ctid)
@@ -223,38 +231,23 @@ class Container:
             enter_netns(self.ran_in)
             os.close(self.ran_in)
             self.ran_in = None
+        from pyvz.ct import checkpoint
+
+        dump = checkpoint.pending(self.host, self.ctid)
+        if dump is not None:
+            log.info(f"Dump file {dump} exists, trying to restore from it")
+            checkpoint.restore_from(self, dump)
+            return
         log.info("Starting container...")
         mounted_here = self.mount()
         try:
             distro = self.distro()
             self.apply_distro_files(distro, cfg)
             # The disk quota is not set here: qgroup limits live on disk, set by create and set.
-            driver = self.driver()
-            addresses = cfg.get(IPADD) or ()
-            netifs = cfg.get(NETIF) or ()
-            if netifs:
-                from pyvz.net.veth import require_bridges
-
-                require_bridges(netifs, [])
-            limits = self.limits(cfg)
-            for problem in self.host.runtime.cgroups.unenforced(limits):
-                log.warning(problem)
-            warn_not_enforced(cfg, cfg.values, self.host.runtime.cgroups.enforces)
-            spec = RuntimeSpec(
-                ctid=self.ctid,
-                rootfs=area.root,
-                rootfs_options=driver.lxc_rootfs_options(area),
-                idmap=area.idmap,
-                hostname=cfg.get(HOSTNAME) or f"ct{self.ctid}",
-                halt_signal=distro.halt_signal,
-                cgroups=self.host.runtime.cgroups_of(self.ctid),
-                limits=tuple(self.host.runtime.cgroups.lxc_lines(limits)),
-                network=self._network_lines(addresses, netifs),
-            )
+            spec, limits = self.runtime_spec(area, cfg, distro.halt_signal)
             self.host.runtime.start(spec)
             self.host.runtime.cgroups.apply_inner(spec.cgroups.container, limits)
-            if addresses or netifs:
-                self._network_up(cfg, addresses, netifs)
+            self.network_up(cfg)
         except BaseException:
             if mounted_here and not self.is_running():
                 self.driver().umount(area)
@@ -263,6 +256,34 @@ class Container:
         log.info("Container start in progress...")
         if wait:
             self.wait_booted(distro)
+
+    def runtime_spec(
+        self, area: Area, cfg: CtConfig, halt_signal: str, restoring: bool = False
+    ) -> tuple[RuntimeSpec, Limits]:
+        """What LXC is given to start (or restore) the CT, and the limits it is given."""
+        driver = self.driver()
+        netifs = cfg.get(NETIF) or ()
+        if netifs:
+            from pyvz.net.veth import require_bridges
+
+            require_bridges(netifs, [])
+        limits = self.limits(cfg)
+        for problem in self.host.runtime.cgroups.unenforced(limits):
+            log.warning(problem)
+        warn_not_enforced(cfg, cfg.values, self.host.runtime.cgroups.enforces)
+        spec = RuntimeSpec(
+            ctid=self.ctid,
+            rootfs=area.root,
+            # A restore is given files already shifted (driver.mount_shifted).
+            rootfs_options="" if restoring else driver.lxc_rootfs_options(area),
+            idmap=area.idmap,
+            hostname=cfg.get(HOSTNAME) or f"ct{self.ctid}",
+            halt_signal=halt_signal,
+            cgroups=self.host.runtime.cgroups_of(self.ctid),
+            limits=tuple(self.host.runtime.cgroups.lxc_lines(limits)),
+            network=self._network_lines(cfg.get(IPADD) or (), netifs),
+        )
+        return spec, limits
 
     def init_pid(self) -> int:
         """The running CT's init, whose namespaces live changes enter."""
@@ -290,11 +311,15 @@ class Container:
             lines += lxc_lines(netifs, first=1 if addresses else 0)
         return tuple(lines or ["lxc.net.0.type = empty"])
 
-    def _network_up(self, cfg: CtConfig, addresses: tuple[str, ...], netifs: tuple[Any, ...]) -> None:
-        """Host side of a fresh start: routes, gateway proxies, the CT's nftables tables.
-        If the host refuses, the CT is stopped again: it never runs half-connected."""
+    def network_up(self, cfg: CtConfig) -> None:
+        """Host side of a fresh start or a restore: routes, gateway proxies, the CT's nftables
+        tables. If the host refuses, the CT is stopped again: it never runs half-connected."""
         from pyvz.net import firewall, veth
 
+        addresses = cfg.get(IPADD) or ()
+        netifs = cfg.get(NETIF) or ()
+        if not addresses and not netifs:
+            return
         try:
             veth.host_setup(netifs, [])
             if any(n.mac_filter == "on" for n in netifs):
@@ -310,13 +335,15 @@ class Container:
             self.host.runtime.stop(self.ctid, 0, kill=True)
             raise
 
-    def network_down(self) -> None:
-        """Remove the CT's firewall table from the namespace it runs in (before it stops)."""
+    def network_down(self, prefix: list[str] | None = None) -> None:
+        """Remove the CT's firewall table from the namespace it runs in (before it stops;
+        after, `prefix` must say where that was)."""
         from pyvz.net import firewall
         from pyvz.net.announce import command
         from pyvz.run import run
 
-        prefix = self.host.runtime.netns_prefix(self.ctid)
+        if prefix is None:
+            prefix = self.host.runtime.netns_prefix(self.ctid)
         firewall.remove(self.firewall_table(), prefix)
         addresses = [venet.bare(a) for a in self.config.get(IPADD) or ()]
         if addresses:
@@ -347,7 +374,8 @@ class Container:
             return
         from pyvz.run import run
 
-        result = run(self.host.runtime.attach_argv(self.ctid, ["/bin/sh", "-s"]), input=text, check=False)
+        argv = self.host.runtime.attach_argv(self.ctid, ["/bin/sh", "-s"], own_session=True)
+        result = run(argv, input=text, check=False)
         if result.returncode != 0:
             raise VzError(
                 ExitCode.ACTIONSCRIPT_ERROR,

@@ -37,7 +37,7 @@ def exec_in(host: Host, ctid: int, args: Sequence[str]) -> int:
     if not args:
         raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, "exec: no command given")
     require_running(host, ctid)
-    argv = host.runtime.attach_argv(ctid, _command(args))
+    argv = host.runtime.attach_argv(ctid, _command(args), own_session=not os.isatty(0))
     return run(argv, check=False, inherit_stdio=True, timeout=None).returncode
 
 
@@ -58,21 +58,27 @@ def runscript(host: Host, ctid: int, script: Path) -> int:
         text = script.read_text()
     except OSError as err:
         raise VzError(ExitCode.NO_SCRIPT, f"cannot read script {script}: {err.strerror}") from None
-    argv = host.runtime.attach_argv(ctid, ["/bin/sh", "-s"])
+    argv = host.runtime.attach_argv(ctid, ["/bin/sh", "-s"], own_session=True)
     return run(argv, check=False, input=text, capture=False, timeout=None).returncode
 
 
 def console(host: Host, ctid: int, tty_number: int) -> int:
-    """Attach to the CT's console (0) or a tty; Esc then '.' detaches."""
+    """A login prompt in the CT on a new pty; Esc then '.' detaches (and logs out)."""
     import signal
     import subprocess
     import termios
     import tty
 
     require_running(host, ctid)
-    argv = host.runtime.console_argv(ctid, tty_number)
+    if tty_number:
+        log.info(
+            f"CTs have no ttys of their own (they could not be checkpointed): tty {tty_number} "
+            "is a new login session like the console"
+        )
+    argv = host.runtime.console_argv(ctid)
     master, slave = os.openpty()
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    # setsid -c: lxc-attach gives the CT a pty only if ours is its controlling terminal.
+    proc = subprocess.Popen(["setsid", "-c", *argv], stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
     stdin = sys.stdin.fileno()
     saved = termios.tcgetattr(stdin) if os.isatty(stdin) else None

@@ -104,7 +104,9 @@ def host_setup(ifname: str, addresses: tuple[str, ...]) -> None:
     if not addresses:
         return
     sysctls([], {**forwarding(addresses), **_proxies(ifname)})
-    _batch([], [*host_commands(ifname, addresses), f"neigh replace proxy {GATEWAY6} dev {ifname}"])
+    # LXC brings the host end up at start; after a CRIU restore it is still down.
+    up = f"link set dev {ifname} up"
+    _batch([], [up, *host_commands(ifname, addresses), f"neigh replace proxy {GATEWAY6} dev {ifname}"])
     from pyvz.net.announce import announce
 
     announce([bare(a) for a in addresses])

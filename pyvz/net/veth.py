@@ -144,6 +144,8 @@ def host_setup(netifs: tuple[Netif, ...], prefix: list[str]) -> None:
     """
     lines = [f"link set dev {n.host_ifname} address {n.host_mac}" for n in netifs if n.host_mac]
     lines += [f"link set dev {n.host_ifname} master {n.bridge} up" for n in netifs if n.bridge]
+    # LXC brings the host ends up at start; after a CRIU restore they are still down.
+    lines += [f"link set dev {n.host_ifname} up" for n in netifs if not n.bridge]
     if lines:
         run([*prefix, "ip", "-batch", "-"], input="\n".join(lines) + "\n", error_code=ExitCode.SET_IP_ERROR)
 

@@ -23,7 +23,14 @@ from pyvz.storage.idmap import IdMap
 
 LXC_SHARE = Path("/usr/share/lxc/config")
 CT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-TTYS = 2
+
+
+# setsid(1) from busybox or util-linux: with no fork (lxc-attach's child leads no process
+# group), so the command's exit status is still ours; CTs without it run the command as is.
+_OWN_SESSION = 'if command -v setsid >/dev/null 2>&1; then exec setsid "$@"; fi; exec "$@"'
+
+
+_LOGIN = "if command -v login >/dev/null 2>&1; then exec login; fi; exec /bin/sh -l"
 
 
 class RuntimeSpec(NamedTuple):
@@ -38,14 +45,16 @@ class RuntimeSpec(NamedTuple):
     network: tuple[str, ...] = ("lxc.net.0.type = empty",)  # LXC config lines of its interfaces
 
 
-def _apparmor_profile() -> str:
+def _apparmor_lines() -> list[str]:
+    """LXC's generated profile where the host runs AppArmor; no line at all where it does not
+    (CRIU's restore refuses a CT whose config names a profile the host cannot load)."""
     enabled = Path("/sys/module/apparmor/parameters/enabled")
     try:
         if enabled.read_text().strip() == "Y" and Path("/sbin/apparmor_parser").exists():
-            return "generated"
+            return ["lxc.apparmor.profile = generated"]
     except OSError:
         pass
-    return "unconfined"
+    return []
 
 
 def render_config(spec: RuntimeSpec, log_file: Path) -> str:
@@ -64,10 +73,13 @@ def render_config(spec: RuntimeSpec, log_file: Path) -> str:
             f"lxc.idmap = g 0 {spec.idmap.gid} {spec.idmap.size}",
         ]
     lines += [
-        f"lxc.apparmor.profile = {_apparmor_profile()}",
+        *_apparmor_lines(),
         *spec.network,
         f"lxc.signal.halt = {spec.halt_signal}",
-        f"lxc.tty.max = {TTYS}",
+        # No console and no ttys: CRIU cannot checkpoint a CT holding pty masters LXC owns,
+        # and each pty counts against the host's kernel.pty.max (1021 CTs with three each).
+        "lxc.tty.max = 0",
+        "lxc.console.path = none",
         "lxc.cgroup.relative = 0",
         f"lxc.cgroup.dir.container = {spec.cgroups.container}",
         f"lxc.cgroup.dir.monitor = {spec.cgroups.monitor}",
@@ -91,6 +103,9 @@ class LxcRuntime:
 
     def beancounter_state(self, ctid: int) -> Path:
         return self.ct_dir(ctid) / "beancounters.json"
+
+    def config_path(self, ctid: int) -> Path:
+        return self.ct_dir(ctid) / "config"
 
     def log_file(self, ctid: int) -> Path:
         return self.ct_dir(ctid) / "lxc.log"
@@ -134,7 +149,8 @@ class LxcRuntime:
 
     # ---- lifecycle -----------------------------------------------------------------------
 
-    def start(self, spec: RuntimeSpec) -> None:
+    def _prepare(self, spec: RuntimeSpec) -> None:
+        """Write the CT's LXC config and clear what a crashed start or restore left."""
         if not self.cgroups.available():
             raise VzError(
                 ExitCode.SYSTEM_ERROR,
@@ -146,19 +162,48 @@ class LxcRuntime:
         os.chmod(self.lxcpath, 0o755)
         log_file = self.log_file(spec.ctid)
         config = render_config(spec, log_file)
-        config_path = directory / "config"
+        config_path = self.config_path(spec.ctid)
         if not config_path.exists() or config_path.read_text() != config:
             write_atomic(config_path, config)
         # A crashed start can leave empty cgroups behind; LXC will not reuse a fixed dir.
-        self.cgroups.remove(spec.cgroups.container)
-        self.cgroups.remove(spec.cgroups.monitor)
+        self._clear_cgroups(spec.ctid)
         log_file.unlink(missing_ok=True)
+
+    def _clear_cgroups(self, ctid: int) -> None:
+        cgroups = self.cgroups_of(ctid)
+        self.cgroups.remove(cgroups.container)
+        self.cgroups.remove(cgroups.monitor)
+
+    def start(self, spec: RuntimeSpec) -> None:
+        self._prepare(spec)
         result = run(self._base("lxc-start", spec.ctid) + ["-d"], check=False, timeout=120)
         if result.returncode != 0:
-            self.cgroups.remove(spec.cgroups.container)
-            self.cgroups.remove(spec.cgroups.monitor)
+            self._clear_cgroups(spec.ctid)
             why = self._why(spec.ctid) or result.stderr.strip().splitlines()[0:1]
             raise VzError(ExitCode.ENVCREATE_ERROR, f"unable to start CT {spec.ctid}: {'; '.join(why)}")
+
+    def checkpoint(self, ctid: int, images: Path, env: Mapping[str, str], stop: bool) -> None:
+        """CRIU-dump the running CT into `images`; `stop`: the CT's processes end after it."""
+        argv = self.netns_prefix(ctid) + self._base("lxc-checkpoint", ctid) + ["-D", str(images)]
+        result = run(argv + (["-s"] if stop else []), check=False, timeout=600, env=env)
+        if result.returncode != 0:
+            from pyvz.runtime.criu import log_tail
+
+            why = log_tail(images, "dump.log") or result.stderr.strip()
+            raise VzError(ExitCode.CHKPNT_ERROR, f"unable to checkpoint CT {ctid}: {why}")
+
+    def restore(self, spec: RuntimeSpec, images: Path, env: Mapping[str, str]) -> None:
+        """Bring the CT's processes back from `images`, with an LXC monitor as a start gives."""
+        self._prepare(spec)
+        argv = self._base("lxc-checkpoint", spec.ctid) + ["-r", "-d", "-D", str(images)]
+        result = run(argv, check=False, timeout=600, env=env)
+        if result.returncode != 0 or not self.is_running(spec.ctid):
+            from pyvz.runtime.criu import log_tail
+
+            self._clear_cgroups(spec.ctid)
+            why = log_tail(images, "restore.log") or self._why(spec.ctid) or [result.stderr.strip()]
+            text = why if isinstance(why, str) else "; ".join(why)
+            raise VzError(ExitCode.RESTORE_ERROR, f"unable to restore CT {spec.ctid}: {text}")
 
     def _why(self, ctid: int) -> list[str]:
         try:
@@ -182,8 +227,18 @@ class LxcRuntime:
             time.sleep(0.02)
 
     def attach_argv(
-        self, ctid: int, command: Sequence[str], env: Mapping[str, str] | None = None
+        self,
+        ctid: int,
+        command: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        own_session: bool = False,
     ) -> list[str]:
+        """lxc-attach argv. `own_session`: the command leads a session of its own inside the
+        CT. Without it, what it leaves running stays in lxc-attach's session, whose leader
+        is outside the CT, and CRIU cannot checkpoint the CT. Not for commands on a
+        terminal: a new session has no controlling terminal."""
+        if own_session:
+            command = ["/bin/sh", "-c", _OWN_SESSION, "sh", *command]
         argv = self.netns_prefix(ctid) + self._base("lxc-attach", ctid) + ["--clear-env"]
         variables = {"PATH": CT_PATH, "HOME": "/root", "USER": "root", "LOGNAME": "root"}
         term = os.environ.get("TERM")
@@ -194,17 +249,17 @@ class LxcRuntime:
             argv += ["-v", f"{key}={value}"]
         return argv + ["--", *command]
 
-    def console_argv(self, ctid: int, tty: int) -> list[str]:
-        # ^] is lxc-console's escape here; pyvz's own console proxy handles Esc-. on top.
-        return self.netns_prefix(ctid) + self._base("lxc-console", ctid) + ["-t", str(tty), "-e", "^]"]
+    def console_argv(self, ctid: int) -> list[str]:
+        """A login prompt on a new pty in the CT (CTs have no console pty of their own:
+        CRIU cannot checkpoint one LXC holds)."""
+        return self.attach_argv(ctid, ["/bin/sh", "-c", _LOGIN])
 
     def forget(self, ctid: int) -> None:
         """Remove the LXC side of a CT (its generated config and log)."""
         import shutil
 
         shutil.rmtree(self.ct_dir(ctid), ignore_errors=True)
-        self.cgroups.remove(self.cgroups_of(ctid).container)
-        self.cgroups.remove(self.cgroups_of(ctid).monitor)
+        self._clear_cgroups(ctid)
 
 
 def enter_netns(fd: int) -> None:

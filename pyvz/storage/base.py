@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -98,6 +99,28 @@ class StorageDriver(ABC):
     @abstractmethod
     def mount_snapshot(self, area: Area, snapshot: Path, target: Path) -> None:
         """Show the snapshot read-only at `target` with owners as the CT sees them."""
+
+    def mount_shifted(self, area: Area) -> None:
+        """Mount the CT's files at area.root already showing the CT's host ids, for a CRIU
+        restore (LXC's restore ignores lxc.rootfs.options' idmap=container)."""
+        self.mount(area)
+
+    def fingerprint(self, area: Area) -> str:
+        """Something that changes whenever the CT's own files change (a dump made from them
+        must not be restored over other files): sizes and change times of every entry."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        top = self.own_files(area)
+        for directory, dirs, files in os.walk(top):
+            dirs.sort()
+            for name in ["", *sorted(files), *dirs]:
+                path = os.path.join(directory, name) if name else directory
+                st = os.lstat(path)
+                digest.update(
+                    f"{path[len(str(top)):]}\0{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}\n".encode()
+                )
+        return f"tree:{digest.hexdigest()}"
 
     def usage(self, area: Area) -> int | None:
         """Bytes counted against the disk quota; None where the layout keeps no count."""

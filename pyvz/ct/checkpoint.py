@@ -1,0 +1,328 @@
+"""vzctl chkpnt (suspend) and restore (resume): a running CT's memory and processes saved
+to a dump and brought back from it, with the same PIDs, open files and TCP connections.
+
+A dump is a directory of CRIU images (`DUMPDIR/Dump.CTID` by default, DUMPDIR from vz.conf,
+else /var/lib/vz/dump) plus `pyvz-dump.json`, which names the CT, its id range and a
+fingerprint of its files at the moment of the dump. A dump is built under a partial name and
+renamed into place only when complete; restoring it over files that changed since (a start,
+a snapshot-switch, an edit through `vzctl mount`) is refused, because the processes would
+wake up with open files that no longer match.
+
+The staged forms follow vzctl: `chkpnt --suspend` freezes, `--dump` writes a dump of the
+frozen CT (it stays frozen), `--kill` stops it (the dump remains, so the CT is
+`suspended`), `--resume` thaws it; `restore --undump` brings the processes back frozen,
+`--resume` thaws them, `--kill` stops them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from enum import StrEnum
+from pathlib import Path
+
+from pyvz.atomic import write_atomic
+from pyvz.ct.container import Container
+from pyvz.errors import ExitCode, VzError
+from pyvz.host import Host
+from pyvz.log import log
+from pyvz.params import IPADD, NETIF
+from pyvz.run import if_we_die
+from pyvz.runtime.criu import Criu
+from pyvz.storage.base import Area, remove_path
+
+META = "pyvz-dump.json"
+CHECKPOINTABLE = ("lxc.tty.max = 0", "lxc.console.path = none")
+
+
+class Stage(StrEnum):
+    SUSPEND = "suspend"
+    DUMP = "dump"
+    KILL = "kill"
+    RESUME = "resume"
+    UNDUMP = "undump"
+
+
+def dump_dir(host: Host) -> Path:
+    configured = host.setting("DUMPDIR")
+    return host.paths.host(configured) if configured else host.paths.dump_dir
+
+
+def default_dump(host: Host, ctid: int) -> Path:
+    return dump_dir(host) / f"Dump.{ctid}"
+
+
+def has_dump(path: Path) -> bool:
+    return (path / META).is_file()
+
+
+def pending(host: Host, ctid: int) -> Path | None:
+    """The dump `vzctl start` restores the stopped CT from, if there is one. A dump taken
+    from a CT that went on running (`chkpnt --dump`, then `--resume`) is not one: the CT's
+    files moved on without it; it is set aside with a word."""
+    dump = default_dump(host, ctid)
+    if not has_dump(dump):
+        return None
+    if _read_meta(dump).get("fingerprint") is None:
+        stale = dump.with_name(f"{dump.name}.stale")
+        remove_path(stale)
+        os.rename(dump, stale)
+        log.warning(f"dump {dump} was taken from a CT that went on running; moved to {stale}")
+        return None
+    return dump
+
+
+def partial_of(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial")
+
+
+def _make_dir(path: Path) -> None:
+    """CRIU's restore opens images as the CT's root, which must be able to pass through every
+    directory above them (0711: it can pass, not list)."""
+    path.mkdir(mode=0o711, parents=True)
+    os.chmod(path, 0o711)
+    for parent in path.parents:
+        if parent == Path("/") or parent.stat().st_mode & 0o001:
+            break
+        os.chmod(parent, parent.stat().st_mode | 0o111)
+
+
+def _criu(ct: Container, code: ExitCode) -> dict[str, str]:
+    criu = Criu(ct.paths)
+    return criu.environment(criu.require(code))
+
+
+def require_checkpointable(ct: Container) -> None:
+    """The running CT was started the way CRIU can dump (no console, no ttys)."""
+    try:
+        config = ct.host.runtime.config_path(ct.ctid).read_text()
+    except FileNotFoundError:
+        config = ""
+    missing = [line for line in CHECKPOINTABLE if line not in config.splitlines()]
+    if missing:
+        raise VzError(
+            ExitCode.CHKPNT_ERROR,
+            f"CT {ct.ctid} was started with a console and ttys (by an older pyvz), which CRIU "
+            "cannot checkpoint: restart it once (`vzctl restart`) and try again",
+        )
+
+
+def _fingerprint(ct: Container, area: Area) -> str:
+    return ct.driver().fingerprint(area)
+
+
+def _write_meta(ct: Container, area: Area, images: Path, frozen_only: bool = False) -> None:
+    meta = {
+        "ctid": ct.ctid,
+        "local_uid": area.idmap.uid,
+        "local_gid": area.idmap.gid,
+        "layout": str(ct.driver().layout),
+        # A dump of a CT that keeps running (--dump) has no fingerprint yet: --kill adds it.
+        "fingerprint": None if frozen_only else _fingerprint(ct, area),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    write_atomic(images / META, json.dumps(meta, indent=1) + "\n", mode=0o600)
+
+
+def _read_meta(images: Path) -> dict[str, object]:
+    try:
+        data = json.loads((images / META).read_text())
+    except FileNotFoundError:
+        raise VzError(ExitCode.RESTORE_ERROR, f"no dump at {images}") from None
+    except (OSError, ValueError) as err:
+        raise VzError(ExitCode.RESTORE_ERROR, f"dump {images} is unreadable: {err}") from None
+    if not isinstance(data, dict):
+        raise VzError(ExitCode.RESTORE_ERROR, f"dump {images} is unreadable")
+    return data
+
+
+def _check_fits(ct: Container, area: Area, images: Path) -> None:
+    meta = _read_meta(images)
+    problems = []
+    if meta.get("ctid") != ct.ctid:
+        problems.append(f"it is a dump of CT {meta.get('ctid')}")
+    if (meta.get("local_uid"), meta.get("local_gid")) != (area.idmap.uid, area.idmap.gid):
+        problems.append("the CT's id range changed")
+    if meta.get("fingerprint") is None:
+        problems.append("it was taken from a CT that kept running (finish with `chkpnt --kill`)")
+    elif meta.get("fingerprint") != _fingerprint(ct, area):
+        problems.append("the CT's files changed since it was taken")
+    if problems:
+        raise VzError(
+            ExitCode.RESTORE_ERROR,
+            f"dump {images} does not fit CT {ct.ctid}: {'; '.join(problems)} "
+            f"(remove it to start the CT afresh: rm -r {images})",
+        )
+
+
+def _netns_prefix_after(fd: int | None) -> list[str]:
+    """Where a CT that has just stopped ran, for cleaning up its host side there."""
+    return [] if fd is None else ["nsenter", f"--net=/proc/{os.getpid()}/fd/{fd}", "--"]
+
+
+def chkpnt(ct: Container, dumpfile: Path | None = None, stage: Stage | None = None) -> Path:
+    """vzctl chkpnt/suspend: the dump path it wrote (or the one it will write)."""
+    target = dumpfile.resolve() if dumpfile else default_dump(ct.host, ct.ctid)
+    with ct.host.ct_lock(ct.ctid):
+        area = ct.require_exists()
+        cgroups = ct.host.runtime.cgroups
+        cgroup = ct.host.runtime.cgroups_of(ct.ctid).container
+        if stage is Stage.KILL:
+            return _kill_dumped(ct, area, target)
+        if not ct.is_running():
+            raise VzError(ExitCode.NOT_RUNNING, f"unable to checkpoint: CT {ct.ctid} is not running")
+        if stage is Stage.RESUME:
+            if not cgroups.is_frozen(cgroup):
+                raise VzError(ExitCode.CHKPNT_ERROR, f"CT {ct.ctid} is not suspended")
+            ct.network_up(ct.config)
+            _thaw(ct)
+            log.info("Resuming...")
+            return target
+        env = _criu(ct, ExitCode.CHKPNT_ERROR)
+        require_checkpointable(ct)
+        if stage is Stage.SUSPEND:
+            _freeze(ct)
+            log.info(f"CT {ct.ctid} is suspended (frozen); `vzctl chkpnt {ct.ctid} --dump` saves it")
+            return target
+        if stage is Stage.DUMP and not cgroups.is_frozen(cgroup):
+            raise VzError(
+                ExitCode.CHKPNT_ERROR, f"CT {ct.ctid} is not suspended: run `vzctl chkpnt --suspend` first"
+            )
+        partial = partial_of(target)
+        remove_path(partial)
+        if target.exists():
+            if not has_dump(target) and any(target.iterdir()):
+                raise VzError(
+                    ExitCode.CHKPNT_ERROR, f"{target} exists and is not a pyvz dump: pick another --dumpfile"
+                )
+            remove_path(target)
+        _make_dir(partial)
+        log.info("Setting up checkpoint...")
+        started = time.monotonic()
+        netns = ct.host.runtime.foreign_netns(ct.ctid)
+        try:
+            thaw = ct.host.runtime.cgroups.freezer(cgroup)
+            # CRIU freezes the CT itself; if it or we are killed the CT must not stay frozen.
+            with if_we_die(["sh", "-c", 'printf %s "$1" > "$2"', "sh", thaw[2], str(thaw[0])]):
+                ct.host.runtime.checkpoint(ct.ctid, partial, env, stop=stage is None)
+            _write_meta(ct, area, partial, frozen_only=stage is Stage.DUMP)
+            os.rename(partial, target)
+            if ct.config.get(IPADD) or ct.config.get(NETIF):
+                ct.network_down(_netns_prefix_after(netns) if stage is None else None)
+        except BaseException:
+            remove_path(partial)
+            raise
+        finally:
+            if netns is not None:
+                os.close(netns)
+        log.info(f"Checkpointing completed successfully in {time.monotonic() - started:.2f} s: {target}")
+        if stage is None:
+            ct.host.runtime.wait_stopped(ct.ctid, 10.0)
+            ct.umount(area=area)
+        return target
+
+
+def _freeze(ct: Container) -> None:
+    cgroups = ct.host.runtime.cgroups
+    path, freeze, _thaw_text = cgroups.freezer(ct.host.runtime.cgroups_of(ct.ctid).container)
+    path.write_text(freeze)
+    deadline = time.monotonic() + 10
+    while not cgroups.is_frozen(ct.host.runtime.cgroups_of(ct.ctid).container):
+        if time.monotonic() > deadline:
+            _thaw(ct)
+            raise VzError(ExitCode.CHKPNT_ERROR, f"CT {ct.ctid} did not freeze within 10 s")
+        time.sleep(0.002)
+
+
+def _thaw(ct: Container) -> None:
+    path, _freeze_text, thaw = ct.host.runtime.cgroups.freezer(ct.host.runtime.cgroups_of(ct.ctid).container)
+    path.write_text(thaw)
+
+
+def _kill_dumped(ct: Container, area: Area, target: Path) -> Path:
+    """chkpnt --kill: stop the frozen CT whose dump was taken; it is `suspended` after."""
+    if not ct.is_running():
+        raise VzError(ExitCode.NOT_RUNNING, f"CT {ct.ctid} is not running")
+    if not has_dump(target):
+        raise VzError(ExitCode.CHKPNT_ERROR, f"no dump at {target}: run `vzctl chkpnt --dump` first")
+    netns = ct.host.runtime.foreign_netns(ct.ctid)
+    try:
+        ct.host.runtime.stop(ct.ctid, 0, kill=True)
+        _thaw_leftover(ct)
+        ct.host.runtime.wait_stopped(ct.ctid, 10.0)
+    finally:
+        if netns is not None:
+            os.close(netns)
+    ct.umount(area=area)
+    _write_meta(ct, area, target)
+    log.info("Killing...")
+    return target
+
+
+def _thaw_leftover(ct: Container) -> None:
+    try:
+        _thaw(ct)
+    except OSError:
+        pass  # the cgroup went with the CT
+
+
+def restore(ct: Container, dumpfile: Path | None = None, stage: Stage | None = None) -> None:
+    """vzctl restore/resume."""
+    target = dumpfile.resolve() if dumpfile else default_dump(ct.host, ct.ctid)
+    with ct.host.ct_lock(ct.ctid):
+        ct.require_exists()
+        cgroups = ct.host.runtime.cgroups
+        cgroup = ct.host.runtime.cgroups_of(ct.ctid).container
+        if stage in (Stage.RESUME, Stage.KILL):
+            if not ct.is_running() or not cgroups.is_frozen(cgroup):
+                raise VzError(ExitCode.RESTORE_ERROR, f"CT {ct.ctid} is not undumped (restore --undump)")
+            if stage is Stage.KILL:
+                ct.host.runtime.stop(ct.ctid, 0, kill=True)
+                _thaw_leftover(ct)
+                ct.host.runtime.wait_stopped(ct.ctid, 10.0)
+                ct.umount()
+                log.info("Killing...")
+                return
+            ct.network_up(ct.config)
+            _thaw(ct)
+            remove_path(target)
+            log.info("Resuming...")
+            return
+        restore_from(ct, target, frozen=stage is Stage.UNDUMP)
+
+
+def restore_from(ct: Container, images: Path, frozen: bool = False) -> None:
+    """Bring a stopped CT back from a dump (the caller holds the CT lock). The dump is
+    removed once the CT runs from it; `frozen` leaves it frozen with no host networking."""
+    if ct.is_running():
+        raise VzError(ExitCode.RUNNING, f"CT {ct.ctid} is already running")
+    area = ct.require_exists()
+    if not has_dump(images):
+        raise VzError(ExitCode.RESTORE_ERROR, f"no dump at {images} (`vzctl chkpnt` writes one)")
+    driver = ct.driver()
+    if driver.is_mounted(area):
+        ct.umount(area=area)
+    _check_fits(ct, area, images)
+    env = _criu(ct, ExitCode.RESTORE_ERROR)
+    os.chmod(images, 0o711)
+    log.info("Restoring container ...")
+    started = time.monotonic()
+    area.root.mkdir(parents=True, exist_ok=True)
+    driver.mount_shifted(area)
+    try:
+        cfg = ct.config
+        spec, limits = ct.runtime_spec(area, cfg, ct.distro().halt_signal, restoring=True)
+        ct.host.runtime.restore(spec, images, env)
+        ct.host.runtime.cgroups.apply_inner(spec.cgroups.container, limits)
+        if frozen:
+            _freeze(ct)
+        else:
+            ct.network_up(cfg)
+    except BaseException:
+        if not ct.is_running():
+            driver.umount(area)
+        raise
+    if not frozen:
+        remove_path(images)
+    log.info(f"Restoring completed successfully in {time.monotonic() - started:.2f} s")

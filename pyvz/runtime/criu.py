@@ -1,0 +1,157 @@
+"""CRIU behind LXC: checkpoint a running CT into a directory of images, restore it from one.
+
+LXC's `lxc-checkpoint` drives CRIU and, on restore, becomes the restored CT's monitor, so a
+restored CT is an ordinary LXC CT again (attach, stop and state work as before). Two things
+LXC 5.0 cannot be told are added by pyvz:
+- CRIU's own options (`--network-lock nftables`: this host has no iptables; `enable-fs` for
+  filesystems a distribution mounts) go in a CRIU config file named by CRIU_CONFIG_FILE;
+- LXC restores the CT's processes into the CT's top cgroup, where its limits are and which
+  its init could then write; pyvz keeps them one level down (`ns`, as at start). A small
+  `criu` shim first on LXC's PATH moves restore's --cgroup-root there.
+
+Needs CRIU >= 4.2 on kernels >= 6.16 (4.1 cannot dump TCP sockets there; Debian 12's 3.17
+fails on the vDSO of kernels >= 6.13): `make install` builds it from Debian's source.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from pyvz.atomic import write_atomic
+from pyvz.errors import ExitCode, VzError
+from pyvz.paths import Paths
+from pyvz.run import run
+
+MIN_VERSION = (4, 2)
+HOW_TO_GET = "`make install` in pyvz's source tree builds CRIU 4.2 from Debian's source"
+INNER_CGROUP = "ns"  # must match lxc.cgroup.dir.container.inner in the LXC config
+
+CRIU_OPTIONS = """\
+# Written by pyvz; read by CRIU through CRIU_CONFIG_FILE when pyvz checkpoints a CT.
+network-lock nftables
+enable-fs ramfs
+"""
+
+# LXC runs `criu` from PATH: this shim, found first, runs the real one with restore's
+# --cgroup-root values moved one level down.
+SHIM = """\
+#!/bin/sh
+# Written by pyvz (see pyvz/runtime/criu.py): LXC restores into the CT's top cgroup;
+# pyvz keeps the CT's processes in its inner cgroup, as a fresh start does.
+mode=$1
+prev=
+for arg do
+    shift
+    if [ "$mode" = restore ] && [ "$prev" = --cgroup-root ]; then
+        arg="$arg/{inner}"
+    fi
+    set -- "$@" "$arg"
+    prev=$arg
+done
+exec {criu} "$@"
+"""
+
+
+def _which(name: str) -> Path | None:
+    for directory in os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
+        candidate = Path(directory or ".") / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def parse_version(text: str) -> tuple[int, ...] | None:
+    match = re.search(r"Version:\s*(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not match:
+        return None
+    return tuple(int(part) for part in match.groups() if part is not None)
+
+
+class Criu:
+    """The host's CRIU, checked once per boot and binary (`criu check` costs ~0.1 s)."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.state_dir = paths.lxc_dir / ".criu"
+
+    def binary(self) -> Path:
+        found = _which("criu")
+        if found is None:
+            raise VzError(
+                ExitCode.CHKPNT_ERROR,
+                f"checkpointing needs CRIU >= {'.'.join(map(str, MIN_VERSION))}, and criu is not "
+                f"installed: {HOW_TO_GET}",
+            )
+        return found.resolve()
+
+    def _cache_key(self, binary: Path) -> str:
+        try:
+            boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            boot = ""
+        stat = binary.stat()
+        return f"{binary} {stat.st_mtime_ns} {stat.st_size} {boot} {os.uname().release}\n"
+
+    def require(self, code: ExitCode = ExitCode.CHKPNT_ERROR) -> Path:
+        """The path of a working CRIU, or one line naming what is missing and how to get it."""
+        binary = self.binary()
+        key = self._cache_key(binary)
+        stamp = self.state_dir / "checked"
+        try:
+            if stamp.read_text() == key:
+                return binary
+        except OSError:
+            pass
+        result = run([str(binary), "--version"], check=False, timeout=30)
+        version = parse_version(result.stdout)
+        wanted = ".".join(map(str, MIN_VERSION))
+        if version is None or version[:2] < MIN_VERSION:
+            have = ".".join(map(str, version)) if version else "unknown"
+            raise VzError(
+                code,
+                f"CRIU {have} at {binary} is too old for kernel {os.uname().release} "
+                f"(need >= {wanted}): {HOW_TO_GET}",
+            )
+        check = run([str(binary), "check"], check=False, timeout=60)
+        if check.returncode != 0:
+            detail = (check.stderr or check.stdout).strip().splitlines()
+            raise VzError(
+                code,
+                f"`criu check` fails on this kernel ({detail[-1] if detail else 'no output'}): "
+                "checkpointing cannot work here",
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(stamp, key, durable=False)
+        return binary
+
+    def environment(self, binary: Path) -> dict[str, str]:
+        """PATH and CRIU_CONFIG_FILE for lxc-checkpoint: the shim first, our options read."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        shim_dir = self.state_dir / "bin"
+        shim_dir.mkdir(exist_ok=True)
+        shim = SHIM.replace("{inner}", INNER_CGROUP).replace("{criu}", str(binary))
+        shim_path = shim_dir / "criu"
+        if not shim_path.exists() or shim_path.read_text() != shim:
+            write_atomic(shim_path, shim, mode=0o755, durable=False)
+        options = self.state_dir / "criu.conf"
+        if not options.exists() or options.read_text() != CRIU_OPTIONS:
+            write_atomic(options, CRIU_OPTIONS, durable=False)
+        return {
+            "PATH": f"{shim_dir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
+            "CRIU_CONFIG_FILE": str(options),
+        }
+
+
+def log_tail(directory: Path, name: str) -> str:
+    """CRIU's own first error from its log in the image directory, for a one-line message."""
+    try:
+        lines = (directory / name).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    # CRIU logs harmless errors too (no iptables-save here, RLIMIT_NOFILE in a userns).
+    noise = ("iptables", "ip6tables", "RLIMIT_NOFILE", "cgroupd: recv req error")
+    errors = [line for line in lines if "Error" in line and not any(n in line for n in noise)]
+    picked = errors[0] if errors else (lines[-1] if lines else "")
+    return re.sub(r"^\s*(\(\d+\.\d+\)\s*)?(\d+:\s*)?", "", picked).strip()
