@@ -85,7 +85,10 @@ def _cleanup_root(root: Path) -> None:
                     runtime.stop(int(entry.name), 0, kill=True)
                 except VzError:
                     pass
-    # Whatever still runs in this root's cgroups (a CT whose monitor died) is killed.
+    # Whatever still runs in this root's cgroups (a CT whose monitor died) is killed; a
+    # frozen task would not die, so everything is thawed first.
+    if (detect().freezer(paths.tag)[0]).exists():
+        detect().thaw_below(paths.tag)
     for directory in detect().dirs(paths.tag):
         for top, _dirs, _files in os.walk(directory):
             procs = Path(top) / "cgroup.procs"

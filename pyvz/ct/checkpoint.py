@@ -223,6 +223,47 @@ def chkpnt(ct: Container, dumpfile: Path | None = None, stage: Stage | None = No
         return target
 
 
+def memory_dumper(ct: Container) -> dict[str, str] | None:
+    """CRIU's environment if the running CT's memory can be saved with a snapshot; None,
+    said out loud, if it cannot (the snapshot then holds files and config only)."""
+    try:
+        env = _criu(ct, ExitCode.CHKPNT_ERROR)
+        require_checkpointable(ct)
+    except VzError as err:
+        log.warning(f"memory state is not saved, files and config only: {err}")
+        return None
+    return env
+
+
+def dump_frozen(ct: Container, images: Path, env: dict[str, str]) -> None:
+    """Dump the CT, frozen by the caller, into `images`; it goes on running when thawed."""
+    images.mkdir(mode=0o700)
+    ct.host.runtime.checkpoint(ct.ctid, images, env, stop=False)
+    area = ct.area()
+    meta = {"ctid": ct.ctid, "local_uid": area.idmap.uid, "local_gid": area.idmap.gid}
+    # Its files are the snapshot's: resume_snapshot() fingerprints them after the switch.
+    write_atomic(images / META, json.dumps({**meta, "fingerprint": None}, indent=1) + "\n", mode=0o600)
+
+
+def resume_snapshot(ct: Container, images: Path) -> None:
+    """Resume the CT from the memory state saved with the snapshot its files were just
+    switched to. The images are copied first: a restore consumes its dump."""
+    from pyvz.storage.overlay import copy_tree
+
+    copy = dump_dir(ct.host) / f".Dump.{ct.ctid}.switch"
+    remove_path(copy)
+    if not copy.parent.exists():
+        _make_dir(copy.parent)
+    copy_tree(images, copy)
+    try:
+        meta = _read_meta(copy)
+        meta["fingerprint"] = _fingerprint(ct, ct.area())
+        write_atomic(copy / META, json.dumps(meta, indent=1) + "\n", mode=0o600)
+        restore_from(ct, copy)
+    finally:
+        remove_path(copy)
+
+
 def _freeze(ct: Container) -> None:
     cgroups = ct.host.runtime.cgroups
     path, freeze, _thaw_text = cgroups.freezer(ct.host.runtime.cgroups_of(ct.ctid).container)
@@ -298,6 +339,7 @@ def restore_from(ct: Container, images: Path, frozen: bool = False) -> None:
     if ct.is_running():
         raise VzError(ExitCode.RUNNING, f"CT {ct.ctid} is already running")
     area = ct.require_exists()
+    ct.return_to_netns()
     if not has_dump(images):
         raise VzError(ExitCode.RESTORE_ERROR, f"no dump at {images} (`vzctl chkpnt` writes one)")
     driver = ct.driver()
@@ -314,6 +356,7 @@ def restore_from(ct: Container, images: Path, frozen: bool = False) -> None:
         cfg = ct.config
         spec, limits = ct.runtime_spec(area, cfg, ct.distro().halt_signal, restoring=True)
         ct.host.runtime.restore(spec, images, env)
+        ct.host.runtime.cgroups.thaw_below(spec.cgroups.container)
         ct.host.runtime.cgroups.apply_inner(spec.cgroups.container, limits)
         if frozen:
             _freeze(ct)

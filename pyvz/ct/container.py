@@ -225,12 +225,7 @@ class Container:
             raise VzError(
                 ExitCode.START_DISABLED, f"CT {self.ctid} is disabled (DISABLED=yes); use --force to start it"
             )
-        if self.ran_in is not None:  # started again after our stop(): where it ran before
-            from pyvz.runtime.lxc import enter_netns
-
-            enter_netns(self.ran_in)
-            os.close(self.ran_in)
-            self.ran_in = None
+        self.return_to_netns()
         from pyvz.ct import checkpoint
 
         dump = checkpoint.pending(self.host, self.ctid)
@@ -256,6 +251,15 @@ class Container:
         log.info("Container start in progress...")
         if wait:
             self.wait_booted(distro)
+
+    def return_to_netns(self) -> None:
+        """Started again after our stop(): back into the network namespace it ran in."""
+        if self.ran_in is not None:
+            from pyvz.runtime.lxc import enter_netns
+
+            enter_netns(self.ran_in)
+            os.close(self.ran_in)
+            self.ran_in = None
 
     def runtime_spec(
         self, area: Area, cfg: CtConfig, halt_signal: str, restoring: bool = False

@@ -7,9 +7,11 @@ JSON index written atomically; a snapshot is built under a partial name and ente
 index only when complete, and leaves the index before its files are deleted. Whatever a
 kill -9 leaves behind is not in the index and is removed by the next snapshot command.
 
-Memory state is never saved: that needs CRIU, which does not work on this kernel (see
-DESIGN.md). A running CT is frozen for the moment its files are snapshotted instead, so the
-snapshot is what a power cut at that instant would have left, with every write whole.
+A running CT is frozen for the moment its files are snapshotted, so the files are what a
+power cut at that instant would have left, with every write whole; while it is frozen CRIU
+saves its memory and processes too (`dump` beside `fs`), and snapshot-switch resumes the CT
+from them. Where CRIU cannot (not installed, a CT started by an older pyvz), pyvz says so and
+the snapshot holds files and config only.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from pyvz.storage.mounts import umount as umount_snapshot
 INDEX = "snapshots.json"
 FIELDS = ("parent_uuid", "current", "uuid", "date", "name", "desc")
 DEFAULT_FIELDS = ("parent_uuid", "current", "uuid", "date", "name")
-NO_MEMORY_STATE = "memory state is not saved (CRIU does not work on this kernel): files and config only"
+NO_MEMORY_STATE = "it holds no memory state (taken of a stopped CT, or with --skip-suspend or no CRIU)"
 _UUID_RE = re.compile(r"(\{)?([0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12})(?(1)\})")
 
 
@@ -105,6 +107,10 @@ class Store:
     def config(self, uuid: str) -> Path:
         return self.dir / uuid / "ve.conf"
 
+    def memory(self, uuid: str) -> Path:
+        """The CRIU dump of the CT's processes taken with the snapshot, if it was running."""
+        return self.dir / uuid / "dump"
+
     def mount_record(self, uuid: str) -> Path:
         return self.dir / uuid / "mounted"
 
@@ -167,9 +173,16 @@ def take(
             (partial / "ve.conf").write_text(ct.conf_file().render())
         running = ct.is_running()
         if running and not skip_suspend:
+            from pyvz.ct import checkpoint
+
+            memory = checkpoint.memory_dumper(ct)
             cgroup = ct.host.runtime.cgroups_of(ct.ctid).container
             with frozen(ct.host.runtime.cgroups, cgroup, f"CT {ct.ctid}"):
                 driver.snapshot(area, partial / "fs")
+                if memory is not None:
+                    checkpoint.dump_frozen(ct, partial / "dump", memory)
+            if memory is not None:
+                log.info("The CT's memory and processes are saved with it")
         else:
             if running:
                 log.warning("--skip-suspend: the CT keeps running; files written meanwhile may be torn")
@@ -177,8 +190,6 @@ def take(
         partial.rename(store.dir / uuid)
         date = time.strftime("%Y-%m-%d %H:%M:%S")
         store.add(Snapshot(uuid, store.current, date, name, desc))
-        if running:
-            log.info(NO_MEMORY_STATE)
         log.info(f"Snapshot {shown(uuid)} has been successfully created")
     return uuid
 
@@ -188,22 +199,26 @@ def switch(
 ) -> None:
     """vzctl snapshot-switch: the CT's files (and config) go back to the snapshot's.
 
-    A running CT is stopped and started again: with no memory state to resume, its
-    processes start afresh (--must-resume refuses rather than do that)."""
+    With the memory state saved in the snapshot the CT is resumed from it, whether it runs
+    now or not (--skip-resume leaves it stopped). Without, a running CT is stopped and
+    started afresh, and --must-resume refuses rather than do that."""
+    from pyvz.ct import checkpoint
+
     uuid = parse_uuid(uuid)
     with _locked(ct) as (area, driver, store):
         store.get(uuid)
         running = ct.is_running()
-        if must_resume and running:
+        memory = checkpoint.has_dump(store.memory(uuid))
+        if must_resume and not memory:
             raise VzError(
                 ExitCode.RESTORE_ERROR,
                 f"cannot resume CT {ct.ctid} in snapshot {shown(uuid)}: {NO_MEMORY_STATE}; "
-                "without --must-resume the CT is restarted instead",
+                "without --must-resume the CT is started afresh instead",
             )
         _require_unmounted(store, uuid, "switch to")
         log.info(f"Switching to snapshot {shown(uuid)}")
         if running:
-            ct.stop()
+            ct.stop(fast=memory and not skip_resume)  # its processes are replaced anyway
         elif driver.is_mounted(area):
             ct.umount()
         driver.restore(area, store.files(uuid))
@@ -213,7 +228,11 @@ def switch(
             ct.reload()
         store.set_current(uuid)
         log.info(f"Switched to snapshot {shown(uuid)}")
-        if running and not skip_resume:
+        if skip_resume:
+            return
+        if memory:
+            checkpoint.resume_snapshot(ct, store.memory(uuid))
+        elif running:
             ct.start()
 
 

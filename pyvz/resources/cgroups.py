@@ -59,6 +59,14 @@ class CgroupTree(ABC):
     def freezer(self, relative: str) -> tuple[Path, str, str]:
         """The file that freezes the cgroup, and what to write to it to freeze and to thaw."""
 
+    def thaw_below(self, relative: str) -> None:
+        """Thaw the cgroup and every cgroup below it: a CRIU restore gives each the freezer
+        state it was dumped with, frozen for a CT dumped while frozen (snapshot, --dump)."""
+        path, _freeze, thaw = self.freezer(relative)
+        for top, _dirs, files in os.walk(path.parent):
+            if path.name in files:
+                (Path(top) / path.name).write_text(thaw)
+
     @abstractmethod
     def is_frozen(self, relative: str) -> bool:
         """Whether every task in the cgroup has stopped (freezing is not instant)."""

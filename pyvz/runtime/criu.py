@@ -5,9 +5,10 @@ restored CT is an ordinary LXC CT again (attach, stop and state work as before).
 LXC 5.0 cannot be told are added by pyvz:
 - CRIU's own options (`--network-lock nftables`: this host has no iptables; `enable-fs` for
   filesystems a distribution mounts) go in a CRIU config file named by CRIU_CONFIG_FILE;
-- LXC restores the CT's processes into the CT's top cgroup, where its limits are and which
-  its init could then write; pyvz keeps them one level down (`ns`, as at start). A small
-  `criu` shim first on LXC's PATH moves restore's --cgroup-root there.
+- LXC gives CRIU the CT's top cgroup as the cgroup root, so a restore puts the CT's
+  processes there, where its limits are and which its init could then write; pyvz keeps
+  them one level down (`ns`, as at start). A small `criu` shim first on LXC's PATH moves
+  --cgroup-root there, for dumps too (else each dump and restore nests one more `ns`).
 
 Needs CRIU >= 4.2 on kernels >= 6.16 (4.1 cannot dump TCP sockets there; Debian 12's 3.17
 fails on the vDSO of kernels >= 6.13): `make install` builds it from Debian's source.
@@ -34,17 +35,16 @@ network-lock nftables
 enable-fs ramfs
 """
 
-# LXC runs `criu` from PATH: this shim, found first, runs the real one with restore's
+# LXC runs `criu` from PATH: this shim, found first, runs the real one with the
 # --cgroup-root values moved one level down.
 SHIM = """\
 #!/bin/sh
-# Written by pyvz (see pyvz/runtime/criu.py): LXC restores into the CT's top cgroup;
-# pyvz keeps the CT's processes in its inner cgroup, as a fresh start does.
-mode=$1
+# Written by pyvz (see pyvz/runtime/criu.py): LXC names the CT's top cgroup as CRIU's
+# cgroup root; pyvz keeps the CT's processes in its inner cgroup, as a fresh start does.
 prev=
 for arg do
     shift
-    if [ "$mode" = restore ] && [ "$prev" = --cgroup-root ]; then
+    if [ "$prev" = --cgroup-root ]; then
         arg="$arg/{inner}"
     fi
     set -- "$@" "$arg"
