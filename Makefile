@@ -1,14 +1,14 @@
 # `make demo` and `make test` set up a fresh Debian 12 machine from scratch (as root).
 SHELL := /bin/bash
 APT_PACKAGES := lxc btrfs-progs busybox-static uidmap zstd tar python3-venv python3-dev mmdebstrap gnupg \
-	iproute2 procps util-linux e2fsprogs nftables iperf3
+	iproute2 procps util-linux e2fsprogs nftables iperf3 openssh-server openssh-client
 VENV := .venv
 PY := $(VENV)/bin/python3
 STAMP := $(VENV)/.installed
 
-.PHONY: install apt demo test unit integration lint bench clean
+.PHONY: install apt criu demo test unit integration lint bench clean
 
-install: apt $(STAMP)
+install: apt criu $(STAMP)
 	@tools/setup-subids
 	@tools/install-launchers
 	@PYVZ_ROOT=/ $(PY) -m pyvz.rootinit
@@ -23,6 +23,11 @@ apt:
 		echo "Installing Debian packages:" $$missing; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+
+# CRIU >= 4.2 (Debian 12's 3.17 and 13's 4.1 fail on current kernels): nothing to do when it is there,
+# else Debian's package if the host's suite has one, else built from a newer suite's source.
+criu: apt
+	@tools/build-criu
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || /usr/bin/python3 -m venv $(VENV)

@@ -1,0 +1,354 @@
+"""Several "test hosts" on one machine, for migration tests (vzmigrate between hosts over SSH).
+
+Each host is a network namespace with its own PYVZ_ROOT and its own OpenSSH server. The
+hosts are joined through a bridge that lives in one more namespace: one veth pair per host,
+``eth0`` inside the host, ``veth-<letter>`` on the bridge. Their addresses come from
+198.18.0.0/15 (RFC 2544, for tests) and exist only inside those namespaces. No namespace has
+a route out, and nothing is added to the machine's own network namespace, so no packet
+of a test can leave the machine.
+
+Use it from an integration test module by loading this module as a plugin::
+
+    from tests.testhosts import HostFactory
+
+    pytest_plugins = ["tests.testhosts"]
+    pytestmark = pytest.mark.root
+
+    def test_move(test_hosts: HostFactory) -> None:
+        a, b = test_hosts(2)
+        a.vzctl("create", "101")
+        done = a.ssh(b, "vzlist -H -o ctid")      # runs in b's netns, in b's PYVZ_ROOT
+        b.cut()                                  # pull b's cable; b.restore() plugs it back
+
+(``pytest_plugins`` rather than ``from tests.testhosts import test_hosts``: the import
+would be shadowed by the test's argument, which ruff reports as F811.)
+
+Every session on a host's sshd gets that host's ``PYVZ_ROOT``, and a ``PATH`` that starts
+with the test's own venv, so ``vzctl`` over SSH runs the code under test; root's own
+~/.bashrc is not read (``SHLVL=1``), so the machine's shell profile stays out. The run's client
+key is authorized on every host; ``authorize()`` adds others. Everything (sshd processes,
+whatever else still runs in the namespaces, CTs, roots, namespaces, temporary files) is
+removed when the test ends, failed or not; ``host_network()`` is the same as a context
+manager.
+
+PYTEST_DONT_REWRITE: a test module imports this module before pytest loads it as a plugin,
+too late to rewrite its asserts (it has none), and pytest would warn about that.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, Done, VzRoot, _cleanup_root
+
+SSHD = "/usr/sbin/sshd"
+PREFIX = "pyvzt"
+_networks = itertools.count(1)  # several networks in one test run get distinct names and subnets
+
+
+@dataclass
+class TestHost:
+    """One host: a network namespace with its own PYVZ_ROOT and sshd on ``address``:22."""
+
+    __test__ = False  # not a test class, even where a test module imports it
+
+    name: str  # "a", "b", ...
+    netns: str  # the network namespace, /run/netns/<netns>
+    address: str  # IPv4 address of its eth0, only reachable from the other hosts
+    root: VzRoot  # its PYVZ_ROOT; root.vzctl() runs in the caller's netns, vzctl() in the host's
+    authorized_keys: Path  # its sshd's AuthorizedKeysFile (replace it to trust nobody)
+    ssh_options: tuple[str, ...]  # ssh client options of the run: key, known_hosts, batch mode
+    bridge_netns: str
+    bridge_port: str  # the host's veth end on the bridge, in bridge_netns
+
+    @property
+    def enter(self) -> list[str]:
+        # nsenter switches only the network namespace: `ip netns exec` would mount a fresh
+        # /sys and hide the cgroup hierarchies that pyvz needs.
+        return ["nsenter", f"--net=/run/netns/{self.netns}"]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYVZ_ROOT": str(self.root.root), "LANG": "C.UTF-8"}
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float = 120) -> Done:
+        """Run `argv` inside this host's netns with its PYVZ_ROOT, from the repo."""
+        proc = subprocess.run(
+            [*self.enter, *argv],
+            env=self.env,
+            cwd=REPO,
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return Done(proc.returncode, proc.stdout, proc.stderr)
+
+    def vzctl(self, *args: str, input: str | None = None, timeout: float = 120) -> Done:
+        """vzctl on this host: in its netns (where its CTs' LXC sockets live) and its root."""
+        return self.run([sys.executable, "-m", "pyvz.cli.vzctl", *args], input=input, timeout=timeout)
+
+    def authorize(self, pubkey_line: str) -> None:
+        """Let the key log in as root on this host."""
+        with self.authorized_keys.open("a") as out:
+            out.write(pubkey_line.strip() + "\n")
+
+    def ssh_argv(
+        self, target: TestHost, *, identity: Path | None = None, connect_timeout: int = 10
+    ) -> list[str]:
+        """argv of an ssh from this host's netns to `target` as root; append the remote command.
+
+        `identity` replaces the run's client key. ssh keeps the first value it sees for an
+        option, so options meant to win must come here, not after the returned argv.
+        """
+        options = list(self.ssh_options)
+        if identity is not None:
+            options[options.index("-i") + 1] = str(identity)
+        return [
+            *self.enter,
+            "ssh",
+            *options,
+            "-o",
+            f"ConnectTimeout={connect_timeout}",
+            f"root@{target.address}",
+        ]
+
+    def ssh(
+        self, target: TestHost, command: str, *, identity: Path | None = None, timeout: float = 60
+    ) -> Done:
+        """Run the shell line `command` on `target`, over SSH from this host."""
+        proc = subprocess.run(
+            [*self.ssh_argv(target, identity=identity), command],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return Done(proc.returncode, proc.stdout, proc.stderr)
+
+    def cut(self) -> None:
+        """Pull this host's cable: its link to the bridge goes down (the host stays up)."""
+        _sh("ip", "-n", self.bridge_netns, "link", "set", self.bridge_port, "down")
+
+    def restore(self) -> None:
+        """Plug the cable back in."""
+        _sh("ip", "-n", self.bridge_netns, "link", "set", self.bridge_port, "up")
+
+
+HostFactory = Callable[[int], list[TestHost]]
+
+
+def new_key(directory: Path, name: str) -> tuple[Path, str]:
+    """A fresh ed25519 key pair without passphrase: (private key file, public key line)."""
+    key = directory / name
+    _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{PREFIX}-{name}", "-f", str(key))
+    return key, key.with_suffix(".pub").read_text().strip()
+
+
+@contextmanager
+def host_network(count: int) -> Iterator[list[TestHost]]:
+    """`count` hosts joined through one bridge; all of it is removed on exit."""
+    if not 1 <= count <= 26:
+        raise ValueError(f"between 1 and 26 test hosts, not {count}")
+    if not os.access(SSHD, os.X_OK):
+        raise RuntimeError(f"{SSHD} is missing: openssh-server is not installed (make install)")
+    _sweep_stale()
+    seq = next(_networks)
+    if seq > 255:
+        raise RuntimeError("too many test host networks in one run")
+    run_id = f"{PREFIX}-{os.getpid()}-{seq}"
+    with ExitStack() as stack:
+        tmp = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir="/tmp"))
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        client_key, client_pub = new_key(tmp, "client")
+        known_hosts = tmp / "known_hosts"
+        options = (
+            "-F", "/dev/null",
+            "-i", str(client_key),
+            "-o", "IdentitiesOnly=yes",
+            "-o", "IdentityAgent=none",
+            "-o", f"UserKnownHostsFile={known_hosts}",
+            "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "UpdateHostKeys=no",
+            "-o", "BatchMode=yes",
+            "-o", "LogLevel=ERROR",
+        )  # fmt: skip
+
+        bridge = f"{run_id}-br"
+        _add_netns(stack, bridge)
+        _sh("ip", "-n", bridge, "link", "add", "br0", "type", "bridge")
+        _sh("ip", "-n", bridge, "link", "set", "br0", "up")
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+
+        hosts: list[TestHost] = []
+        for index in range(count):
+            name = chr(ord("a") + index)
+            netns = f"{run_id}-{name}"
+            address = f"198.18.{seq}.{index + 1}"
+            port = f"veth-{name}"
+            _add_netns(stack, netns)
+            # Created inside the bridge namespace, with the peer put straight into the host's:
+            # neither end ever exists in the machine's own namespace.
+            _sh("ip", "-n", bridge, "link", "add", port, "type", "veth", "peer", "eth0", "netns", netns)
+            _sh("ip", "-n", bridge, "link", "set", port, "master", "br0", "up")
+            _sh("ip", "-n", netns, "link", "set", "lo", "up")
+            _sh("ip", "-n", netns, "addr", "add", f"{address}/24", "dev", "eth0")
+            _sh("ip", "-n", netns, "link", "set", "eth0", "up")
+
+            root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-{name}-", dir="/tmp"))
+            root.chmod(0o755)
+            stack.callback(_cleanup_root, root)
+            _init_root(root)
+
+            host_dir = tmp / name
+            host_dir.mkdir()
+            host_key, host_pub = new_key(host_dir, "ssh_host_ed25519_key")
+            with known_hosts.open("a") as out:
+                out.write(f"{address} {host_pub}\n")
+            host = TestHost(
+                name=name,
+                netns=netns,
+                address=address,
+                root=VzRoot(root),
+                authorized_keys=host_dir / "authorized_keys",
+                ssh_options=options,
+                bridge_netns=bridge,
+                bridge_port=port,
+            )
+            host.authorize(client_pub)
+            _start_sshd(stack, host, host_dir, host_key)
+            hosts.append(host)
+        yield hosts
+
+
+@pytest.fixture
+def test_hosts() -> Iterator[HostFactory]:
+    """Factory: `test_hosts(2)` gives hosts a and b (more calls give more, separate networks)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    with ExitStack() as stack:
+        yield lambda count: stack.enter_context(host_network(count))
+
+
+def _sh(*argv: str) -> str:
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} -> {proc.returncode}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _init_root(root: Path) -> None:
+    """Like the vzroot fixture: an initialized root with a 4G pool."""
+    sys.path.insert(0, str(REPO))
+    from pyvz.paths import Paths
+    from pyvz.rootinit import init_root
+
+    init_root(Paths(root))
+    conf = root / "etc/vz/vz.conf"
+    conf.write_text(conf.read_text().replace("POOL_SIZE=auto", 'POOL_SIZE="4G"'))
+
+
+def _add_netns(stack: ExitStack, name: str) -> None:
+    _sh("ip", "netns", "add", name)
+    stack.callback(_delete_netns, name)
+
+
+def _delete_netns(name: str) -> None:
+    """Kill whatever still runs in the namespace (SSH sessions, strays), then delete it."""
+    for _ in range(50):
+        pids = [int(p) for p in _sh("ip", "netns", "pids", name).split()]
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    _sh("ip", "netns", "delete", name)
+
+
+def _sweep_stale() -> None:
+    """Namespaces left by a test run that was killed (kill -9 skips every cleanup)."""
+    for line in _sh("ip", "netns", "list").splitlines():
+        match = re.match(rf"({PREFIX}-(\d+)-\d+-\w+)\b", line)
+        if match is None:
+            continue
+        try:
+            os.kill(int(match[2]), 0)
+        except ProcessLookupError:
+            _delete_netns(match[1])
+
+
+def _start_sshd(stack: ExitStack, host: TestHost, host_dir: Path, host_key: Path) -> None:
+    path = f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    config = host_dir / "sshd_config"
+    pid_file = host_dir / "sshd.pid"
+    log = host_dir / "sshd.log"
+    config.write_text(
+        f"""\
+ListenAddress {host.address}
+Port 22
+AddressFamily inet
+HostKey {host_key}
+PidFile {pid_file}
+AuthorizedKeysFile {host.authorized_keys}
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+# The files live under /tmp, which is world-writable.
+StrictModes no
+UseDNS no
+PrintMotd no
+PrintLastLog no
+X11Forwarding no
+LogLevel VERBOSE
+Subsystem sftp internal-sftp
+# SHLVL=1: bash then skips ~/.bashrc (it reads it for ssh only at level 1), so the
+# machine's own root profile (pyenv, cargo) changes neither PATH nor timing.
+SetEnv PYVZ_ROOT={host.root.root} PATH={path} LANG=C.UTF-8 SHLVL=1
+"""
+    )
+    proc = subprocess.Popen(
+        [*host.enter, SSHD, "-D", "-f", str(config), "-E", str(log)],
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    stack.callback(_stop, proc)
+    # sshd writes its pid file only once it listens; the file shows up before its line does.
+    deadline = time.monotonic() + 10
+    while not (pid_file.exists() and pid_file.read_text().endswith("\n")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            raise RuntimeError(f"sshd for test host {host.name} did not start: {tail}")
+        time.sleep(0.01)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
