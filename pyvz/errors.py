@@ -61,10 +61,32 @@ class ExitCode(IntEnum):
     CONFIG_SAVE_ERROR = 139
 
 
+class MigrateExit(IntEnum):
+    """vzmigrate's own exit codes (its man page), for what vzctl's table has no code for;
+    vzmigrate maps vzctl codes onto these in one place (cli/vzmigrate.py)."""
+
+    USAGE = 1
+    VE_STOPPED = 2
+    CONNECT = 4
+    COPY = 6
+    VE_START = 7
+    VE_STOP = 8
+    EXISTS = 9
+    NOTEXIST = 10
+    IP_INUSE = 12
+    QUOTA = 13
+    OVZ_NOT_RUNNING = 14
+    APPLY_CONFIG = 15
+    UNSUP_CPT_VER = 17
+    UNSUP_CPU = 18
+    CANT_READ_REMOTE_CONFIG = 19
+    LOCKED = 20
+
+
 class VzError(Exception):
     """Every failure pyvz reports: a vzctl exit code and a one-line message saying what to do."""
 
-    def __init__(self, code: ExitCode, message: str) -> None:
+    def __init__(self, code: ExitCode | MigrateExit, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

@@ -8,7 +8,7 @@ import signal
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from pyvz.errors import ExitCode, VzError
+from pyvz.errors import ExitCode, MigrateExit, VzError
 
 if TYPE_CHECKING:
     import subprocess
@@ -399,3 +399,90 @@ def pipeline(
         error_code,
         f"`{shlex.join(argv)}` failed ({_describe_status(code)})" + (f": {detail}" if detail else ""),
     )
+
+
+class piped:  # lower case: it reads as `with piped([...], "r") as pipe:`
+    """Run argv with pipes to it: mode "r" gives `read_fd` (its stdout), "w" `write_fd` (its
+    stdin), "rw" both (an ssh session). Leaving the block closes our ends and waits; a
+    failure (after the block, or when the block raised) is a VzError with the command's
+    stderr. The command dies with us (kill -9 included), like pipeline()'s stages."""
+
+    def __init__(
+        self, argv: Sequence[str], mode: str, error_code: ExitCode | MigrateExit = ExitCode.SYSTEM_ERROR
+    ) -> None:
+        self.argv = tuple(argv)
+        self.mode = mode
+        self.error_code = error_code
+        self.pid = -1
+        self.read_fd = -1
+        self.write_fd = -1
+        self.stderr = -1
+
+    def __enter__(self) -> piped:
+        env = dict(os.environ, LANG="C.UTF-8")
+        env.pop("LC_ALL", None)
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        theirs: list[int] = []
+        stdin = stdout = null
+        if "w" in self.mode:
+            stdin, self.write_fd = os.pipe2(os.O_CLOEXEC)
+            theirs.append(stdin)
+        if "r" in self.mode:
+            self.read_fd, stdout = os.pipe2(os.O_CLOEXEC)
+            theirs.append(stdout)
+        self.stderr = os.memfd_create("stderr", os.MFD_CLOEXEC)
+        actions: list[tuple[int, ...]] = [
+            (os.POSIX_SPAWN_DUP2, stdin, 0),
+            (os.POSIX_SPAWN_DUP2, stdout, 1),
+            (os.POSIX_SPAWN_DUP2, self.stderr, 2),
+        ]
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            self.pid = _spawn(
+                (*_DIE_WITH_US, *self.argv),
+                env,
+                file_actions=actions,
+                setsid=True,
+                setsigmask=[],
+                setsigdef=[signal.SIGPIPE],
+            )
+        except BaseException:
+            self._close_ours()
+            os.close(self.stderr)
+            raise
+        finally:
+            for fd in [*theirs, null]:
+                os.close(fd)
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        return self
+
+    def _close_ours(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.read_fd = self.write_fd = -1
+
+    def close_input(self) -> None:
+        """End the command's stdin (it sees EOF) and keep reading its output."""
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    def __exit__(self, kind: object, value: object, tb: object) -> None:
+        self._close_ours()
+        if value is not None:
+            _kill_group(self.pid, signal.SIGKILL)
+        try:
+            code = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        except ChildProcessError:
+            code = 0
+        os.lseek(self.stderr, 0, os.SEEK_SET)
+        self.error_text = os.read(self.stderr, 1 << 16).decode(errors="replace")
+        os.close(self.stderr)
+        if value is None and code != 0:
+            detail = _tail(self.error_text)
+            raise VzError(
+                self.error_code,
+                f"`{shlex.join(self.argv)}` failed ({_describe_status(code)})"
+                + (f": {detail}" if detail else ""),
+            )

@@ -25,7 +25,7 @@ def boot_order(host: Host) -> list[int]:
 
 def boot(host: Host) -> int:
     """Start them all; one CT failing does not stop the others. Returns the first error code."""
-    first_error = ExitCode.OK
+    first_error: int = ExitCode.OK
     for ctid in boot_order(host):
         set_ctid(ctid)
         ct = Container(host, ctid)

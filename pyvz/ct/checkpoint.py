@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import nullcontext
 from enum import StrEnum
 from pathlib import Path
 
@@ -161,10 +162,19 @@ def _netns_prefix_after(fd: int | None) -> list[str]:
     return [] if fd is None else ["nsenter", f"--net=/proc/{os.getpid()}/fd/{fd}", "--"]
 
 
-def chkpnt(ct: Container, dumpfile: Path | None = None, stage: Stage | None = None) -> Path:
-    """vzctl chkpnt/suspend: the dump path it wrote (or the one it will write)."""
+def require_dumpable(ct: Container) -> None:
+    """Before anything is frozen: CRIU works here and can dump this CT."""
+    _criu(ct, ExitCode.CHKPNT_ERROR)
+    require_checkpointable(ct)
+
+
+def chkpnt(
+    ct: Container, dumpfile: Path | None = None, stage: Stage | None = None, lock: bool = True
+) -> Path:
+    """vzctl chkpnt/suspend: the dump path it wrote (or the one it will write).
+    `lock=False`: the caller holds the CT lock (vzmigrate)."""
     target = dumpfile.resolve() if dumpfile else default_dump(ct.host, ct.ctid)
-    with ct.host.ct_lock(ct.ctid):
+    with ct.host.ct_lock(ct.ctid) if lock else nullcontext():
         area = ct.require_exists()
         cgroups = ct.host.runtime.cgroups
         cgroup = ct.host.runtime.cgroups_of(ct.ctid).container

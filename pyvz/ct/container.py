@@ -221,6 +221,13 @@ class Container:
         if self.is_running():
             raise VzError(ExitCode.RUNNING, f"CT {self.ctid} is already running")
         cfg = self.config
+        handing_over = self.paths.conf_dir / f"{self.ctid}.migrating"
+        if handing_over.exists():
+            raise VzError(
+                ExitCode.LOCKED,
+                f"CT {self.ctid} was being migrated ({handing_over}): it may run on the destination "
+                f"now; `vzmigrate --resolve DEST {self.ctid}` finds out and settles it",
+            )
         if cfg.get(DISABLED) and not force:
             raise VzError(
                 ExitCode.START_DISABLED, f"CT {self.ctid} is disabled (DISABLED=yes); use --force to start it"

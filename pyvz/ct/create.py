@@ -43,7 +43,7 @@ from pyvz.params import (
 )
 from pyvz.resources.policy import derived_changes, warn_not_enforced
 from pyvz.storage import pool
-from pyvz.storage.base import Area, StorageDriver, driver_for
+from pyvz.storage.base import Area, StorageDriver, driver_for, remove_path
 from pyvz.storage.trees import unpacked_tree
 from pyvz.templates import cache
 
@@ -188,9 +188,12 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
         log.info("Container private area was created")
 
 
-def destroy(host: Host, ctid: int) -> None:
+def destroy(host: Host, ctid: int, lock: bool = True) -> None:
+    """vzctl destroy; `lock=False`: the caller holds the CT lock (vzmigrate)."""
+    from contextlib import nullcontext
+
     ct = Container(host, ctid)
-    with host.ct_lock(ctid):
+    with host.ct_lock(ctid) if lock else nullcontext():
         if ct.is_running():
             raise VzError(ExitCode.RUNNING, f"CT {ctid} is running; stop it first")
         conf_path = host.paths.conf_file(ctid)
@@ -218,6 +221,9 @@ def destroy(host: Host, ctid: int) -> None:
             os.replace(conf_path, conf_path.with_name(conf_path.name + ".destroyed"))
         driver.destroy(area)
         host.runtime.forget(ctid)
+        from pyvz.ct.checkpoint import default_dump
+
+        remove_path(default_dump(host, ctid))  # a suspended CT's dump goes with it
         try:
             area.root.rmdir()
         except OSError:

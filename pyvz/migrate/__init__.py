@@ -1,0 +1,1 @@
+"""Moving CTs between hosts: vzmigrate, its wire protocol, and the checks on what arrives."""

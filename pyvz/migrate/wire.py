@@ -1,0 +1,148 @@
+"""The migration protocol's framing, over the pipes of one SSH session.
+
+Everything between two hosts goes through one SSH connection: requests and answers as small
+JSON messages, and the CT's data (btrfs send streams, tar streams, CRIU images) as chunks of
+one bounded size. A frame is a type byte, a 32-bit big-endian length and the payload:
+`J` a JSON object, `D` a chunk of data, `E` the end of a data stream. What arrives is
+checked like user input: sizes are bounded, JSON must be an object, and a peer that breaks
+the framing gets the session ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+from pyvz.errors import ExitCode, MigrateExit, VzError
+
+VERSION = 1
+MAX_JSON = 1 << 20  # configs, snapshot lists and scripts fit many times over
+CHUNK = 1 << 20
+_HEADER = struct.Struct(">cI")
+
+Message = dict[str, Any]
+
+
+class Lost(VzError):
+    """The other side went away (connection cut, process killed) or broke the protocol."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(MigrateExit.CONNECT, message)
+
+
+class Wire:
+    def __init__(self, read_fd: int, write_fd: int, peer: str) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        self.peer = peer
+        self.sent = 0  # data bytes, for progress
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def _write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.write_fd, view) :]
+        except (BrokenPipeError, ConnectionResetError):
+            raise Lost(f"the connection to {self.peer} was lost") from None
+
+    def send(self, message: Message) -> None:
+        payload = json.dumps(message, separators=(",", ":")).encode()
+        if len(payload) > MAX_JSON:
+            raise VzError(ExitCode.SYSTEM_ERROR, f"message {message.get('op')} is too large to send")
+        self._write(_HEADER.pack(b"J", len(payload)) + payload)
+
+    def send_data(self, chunk: bytes | memoryview) -> None:
+        if chunk:
+            self._write(_HEADER.pack(b"D", len(chunk)))
+            self._write(chunk)
+            self.sent += len(chunk)
+
+    def end_data(self) -> None:
+        self._write(_HEADER.pack(b"E", 0))
+
+    def send_fd(self, fd: int, progress: Any = None) -> int:
+        """Send everything readable from `fd` as one data stream; the bytes it held."""
+        total = 0
+        while chunk := os.read(fd, CHUNK):
+            self.send_data(chunk)
+            total += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+        self.end_data()
+        return total
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def _read_exact(self, size: int) -> bytes:
+        parts = []
+        while size:
+            try:
+                part = os.read(self.read_fd, min(size, CHUNK))
+            except ConnectionResetError:
+                part = b""
+            if not part:
+                raise Lost(f"the connection to {self.peer} was lost")
+            parts.append(part)
+            size -= len(part)
+        return b"".join(parts)
+
+    def _frame(self) -> tuple[bytes, bytes]:
+        kind, size = _HEADER.unpack(self._read_exact(_HEADER.size))
+        if kind == b"J" and size > MAX_JSON or kind == b"D" and size > CHUNK or kind == b"E" and size:
+            raise Lost(f"{self.peer} broke the protocol (a {kind!r} frame of {size} bytes)")
+        if kind not in (b"J", b"D", b"E"):
+            raise Lost(f"{self.peer} broke the protocol (frame type {kind!r})")
+        return kind, self._read_exact(size) if size else b""
+
+    def receive(self) -> Message:
+        kind, payload = self._frame()
+        if kind != b"J":
+            raise Lost(f"{self.peer} sent data where a message was due")
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            raise Lost(f"{self.peer} sent a malformed message") from None
+        if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+            raise Lost(f"{self.peer} sent a message without an op")
+        return message
+
+    def data(self) -> Iterator[bytes]:
+        """The chunks of one data stream, up to its end frame."""
+        while True:
+            kind, payload = self._frame()
+            if kind == b"E":
+                return
+            if kind != b"D":
+                raise Lost(f"{self.peer} sent a message inside a data stream")
+            yield payload
+
+    # ---- request / answer ----------------------------------------------------------------
+
+    def call(self, message: Message) -> Message:
+        """Send a request and return the answer; a refusal becomes the VzError it names."""
+        self.send(message)
+        return self.answer()
+
+    def answer(self) -> Message:
+        reply = self.receive()
+        if reply.get("op") != "ok":
+            code, text = reply.get("code"), reply.get("error")
+            kind = MigrateExit if reply.get("kind") == "migrate" else ExitCode
+            known = code if isinstance(code, int) and code in kind._value2member_map_ else None
+            raise VzError(
+                kind(known) if known is not None else ExitCode.SYSTEM_ERROR,
+                f"{self.peer}: {text[:500] if isinstance(text, str) else 'refused'}",
+            )
+        return reply
+
+    def ok(self, **fields: Any) -> None:
+        self.send({"op": "ok", **fields})
+
+    def refuse(self, err: VzError) -> None:
+        kind = "migrate" if isinstance(err.code, MigrateExit) else "vzctl"
+        self.send({"op": "error", "code": int(err.code), "kind": kind, "error": err.message})
