@@ -1,12 +1,12 @@
 """vzmigrate: move a CT to another host, with OpenVZ's syntax and exit codes.
 
-    vzmigrate [-r yes|no] [--keep-dst] [--online|--live] [-f|--nodeps[=cpu_check,...]]
-              [--ssh="OPTIONS"] [-v] [-t|--times] DESTINATION CTID
-    vzmigrate --pubkey                      this host's migration key (made on first use)
-    vzmigrate --authorize "PUBKEY" [--authorized-keys FILE]
-                                            let that key send CTs here, and nothing else
-    vzmigrate --resolve DESTINATION CTID    settle an interrupted hand-over
-    vzmigrate --receive --peer FINGERPRINT  the receiving end (sshd runs it for the key)
+vzmigrate [-r yes|no] [--keep-dst] [--online|--live] [-f|--nodeps[=cpu_check,...]]
+          [--ssh="OPTIONS"] [-v] [-t|--times] DESTINATION CTID
+vzmigrate --pubkey                      this host's migration key (made on first use)
+vzmigrate --authorize "PUBKEY" [--authorized-keys FILE]
+                                        let that key send CTs here, and nothing else
+vzmigrate --resolve DESTINATION CTID    settle an interrupted hand-over
+vzmigrate --receive --peer FINGERPRINT  the receiving end (sshd runs it for the key)
 """
 
 from __future__ import annotations

@@ -100,6 +100,13 @@ def require_checkpointable(ct: Container) -> None:
         config = ct.host.runtime.config_path(ct.ctid).read_text()
     except FileNotFoundError:
         config = ""
+    if ct.config.get(NETIF):
+        raise VzError(
+            ExitCode.CHKPNT_ERROR,
+            f"CT {ct.ctid} has bridged veth interfaces (NETIF), which CRIU cannot restore here yet "
+            "(it recreates them with their old ifindex on the host, which another device may hold); "
+            "routed addresses (--ipadd) can be checkpointed",
+        )
     missing = [line for line in CHECKPOINTABLE if line not in config.splitlines()]
     if missing:
         raise VzError(
@@ -109,7 +116,7 @@ def require_checkpointable(ct: Container) -> None:
         )
 
 
-def _fingerprint(ct: Container, area: Area) -> str:
+def _fingerprint(ct: Container, area: Area) -> dict[str, str | int]:
     return ct.driver().fingerprint(area)
 
 
@@ -147,7 +154,7 @@ def _check_fits(ct: Container, area: Area, images: Path) -> None:
         problems.append("the CT's id range changed")
     if meta.get("fingerprint") is None:
         problems.append("it was taken from a CT that kept running (finish with `chkpnt --kill`)")
-    elif meta.get("fingerprint") != _fingerprint(ct, area):
+    elif not isinstance(meta["fingerprint"], dict) or not ct.driver().fits(area, meta["fingerprint"]):
         problems.append("the CT's files changed since it was taken")
     if problems:
         raise VzError(
@@ -357,6 +364,9 @@ def restore_from(ct: Container, images: Path, frozen: bool = False) -> None:
         ct.umount(area=area)
     _check_fits(ct, area, images)
     env = _criu(ct, ExitCode.RESTORE_ERROR)
+    from pyvz.net.venet import restore_args
+
+    env["PYVZ_CRIU_RESTORE_ARGS"] = restore_args(ct.ifname, ct.config.get(IPADD) or ())
     os.chmod(images, 0o711)
     log.info("Restoring container ...")
     started = time.monotonic()

@@ -315,12 +315,21 @@ class Container:
         return table_name(self.paths.tag, self.ctid)
 
     def _network_lines(self, addresses: tuple[str, ...], netifs: tuple[Any, ...]) -> tuple[str, ...]:
-        lines = venet.lxc_lines(self.ifname, addresses)
+        lines: list[str] = []
+        if addresses:
+            from pyvz.atomic import write_atomic
+
+            hook = self.host.runtime.ct_dir(self.ctid) / "venet-up"
+            hook.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(hook, venet.up_script(self.ifname, addresses), mode=0o755, durable=False)
+            lines += venet.lxc_lines(str(hook), addresses)
         if netifs:
             from pyvz.net.veth import lxc_lines
 
-            lines += lxc_lines(netifs, first=1 if addresses else 0)
-        return tuple(lines or ["lxc.net.0.type = empty"])
+            lines += lxc_lines(netifs, first=0)
+        else:
+            lines.append("lxc.net.0.type = empty")  # its own namespace, with only lo
+        return tuple(lines)
 
     def network_up(self, cfg: CtConfig) -> None:
         """Host side of a fresh start or a restore: routes, gateway proxies, the CT's nftables

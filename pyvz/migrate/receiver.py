@@ -295,8 +295,17 @@ class Receiver:
             raise
         return str(checker.uuid)
 
+    def _dump_staging(self) -> Path:
+        """Where CRIU images arrive: beside the dump directory, to be renamed into it."""
+        from pyvz.ct.checkpoint import default_dump
+
+        dump = default_dump(self.host, self.ctid)
+        return dump.with_name(f".{dump.name}.incoming")
+
     def _receive_tar(self, name: str) -> None:
-        target = self.staging / name
+        target = self._dump_staging() if name == "dump" else self.staging / name
+        remove_path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
         target.mkdir(mode=0o700)
         # GNU tar refuses absolute and ".." member names and defers symlinks that could lead
         # a later member outside the target; ids and modes are kept as sent.
@@ -369,14 +378,13 @@ class Receiver:
             self._install_scripts()
             if entries:
                 os.rename(staged_snapshots, area.snapshots)
-            if (self.staging / "dump").is_dir():
+            if "dump" in self.received:
                 from pyvz.ct.checkpoint import default_dump
 
-                self._fit_dump(self.staging / "dump", driver, staged)
+                self._fit_dump(self._dump_staging(), driver, staged)
                 dump = default_dump(self.host, self.ctid)
                 remove_path(dump)
-                dump.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(self.staging / "dump", dump)
+                os.rename(self._dump_staging(), dump)
             os.rename(staged, area.private)  # the commit point: from here the CT is here
         # Never none: from the commit point on, a receiver killed before the CT runs leaves
         # a guard that starts it (a restored CT from its dump).
@@ -433,7 +441,8 @@ class Receiver:
             ctid=self.ctid,
             local_uid=self.area.idmap.uid,
             local_gid=self.area.idmap.gid,
-            fingerprint=driver.fingerprint(self.area._replace(private=staged)),
+            # Quick: the files arrived as they were dumped, and this is the CT's downtime.
+            fingerprint=driver.fingerprint(self.area._replace(private=staged), quick=True),
         )
         write_atomic(dump / META, json.dumps(meta, indent=1) + "\n", mode=0o600)
 
@@ -474,6 +483,7 @@ class Receiver:
         """Take back this session's own staging (a refused or broken transfer)."""
         if self.area is not None and self.staging.exists() and not self.area.private.exists():
             self._remove_staging()
+            remove_path(self._dump_staging())
 
     def _sweep_leftovers(self) -> None:
         """What an interrupted earlier session left for this CTID: its staging, and a config,
@@ -554,7 +564,14 @@ def serve(peer: str) -> int:
     from pyvz.migrate.keys import check_fingerprint
 
     host = Host()
-    wire = Wire(0, 1, "the sender")
+    # The protocol owns the session's stdin and stdout; what pyvz and the commands it runs
+    # print goes to stderr (the sender's log), never into the stream.
+    channel_in, channel_out = os.dup(0), os.dup(1)
+    os.dup2(2, 1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    wire = Wire(channel_in, channel_out, "the sender")
     receiver = Receiver(host, wire, check_fingerprint(peer))
     receiver.serve()
     return 0

@@ -383,15 +383,20 @@ class Sender:
         return [sys.executable, "-m", "pyvz.cli.vzctl", "--skiplock", "start", str(self.ct.ctid)]
 
     def _restart_here(self, online: bool, work: Path, running: bool) -> None:
+        """The move failed: the CT runs here again as it did (the caller re-raises the
+        failure; this one's own failure is logged, not put in its place)."""
         if not running or self.ct.is_running():
             return
         from pyvz.ct import checkpoint
 
         log.info(f"Starting CT {self.ct.ctid} here again")
-        if online and checkpoint.has_dump(work / "dump"):
-            checkpoint.restore_from(self.ct, work / "dump")
-        else:
-            self.ct.start()
+        try:
+            if online and checkpoint.has_dump(work / "dump"):
+                checkpoint.restore_from(self.ct, work / "dump")
+            else:
+                self.ct.start()
+        except VzError as err:
+            log.error(f"CT {self.ct.ctid} could not be started here again: {err.message}")
 
     def _send_tar(self, wire: Wire, directory: Path, name: str) -> None:
         argv = ["tar", "-C", str(directory), "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]

@@ -7,12 +7,14 @@ proxy NDP entry on the host side. The host side (`vz<CTID>`) gets one route per
 address. Everything host-side is made in the network namespace the CT was started in, so a
 test (or an admin) can keep a whole setup inside a throwaway namespace.
 
-At start LXC creates the pair from config lines (the network is up before the CT's init
+At start an LXC start-host hook written by pyvz creates the pair, with ifindexes drawn at
+random so that CRIU can recreate it on any host (the network is up before the CT's init
 runs); `set --ipadd/--ipdel` on a running CT changes the same things with `ip`.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pyvz.errors import ExitCode, VzError
@@ -41,24 +43,45 @@ def host_route(address: str) -> str:
     return f"{bare(address)}/{128 if is_v6(address) else 32}"
 
 
-def lxc_lines(ifname: str, addresses: tuple[str, ...]) -> list[str]:
-    """The LXC config of the CT's venet0; nothing at all for a CT without addresses."""
+def random_index() -> int:
+    """An ifindex unlikely to be taken on any host. CRIU recreates a CT's venet0 with the
+    ifindex it had, first in the host's namespace (CRIU 4.2 with user namespaces): the 2
+    that a fresh namespace gives it is eth0 on every host, so the restore would fail."""
+    return (1 << 24) + int.from_bytes(os.urandom(4), "big") % (1 << 29)
+
+
+def up_script(ifname: str, addresses: tuple[str, ...]) -> str:
+    """The CT's venet pair, made by an LXC start-host hook (LXC's own veth cannot be given
+    its ifindexes), before the CT's init runs; a restored CT brings its own."""
+    inside = [f"link set {VENET} up"]
+    for address in addresses:
+        inside.append(f"address add {host_route(address)} dev {VENET}" + (" nodad" if is_v6(address) else ""))
+    if any(not is_v6(a) for a in addresses):
+        inside.append(f"route replace default dev {VENET}")
+    if any(is_v6(a) for a in addresses):
+        inside.append(f"route replace default via {GATEWAY6} dev {VENET}")
+    lines = "\n".join(inside)
+    return (
+        "#!/bin/sh\n"
+        "# Written by pyvz at each start (pyvz/net/venet.py): the CT's venet0 pair.\n"
+        "set -e\n"
+        f"ip link add {ifname} index {random_index()} type veth peer name {VENET} "
+        f'index {random_index()} netns "$LXC_PID"\n'
+        f"ip link set {ifname} up\n"
+        f'nsenter --net="/proc/$LXC_PID/ns/net" -- ip -batch - <<EOF\n{lines}\nEOF\n'
+    )
+
+
+def lxc_lines(hook: str, addresses: tuple[str, ...]) -> list[str]:
+    """The LXC config of the CT's venet0 (made by `hook`); nothing for a CT without addresses."""
     if not addresses:
         return []
-    lines = [
-        "lxc.net.0.type = veth",
-        f"lxc.net.0.name = {VENET}",
-        f"lxc.net.0.veth.pair = {ifname}",
-        "lxc.net.0.flags = up",
-    ]
-    for address in addresses:
-        family = "ipv6" if is_v6(address) else "ipv4"
-        lines.append(f"lxc.net.0.{family}.address = {host_route(address)}")
-    if any(not is_v6(a) for a in addresses):
-        lines.append("lxc.net.0.ipv4.gateway = dev")
-    if any(is_v6(a) for a in addresses):
-        lines.append(f"lxc.net.0.ipv6.gateway = {GATEWAY6}")
-    return lines
+    return [f"lxc.hook.start-host = {hook}"]
+
+
+def restore_args(ifname: str, addresses: tuple[str, ...]) -> str:
+    """CRIU's restore names the host end of the CT's venet0 pair after this."""
+    return f"--external veth[{VENET}]:{ifname}" if addresses else ""
 
 
 def sysctls(prefix: list[str], settings: dict[str, str]) -> None:
@@ -178,7 +201,8 @@ def _create_link(ifname: str, pid: int, prefix: list[str]) -> None:
     _batch(
         prefix,
         [
-            f"link add {ifname} type veth peer name {VENET} netns {pid}",
+            f"link add {ifname} index {random_index()} type veth peer name {VENET} "
+            f"index {random_index()} netns {pid}",
             f"link set {ifname} up",
             f"neigh replace proxy {GATEWAY6} dev {ifname}",
         ],

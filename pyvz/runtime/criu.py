@@ -50,6 +50,11 @@ for arg do
     set -- "$@" "$arg"
     prev=$arg
 done
+# What LXC cannot pass (the host name of a venet0 pair pyvz made), from pyvz.
+if [ "$1" = restore ] && [ -n "$PYVZ_CRIU_RESTORE_ARGS" ]; then
+    set -f
+    set -- "$@" $PYVZ_CRIU_RESTORE_ARGS
+fi
 exec {criu} "$@"
 """
 

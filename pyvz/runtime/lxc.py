@@ -189,8 +189,18 @@ class LxcRuntime:
         if result.returncode != 0:
             from pyvz.runtime.criu import log_tail
 
+            self._keep_log(ctid, images, "dump.log")
             why = log_tail(images, "dump.log") or result.stderr.strip()
             raise VzError(ExitCode.CHKPNT_ERROR, f"unable to checkpoint CT {ctid}: {why}")
+
+    def _keep_log(self, ctid: int, images: Path, name: str) -> None:
+        """CRIU's log of a failed dump or restore, kept beside LXC's (the images may go)."""
+        import shutil
+
+        try:
+            shutil.copyfile(images / name, self.ct_dir(ctid) / f"criu-{name}")
+        except OSError:
+            pass
 
     def restore(self, spec: RuntimeSpec, images: Path, env: Mapping[str, str]) -> None:
         """Bring the CT's processes back from `images`, with an LXC monitor as a start gives."""
@@ -201,6 +211,7 @@ class LxcRuntime:
             from pyvz.runtime.criu import log_tail
 
             self._clear_cgroups(spec.ctid)
+            self._keep_log(spec.ctid, images, "restore.log")
             why = log_tail(images, "restore.log") or self._why(spec.ctid) or [result.stderr.strip()]
             text = why if isinstance(why, str) else "; ".join(why)
             raise VzError(ExitCode.RESTORE_ERROR, f"unable to restore CT {spec.ctid}: {text}")

@@ -105,9 +105,11 @@ class StorageDriver(ABC):
         restore (LXC's restore ignores lxc.rootfs.options' idmap=container)."""
         self.mount(area)
 
-    def fingerprint(self, area: Area) -> str:
-        """Something that changes whenever the CT's own files change (a dump made from them
-        must not be restored over other files): sizes and change times of every entry."""
+    def fingerprint(self, area: Area, quick: bool = False) -> dict[str, str | int]:
+        """What identifies the state of the CT's own files, so that a dump made from them is
+        never restored over other files. `tree`: sizes and change times of every entry
+        (not access times: reading a file is no change). `quick`: only what costs no walk,
+        where the layout has it."""
         import hashlib
 
         digest = hashlib.sha256()
@@ -117,10 +119,20 @@ class StorageDriver(ABC):
             for name in ["", *sorted(files), *dirs]:
                 path = os.path.join(directory, name) if name else directory
                 st = os.lstat(path)
-                digest.update(
-                    f"{path[len(str(top)):]}\0{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}\n".encode()
+                line = (
+                    f"{path[len(str(top)) :]}\0{st.st_size}:{st.st_mode}:{st.st_mtime_ns}:{st.st_ctime_ns}\n"
                 )
-        return f"tree:{digest.hexdigest()}"
+                digest.update(line.encode())
+        return {"tree": digest.hexdigest()}
+
+    def fits(self, area: Area, recorded: dict[str, str | int]) -> bool:
+        """Whether the CT's files are still in the state `recorded` names."""
+        now = self.fingerprint(area, quick=True)
+        if any(key in recorded and recorded[key] == value for key, value in now.items()):
+            return True
+        if "tree" in recorded and "tree" not in now:
+            return recorded["tree"] == self.fingerprint(area)["tree"]
+        return False
 
     def usage(self, area: Area) -> int | None:
         """Bytes counted against the disk quota; None where the layout keeps no count."""

@@ -82,3 +82,102 @@ def test_a_stopped_ct_with_three_snapshots_arrives_whole(test_hosts: HostFactory
     ok(b, "start", "101")
     assert ok(b, "exec", "101", "hostname").strip() == "mover"
     assert re.search(r"\bmover\b", b.run(["ls", str(b.root.root / "etc/vz/names")]).out)
+
+
+CLIENT = r"""
+import socket, sys, time, json
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+sock.settimeout(30)
+stop = sys.argv[3]
+sent = received = 0
+buffer = b""
+gaps = []
+last = time.monotonic()
+import os
+while not os.path.exists(stop) or received < sent:
+    if not os.path.exists(stop):
+        sent += 1
+        sock.sendall(b"%d\n" % sent)
+    while b"\n" not in buffer:
+        chunk = sock.recv(4096)
+        if not chunk:
+            print(json.dumps({"closed": True, "sent": sent, "received": received}))
+            sys.exit(1)
+        buffer += chunk
+    line, buffer = buffer.split(b"\n", 1)
+    received += 1
+    now = time.monotonic()
+    gaps.append(now - last)
+    last = now
+    if int(line) != received:
+        print(json.dumps({"out_of_order": int(line), "expected": received}))
+        sys.exit(2)
+    time.sleep(0.01)
+print(json.dumps({"sent": sent, "received": received, "longest_gap": max(gaps)}))
+"""
+
+
+def _subnet_address(host: TestHost, last: int) -> str:
+    return ".".join(host.address.split(".")[:3] + [str(last)])
+
+
+def _counter(host: TestHost, ctid: str) -> tuple[int, int]:
+    """(PID, count) of the CT's in-memory counter loop."""
+    out = ok(host, "exec", ctid, "cat /tmp/counter.pid /tmp/count").split()
+    return int(out[0]), int(out[1])
+
+
+COUNTER = (
+    "sh -c 'echo $$ > /tmp/counter.pid; i=0; while :; do i=$((i+1)); echo $i > /tmp/count; "
+    "sleep 0.05; done' </dev/null >/dev/null 2>&1 &"
+)
+
+
+def test_live_migration_keeps_a_tcp_connection_and_the_processes(test_hosts: HostFactory, tmp_path) -> None:
+    import json
+    import subprocess
+    import time
+
+    a, b, c = test_hosts(3)
+    trust(a, b)
+    address = _subnet_address(a, 50)
+    ok(a, "create", "101", "--ipadd", address, "--hostname", "live")
+    ok(a, "start", "101")
+    ok(a, "exec", "101", "nc -ll -p 5000 -e cat </dev/null >/dev/null 2>&1 &")
+    ok(a, "exec", "101", COUNTER)
+    time.sleep(0.5)
+    pid_before, count_before = _counter(a, "101")
+    stop = tmp_path / "stop"
+    client = subprocess.Popen(
+        [*c.enter, sys.executable, "-c", CLIENT, address, "5000", str(stop)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)
+        done = move(a, b, "101", "--online", "--times")
+        if done.code:
+            for log in (*a.root.lxc_dir.glob("*/criu-*.log"), *b.root.lxc_dir.glob("*/criu-*.log")):
+                print(log, [line for line in log.read_text().splitlines() if "Error" in line][:12])
+        assert done.code == 0, f"{done.code}: {done.err} {done.out}"
+        time.sleep(1.0)
+        stop.touch()
+        out, err = client.communicate(timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert out.strip(), f"the client said nothing: {err}"
+    result = json.loads(out.strip().splitlines()[-1])
+    assert client.returncode == 0, (out, err)
+    assert result["sent"] == result["received"] > 50, result
+    print(f"longest gap the client saw: {result['longest_gap']:.3f} s")
+    print(done.out)
+    assert "downtime" in done.err + done.out
+    pid_after, count_after = _counter(b, "101")
+    assert pid_after == pid_before
+    assert count_after >= count_before
+    time.sleep(0.3)
+    assert _counter(b, "101")[1] > count_after  # it goes on counting there
+    assert ok(b, "status", "101").strip() == "CTID 101 exist mounted running"
+    assert a.vzctl("status", "101").out.strip() == "CTID 101 deleted unmounted down"
