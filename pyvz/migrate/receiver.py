@@ -31,6 +31,7 @@ from pyvz.config import ConfigFile, CtConfig, name_owner, remove_name_link
 from pyvz.errors import ExitCode, MigrateExit, VzError
 from pyvz.host import Host, check_subids
 from pyvz.log import log
+from pyvz.migrate import faults
 from pyvz.migrate.wire import VERSION, Message, Wire
 from pyvz.params import BY_KEY, DISKSPACE, IPADD, PRIVATE, ROOT, Layout, parse_ctid, parse_name
 from pyvz.run import if_we_die, piped
@@ -281,7 +282,9 @@ class Receiver:
     def _receive_btrfs(self, name: str) -> str:
         from pyvz.migrate.sendstream import StreamChecker
 
-        checker = StreamChecker(name, set(self.received.values()))
+        # A stream may not claim the UUID of anything already on the pool: btrfs receive
+        # finds parents and clone sources by UUID, which would lead it into another CT.
+        checker = StreamChecker(name, set(self.received.values()), self._taken_uuids())
         target = self.staging / "recv"
         argv = ["btrfs", "receive", "-q", "-e", "-C", str(target)]
         try:
@@ -289,6 +292,7 @@ class Receiver:
                 for chunk in self.wire.data():
                     checker.feed(chunk)
                     _write_all(receive.write_fd, chunk)
+                    faults.point(self.paths, "receiving")
                 checker.finish()
         except BaseException:
             self._drain()
@@ -301,6 +305,13 @@ class Receiver:
 
         dump = default_dump(self.host, self.ctid)
         return dump.with_name(f".{dump.name}.incoming")
+
+    def _taken_uuids(self) -> set[str]:
+        from pyvz.run import run
+
+        assert self.area is not None
+        listing = run(["btrfs", "subvolume", "list", "-uR", str(self.area.private.parent)]).stdout
+        return set(re.findall(r"uuid ([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})", listing))
 
     def _receive_tar(self, name: str) -> None:
         target = self._dump_staging() if name == "dump" else self.staging / name
@@ -385,10 +396,14 @@ class Receiver:
                 dump = default_dump(self.host, self.ctid)
                 remove_path(dump)
                 os.rename(self._dump_staging(), dump)
+            faults.point(self.paths, "staged")
+            # Who sent it, for `status`: it counts once the private area is in place too.
+            write_atomic(self._arrival(area), f"{self.peer}\n", mode=0o600)
             os.rename(staged, area.private)  # the commit point: from here the CT is here
         # Never none: from the commit point on, a receiver killed before the CT runs leaves
         # a guard that starts it (a restored CT from its dump).
         with if_we_die(self._start_argv() if start else ["true"]):
+            faults.point(self.paths, "committed")
             self._finish(driver, area)
             running = False
             if start:
@@ -397,6 +412,7 @@ class Receiver:
                 ct = Container(self.host, self.ctid)
                 ct.start()
                 running = ct.is_running()
+            faults.point(self.paths, "started")
         self.wire.ok(running=running, kept_aside=self.kept_aside)
 
     def _start_argv(self) -> list[str]:
@@ -452,7 +468,6 @@ class Receiver:
         quota = cfg.get(DISKSPACE)
         if quota is not None and driver.has_quota:
             driver.set_quota(area, quota)
-        write_atomic(area.private.with_name(f".{area.private.name}.received"), f"{self.peer}\n", mode=0o600)
         self._remove_staging()
 
     def _install_scripts(self) -> None:
@@ -464,18 +479,26 @@ class Receiver:
 
     # ---- status: did a CT this peer sent arrive? ---------------------------------------------
 
+    @staticmethod
+    def _arrival(area: Area) -> Path:
+        return area.private.with_name(f".{area.private.name}.received")
+
     def op_status(self, message: Message) -> None:
+        """Whether a CT this key sent is here. It waits for a session still at work on that
+        CT (the sender may have died in the middle of its commit), so it never answers
+        "not here" for a CT about to arrive."""
+        from pyvz.lock import Lock
+
         ctid = parse_ctid(str(_field(message, "ctid", int)))
         defaults = self._defaults(ctid)
         private = self.paths.host(defaults.require(PRIVATE, ExitCode.VE_PRIVATE_NOTSET))
-        marker = private.with_name(f".{private.name}.received")
-        try:
-            arrived = marker.read_text().strip() == self.peer and private.exists()
-        except FileNotFoundError:
-            arrived = False
+        with Lock(self.host.lock_dir / f"{ctid}.lck", f"CT {ctid}", wait=300.0):
+            try:
+                arrived = self._arrival(Area(private, private, IdMap(0, 0))).read_text().strip() == self.peer
+            except FileNotFoundError:
+                arrived = False
+            arrived = arrived and private.exists()
         self.wire.ok(arrived=arrived)
-        if not self.ctid:
-            return
 
     # ---- leftovers ---------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from pyvz.ct.container import Container
 from pyvz.errors import ExitCode, MigrateExit, VzError
 from pyvz.host import Host
 from pyvz.log import log
-from pyvz.migrate import keys
+from pyvz.migrate import faults, keys
 from pyvz.migrate.wire import VERSION, Wire
 from pyvz.params import IPADD, NAME, Layout
 from pyvz.run import if_we_die, piped
@@ -310,6 +310,7 @@ class Sender:
             with self.timer.phase(f"pre-copy round {number}"):
                 count = self._send_subvolume(wire, area.private, work, f"round-{number}")
             log.info(f"Pre-copy round {number}: {count / 1048576:.1f} MB")
+            faults.point(self.host.paths, "precopy")
             if count < SMALL_DELTA or (previous is not None and count > previous * 0.7):
                 break
             previous = count
@@ -327,8 +328,10 @@ class Sender:
         work: Path,
         commit: dict[str, object],
     ) -> None:
+        from pyvz.ct import checkpoint
+
         ct, opts = self.ct, self.opts
-        restart_here = self._restart_argv(online)
+        restart_here = [sys.executable, "-m", "pyvz.cli.vzctl", "start", str(ct.ctid)]
         stopped_at = time.monotonic()
         with if_we_die(restart_here if running else ["true"]):
             try:
@@ -337,11 +340,12 @@ class Sender:
                     self.timer.down_since = stopped_at
                     with self.timer.phase("checkpoint" if online else "stop"):
                         if online:
-                            from pyvz.ct import checkpoint
-
-                            checkpoint.chkpnt(ct, work / "dump", lock=False)
+                            # Into the CT's own dump: until the hand-over is settled it is
+                            # `suspended` here, and any `vzctl start` resumes it.
+                            checkpoint.chkpnt(ct, None, lock=False)
                         else:
                             ct.stop()
+                faults.point(self.host.paths, "frozen")
                 with self.timer.phase("final copy"):
                     if layout == Layout.BTRFS and running:
                         commit["files"] = "final"
@@ -349,7 +353,8 @@ class Sender:
                     elif layout == Layout.DIR:
                         self._send_tar(wire, area.private, "files")
                     if online:
-                        self._send_tar(wire, work / "dump", "dump")
+                        self._send_tar(wire, checkpoint.default_dump(self.host, ct.ctid), "dump")
+                faults.point(self.host.paths, "final")
             except BaseException:
                 self._restart_here(online, work, running)
                 raise
@@ -374,27 +379,20 @@ class Sender:
             if running:
                 self.timer.downtime = time.monotonic() - stopped_at
                 log.info(f"CT {ct.ctid} was down for {self.timer.downtime:.2f} s")
+            faults.point(self.host.paths, "handover")
             self._retire(area)
         log.info(
             f"CT {ct.ctid} is on {opts.destination} now" + (" and running" if reply.get("running") else "")
         )
 
-    def _restart_argv(self, online: bool) -> list[str]:
-        return [sys.executable, "-m", "pyvz.cli.vzctl", "--skiplock", "start", str(self.ct.ctid)]
-
     def _restart_here(self, online: bool, work: Path, running: bool) -> None:
-        """The move failed: the CT runs here again as it did (the caller re-raises the
-        failure; this one's own failure is logged, not put in its place)."""
+        """The move failed: the CT runs here again as it did (from its dump after a
+        checkpoint). The caller re-raises the failure; this one's own is logged."""
         if not running or self.ct.is_running():
             return
-        from pyvz.ct import checkpoint
-
         log.info(f"Starting CT {self.ct.ctid} here again")
         try:
-            if online and checkpoint.has_dump(work / "dump"):
-                checkpoint.restore_from(self.ct, work / "dump")
-            else:
-                self.ct.start()
+            self.ct.start()
         except VzError as err:
             log.error(f"CT {self.ct.ctid} could not be started here again: {err.message}")
 

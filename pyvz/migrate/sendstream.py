@@ -119,17 +119,18 @@ class Attr(IntEnum):
 # number it would skip could be anything a later btrfs-progs gives a meaning to.
 _LIMITS = {1: (Cmd.UPDATE_EXTENT, Attr.CLONE_LEN), 2: (Cmd.ENCODED_WRITE, Attr.ENCRYPTION)}
 
-# Plain ints for the per-byte paths: IntEnum comparisons cost a Python call each.
-_SUBVOL, _SNAPSHOT, _END, _LINK, _CLONE = int(Cmd.SUBVOL), int(Cmd.SNAPSHOT), int(Cmd.END), 10, 16
-_UUID, _PATH, _PATH_TO, _PATH_LINK = int(Attr.UUID), int(Attr.PATH), int(Attr.PATH_TO), 17
+# Plain ints for the per-command paths: reading a member off an IntEnum runs Python code.
+_SUBVOL, _SNAPSHOT, _END = int(Cmd.SUBVOL), int(Cmd.SNAPSHOT), int(Cmd.END)
+_LINK, _CLONE = int(Cmd.LINK), int(Cmd.CLONE)
+_UUID, _PATH, _PATH_TO, _PATH_LINK = int(Attr.UUID), int(Attr.PATH), int(Attr.PATH_TO), int(Attr.PATH_LINK)
 _DATA, _CLONE_UUID, _CLONE_PATH = int(Attr.DATA), int(Attr.CLONE_UUID), int(Attr.CLONE_PATH)
 # The attributes whose values are looked at; everything else (file data, xattr values,
 # times, modes) is skipped over. Receive keeps the last of repeated attributes, so these must
 # come once: a second PATH after the checked one would be the one acted on.
 _KEEP = frozenset({_UUID, _PATH, _PATH_TO, _PATH_LINK, _CLONE_UUID, _CLONE_PATH})
-# Real streams name the subvolume root as "" to set its owner, mode, times and xattrs.
 # The commands _command looks at beyond their PATH.
 _SPECIAL = frozenset({_SUBVOL, _SNAPSHOT, _END, _LINK, _CLONE})
+# Real streams name the subvolume root as "" to set its owner, mode, times and xattrs.
 _ROOT_OK = frozenset(
     int(c) for c in (Cmd.UTIMES, Cmd.CHOWN, Cmd.CHMOD, Cmd.SET_XATTR, Cmd.REMOVE_XATTR, Cmd.FILEATTR)
 )
@@ -188,11 +189,17 @@ def _uuid_set(texts: Iterable[str]) -> set[bytes]:
 
 
 def _cmd_name(cmd: int) -> str:
-    return Cmd(cmd).name if cmd in Cmd._value2member_map_ else str(cmd)
+    try:
+        return Cmd(cmd).name
+    except ValueError:
+        return str(cmd)
 
 
 def _attr_name(attr: int) -> str:
-    return Attr(attr).name if attr in Attr._value2member_map_ else str(attr)
+    try:
+        return Attr(attr).name
+    except ValueError:
+        return str(attr)
 
 
 class StreamChecker:
@@ -375,7 +382,7 @@ class StreamChecker:
             if version not in VERSIONS:
                 self._fail(len(MAGIC), f"stream version {version} is not supported (only 1 and 2)")
             self._v2 = version >= 2
-            self._max_cmd, self._max_attr = _LIMITS[version]
+            self._max_cmd, self._max_attr = (int(limit) for limit in _LIMITS[version])
             self._state, self._need = _S_CMD, _HEADER.size
         elif state == _S_CMD:
             self._begin(piece, 0, at)

@@ -1,0 +1,31 @@
+"""Named points in a migration where a test can stop a side to kill it (`kill -9`).
+
+A root's `var/lib/vz/.fault-point` file names one point; a process of that root reaching it
+says so on stderr and waits there to be killed. Without the file (every real host) a point
+costs one failed stat.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from pyvz.paths import Paths
+
+SENDER_POINTS = ("precopy", "frozen", "final", "handover")
+RECEIVER_POINTS = ("receiving", "staged", "committed", "started")
+
+
+def point(paths: Paths, name: str) -> None:
+    marker = paths.lib_vz / ".fault-point"
+    try:
+        wanted = marker.read_text().strip()
+    except OSError:
+        return
+    if wanted != name:
+        return
+    sys.stderr.write(f"fault point {name} reached (pid {os.getpid()})\n")
+    sys.stderr.flush()
+    while True:
+        time.sleep(3600)
