@@ -167,6 +167,8 @@ class Container:
         """Mount if needed; True if this call mounted it."""
         area = self.require_exists()
         driver = self.driver()
+        if driver.is_mounted(area) and driver.mounted_shifted(area) and not self.is_running():
+            driver.umount(area)  # what a restored CT that died leaves; a start mounts it anew
         if driver.is_mounted(area):
             if explicit:
                 raise VzError(ExitCode.MOUNTED, f"CT {self.ctid} is already mounted")
@@ -366,7 +368,11 @@ class Container:
             prefix = self.host.runtime.netns_prefix(self.ctid)
         firewall.remove(self.firewall_table(), prefix)
         addresses = [venet.bare(a) for a in self.config.get(IPADD) or ()]
-        if addresses:
+        if addresses and not prefix:
+            from pyvz.net.announce import withdraw
+
+            withdraw(addresses)  # in our namespace: no Python process to start (~90 ms)
+        elif addresses:
             run(command(prefix, addresses, withdrawing=True), check=False)
 
     def wait_booted(self, distro: Distro) -> None:

@@ -105,6 +105,10 @@ class StorageDriver(ABC):
         restore (LXC's restore ignores lxc.rootfs.options' idmap=container)."""
         self.mount(area)
 
+    def mounted_shifted(self, area: Area) -> bool:
+        """Whether area.root is still the shifted mount of a restore (mount_shifted)."""
+        return False
+
     def fingerprint(self, area: Area, quick: bool = False) -> dict[str, str | int]:
         """What identifies the state of the CT's own files, so that a dump made from them is
         never restored over other files. `tree`: sizes and change times of every entry

@@ -218,6 +218,11 @@ class BtrfsDriver(StorageDriver):
 
         idmapped_bind(area.private, area.root, area.idmap)
 
+    def mounted_shifted(self, area: Area) -> bool:
+        from pyvz.storage.mounts import is_idmapped
+
+        return not area.idmap.privileged and is_idmapped(area.root)
+
     def fingerprint(self, area: Area, quick: bool = False) -> dict[str, str | int]:
         """The subvolume's ctransid (the last transaction that changed a file in it; a
         snapshot of it is no change), committed first so a write a moment ago counts. An

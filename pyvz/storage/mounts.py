@@ -14,6 +14,7 @@ class Mount(NamedTuple):
     target: str
     fstype: str
     source: str
+    options: str = ""  # the mount's own options (not the filesystem's): ro, idmapped, ...
 
 
 def _unescape(field: str) -> str:
@@ -28,8 +29,13 @@ def mount_table() -> list[Mount]:
             left, _, right = line.partition(" - ")
             fields = left.split()
             rest = right.split()
-            mounts.append(Mount(_unescape(fields[4]), rest[0], _unescape(rest[1])))
+            mounts.append(Mount(_unescape(fields[4]), rest[0], _unescape(rest[1]), fields[5]))
     return mounts
+
+
+def is_idmapped(path: Path) -> bool:
+    target = os.path.realpath(path)
+    return any(m.target == target and "idmapped" in m.options.split(",") for m in mount_table())
 
 
 def is_mountpoint(path: Path) -> bool:

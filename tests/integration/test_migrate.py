@@ -4,6 +4,7 @@ the restricted key, and bad input."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sys
@@ -181,3 +182,65 @@ def test_live_migration_keeps_a_tcp_connection_and_the_processes(test_hosts: Hos
     assert _counter(b, "101")[1] > count_after  # it goes on counting there
     assert ok(b, "status", "101").strip() == "CTID 101 exist mounted running"
     assert a.vzctl("status", "101").out.strip() == "CTID 101 deleted unmounted down"
+
+
+def test_restart_migration_with_a_writer_keeps_every_byte(test_hosts: HostFactory) -> None:
+    """500 MB of data and a writer appending numbered, fsynced lines during the pre-copy:
+    the destination has every line written before the stop, and the downtime is recorded."""
+    a, b = test_hosts(2)
+    trust(a, b)
+    ok(a, "create", "101", "--hostname", "busy")
+    ok(a, "mount", "101")
+    data = a.root.root / "var/lib/vz/root/101/data"
+    data.mkdir()
+    for number in range(10):
+        with open(data / f"blob{number}", "wb") as out:
+            out.write(os.urandom(50 << 20))
+    ok(a, "umount", "101")
+    ok(a, "start", "101")
+    writer = (
+        "sh -c 'i=0; while :; do i=$((i+1)); echo line $i >> /root/log; sync /root/log 2>/dev/null || sync; "
+        "sleep 0.01; done' </dev/null >/dev/null 2>&1 &"
+    )
+    ok(a, "exec", "101", writer)
+    done = move(a, b, "101", "--times")
+    assert done.code == 0, f"{done.code}: {done.err} {done.out}"
+    match = re.search(r"was down for ([0-9.]+) s", done.out + done.err)
+    assert match, done.out
+    print(f"restart migration downtime: {match.group(1)} s")
+    assert "Pre-copy round 1" in done.out
+    assert ok(b, "status", "101").strip() == "CTID 101 exist mounted running"
+    log = (b.root.root / "var/lib/vz/root/101/root/log").read_text().splitlines()
+    numbers = [int(line.split()[1]) for line in log if line.startswith("line ")]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) > 10  # none lost, none torn
+    for number in range(10):
+        assert (b.root.root / f"var/lib/vz/root/101/data/blob{number}").stat().st_size == 50 << 20
+    assert a.vzctl("status", "101").out.strip() == "CTID 101 deleted unmounted down"
+
+
+def test_a_dir_layout_ct_moves_to_a_host_with_other_paths(test_hosts: HostFactory) -> None:
+    """A dir CT goes over as a tar stream and arrives as dir, on a host whose VE_PRIVATE and
+    VE_ROOT are elsewhere; its files keep their owners as the CT sees them."""
+    a, b = test_hosts(2)
+    trust(a, b)
+    conf = b.root.root / "etc/vz/vz.conf"
+    text = conf.read_text()
+    text = re.sub(r"^VE_PRIVATE=.*$", 'VE_PRIVATE="/srv/vz/private/$VEID"', text, flags=re.M)
+    text = re.sub(r"^VE_ROOT=.*$", 'VE_ROOT="/srv/vz/root/$VEID"', text, flags=re.M)
+    conf.write_text(text)
+    ok(a, "create", "102", "--layout", "dir", "--hostname", "dirct")
+    ok(a, "start", "102")
+    ok(
+        a,
+        "exec",
+        "102",
+        "mkdir -p /home/someone && echo hi > /home/someone/note && chown 1234:1234 /home/someone/note",
+    )
+    ok(a, "stop", "102")
+    done = move(a, b, "102")
+    assert done.code == 0, f"{done.code}: {done.err} {done.out}"
+    assert (b.root.root / "srv/vz/private/102/fs").is_dir()
+    ok(b, "start", "102")
+    assert ok(b, "exec", "102", "stat -c %u:%g /home/someone/note").strip() == "1234:1234"
+    assert ok(b, "exec", "102", "cat /home/someone/note").strip() == "hi"
+    assert ok(b, "exec", "102", "hostname").strip() == "dirct"
