@@ -74,6 +74,36 @@ def pending(host: Host, ctid: int) -> Path | None:
     return dump
 
 
+def resumable(path: Path) -> bool:
+    """A dump `vzctl start` would restore: complete, and of a CT that stopped with it."""
+    if not has_dump(path):
+        return False
+    try:
+        return _read_meta(path).get("fingerprint") is not None
+    except VzError:
+        return False
+
+
+def _stage_file(ct: Container) -> Path:
+    """Which staged command froze the running CT (`chkpnt` or `undump`), so that only its
+    own --resume thaws it: the other one's would resume it with the wrong dump."""
+    return ct.host.runtime.ct_dir(ct.ctid) / "frozen-by"
+
+
+def _frozen_by(ct: Container) -> str:
+    try:
+        return _stage_file(ct).read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def _set_frozen_by(ct: Container, stage: str | None) -> None:
+    if stage is None:
+        _stage_file(ct).unlink(missing_ok=True)
+    else:
+        write_atomic(_stage_file(ct), f"{stage}\n", durable=False)
+
+
 def partial_of(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
@@ -153,7 +183,7 @@ def _check_fits(ct: Container, area: Area, images: Path) -> None:
     if (meta.get("local_uid"), meta.get("local_gid")) != (area.idmap.uid, area.idmap.gid):
         problems.append("the CT's id range changed")
     if meta.get("fingerprint") is None:
-        problems.append("it was taken from a CT that kept running (finish with `chkpnt --kill`)")
+        problems.append("it was taken from a CT that went on running after it")
     elif not isinstance(meta["fingerprint"], dict) or not ct.driver().fits(area, meta["fingerprint"]):
         problems.append("the CT's files changed since it was taken")
     if problems:
@@ -190,19 +220,27 @@ def chkpnt(
         if not ct.is_running():
             raise VzError(ExitCode.NOT_RUNNING, f"unable to checkpoint: CT {ct.ctid} is not running")
         if stage is Stage.RESUME:
-            if not cgroups.is_frozen(cgroup):
-                raise VzError(ExitCode.CHKPNT_ERROR, f"CT {ct.ctid} is not suspended")
-            ct.network_up(ct.config)
+            if not cgroups.is_frozen(cgroup) or _frozen_by(ct) != "chkpnt":
+                raise VzError(
+                    ExitCode.CHKPNT_ERROR,
+                    f"CT {ct.ctid} is not suspended by `chkpnt --suspend`"
+                    + (" (it is undumped: `vzctl restore --resume`)" if _frozen_by(ct) == "undump" else ""),
+                )
+            if has_dump(target) and _read_meta(target).get("fingerprint") is None:
+                # it was only dumped: the CT goes on network-connected as before the dump
+                ct.network_up(ct.config)
             _thaw(ct)
+            _set_frozen_by(ct, None)
             log.info("Resuming...")
             return target
         env = _criu(ct, ExitCode.CHKPNT_ERROR)
         require_checkpointable(ct)
         if stage is Stage.SUSPEND:
             _freeze(ct)
+            _set_frozen_by(ct, "chkpnt")
             log.info(f"CT {ct.ctid} is suspended (frozen); `vzctl chkpnt {ct.ctid} --dump` saves it")
             return target
-        if stage is Stage.DUMP and not cgroups.is_frozen(cgroup):
+        if stage is Stage.DUMP and (not cgroups.is_frozen(cgroup) or _frozen_by(ct) != "chkpnt"):
             raise VzError(
                 ExitCode.CHKPNT_ERROR, f"CT {ct.ctid} is not suspended: run `vzctl chkpnt --suspend` first"
             )
@@ -307,8 +345,8 @@ def _kill_dumped(ct: Container, area: Area, target: Path) -> Path:
     netns = ct.host.runtime.foreign_netns(ct.ctid)
     try:
         ct.host.runtime.stop(ct.ctid, 0, kill=True)
-        _thaw_leftover(ct)
         ct.host.runtime.wait_stopped(ct.ctid, 10.0)
+        _set_frozen_by(ct, None)
     finally:
         if netns is not None:
             os.close(netns)
@@ -316,13 +354,6 @@ def _kill_dumped(ct: Container, area: Area, target: Path) -> Path:
     _write_meta(ct, area, target)
     log.info("Killing...")
     return target
-
-
-def _thaw_leftover(ct: Container) -> None:
-    try:
-        _thaw(ct)
-    except OSError:
-        pass  # the cgroup went with the CT
 
 
 def restore(ct: Container, dumpfile: Path | None = None, stage: Stage | None = None) -> None:
@@ -333,14 +364,14 @@ def restore(ct: Container, dumpfile: Path | None = None, stage: Stage | None = N
         cgroups = ct.host.runtime.cgroups
         cgroup = ct.host.runtime.cgroups_of(ct.ctid).container
         if stage in (Stage.RESUME, Stage.KILL):
-            if not ct.is_running() or not cgroups.is_frozen(cgroup):
+            if not ct.is_running() or not cgroups.is_frozen(cgroup) or _frozen_by(ct) != "undump":
                 raise VzError(ExitCode.RESTORE_ERROR, f"CT {ct.ctid} is not undumped (restore --undump)")
+            _set_frozen_by(ct, None)
             if stage is Stage.KILL:
                 ct.host.runtime.stop(ct.ctid, 0, kill=True)
-                _thaw_leftover(ct)
                 ct.host.runtime.wait_stopped(ct.ctid, 10.0)
                 ct.umount()
-                log.info("Killing...")
+                log.info("Killing... (the dump is kept: `vzctl restore` tries again)")
                 return
             ct.network_up(ct.config)
             _thaw(ct)
@@ -380,6 +411,7 @@ def restore_from(ct: Container, images: Path, frozen: bool = False) -> None:
         ct.host.runtime.cgroups.apply_inner(spec.cgroups.container, limits)
         if frozen:
             _freeze(ct)
+            _set_frozen_by(ct, "undump")
         else:
             ct.network_up(cfg)
     except BaseException:

@@ -134,9 +134,9 @@ class Container:
         exists = area.private.exists()
         suspended = False
         if exists and not running:
-            from pyvz.ct.checkpoint import default_dump, has_dump
+            from pyvz.ct.checkpoint import default_dump, resumable
 
-            suspended = has_dump(default_dump(self.host, self.ctid))
+            suspended = resumable(default_dump(self.host, self.ctid))
         return Status(exists, self.driver().is_mounted(area), running, suspended)
 
     def is_running(self) -> bool:
@@ -425,4 +425,12 @@ class Container:
         self.ran_in = self.host.runtime.foreign_netns(self.ctid)
         self.host.runtime.stop(self.ctid, DEFAULT_STOP_TIMEOUT if timeout is None else timeout, kill=fast)
         log.info("Container was stopped")
+        from pyvz.ct.checkpoint import default_dump, has_dump
+
+        dump = default_dump(self.host, self.ctid)
+        if has_dump(dump):  # of an earlier moment of this CT: a start must not go back to it
+            from pyvz.storage.base import remove_path
+
+            remove_path(dump)
+            log.info(f"Removed {dump}: it is older than the CT's state at this stop")
         self.umount(area=area)

@@ -205,7 +205,11 @@ def destroy(host: Host, ctid: int, lock: bool = True) -> None:
         pool.mount_existing(host.paths)
         area = ct.area(cfg)
         driver = ct.driver(cfg)
-        leftovers = [p for p in (area.private, area.doomed, area.partial) if p.exists() or p.is_symlink()]
+        leftovers = [
+            p
+            for p in (area.private, area.doomed, area.partial, area.incoming, area.migrating)
+            if p.exists() or p.is_symlink()
+        ]
         if not conf_path.exists() and not leftovers:
             raise VzError(ExitCode.NO_PRIVATE, f"CT {ctid} does not exist")
         if driver.is_mounted(area):

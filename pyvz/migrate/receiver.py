@@ -36,7 +36,7 @@ from pyvz.migrate.wire import VERSION, Message, Wire
 from pyvz.params import BY_KEY, DISKSPACE, IPADD, PRIVATE, ROOT, Layout, parse_ctid, parse_name
 from pyvz.run import if_we_die, piped
 from pyvz.storage import pool
-from pyvz.storage.base import Area, remove_path
+from pyvz.storage.base import Area, remove_path, remove_with_subvolumes
 from pyvz.storage.idmap import IdMap
 
 HOST_ACTIONS = ("premount", "mount", "umount", "postumount")
@@ -121,7 +121,7 @@ class Receiver:
     @property
     def staging(self) -> Path:
         assert self.area is not None
-        return self.area.private.with_name(f".{self.area.private.name}.incoming")
+        return self.area.incoming
 
     def _defaults(self, ctid: int) -> CtConfig:
         return CtConfig.merge(ctid, self.host.global_conf.items(), {}, self.paths.vz_conf)
@@ -535,15 +535,7 @@ class Receiver:
         self._remove_staging()
 
     def _remove_staging(self) -> None:
-        from pyvz.storage.btrfs import delete_subvolume, is_subvolume
-
-        for top, dirs, _files in os.walk(self.staging, topdown=True):
-            for name in list(dirs):
-                path = Path(top) / name
-                if is_subvolume(path):
-                    delete_subvolume(path)  # read-only ones too: the ioctl lets root
-                    dirs.remove(name)
-        remove_path(self.staging)
+        remove_with_subvolumes(self.staging)
 
 
 def _snapshot_entry(entry: Any) -> dict[str, str]:

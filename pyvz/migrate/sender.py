@@ -36,7 +36,7 @@ from pyvz.migrate import faults, keys
 from pyvz.migrate.wire import VERSION, Wire
 from pyvz.params import IPADD, NAME, Layout
 from pyvz.run import if_we_die, piped
-from pyvz.storage.base import Area, remove_path
+from pyvz.storage.base import Area, remove_with_subvolumes
 
 MAX_ROUNDS = 6
 SMALL_DELTA = 4 << 20  # a delta this small is not worth another round
@@ -193,7 +193,7 @@ class Sender:
                 from pyvz.ct import checkpoint
 
                 checkpoint.require_dumpable(ct)
-            work = area.private.with_name(f".{area.private.name}.migrate")
+            work = area.migrating
             _sweep_work(work)
             work.mkdir(mode=0o700)
             try:
@@ -441,14 +441,7 @@ def _size(ct: Container, area: Area) -> int:
 
 
 def _sweep_work(work: Path) -> None:
-    from pyvz.storage.btrfs import delete_subvolume, is_subvolume
-
-    if not work.exists():
-        return
-    for entry in work.iterdir():
-        if is_subvolume(entry):
-            delete_subvolume(entry)
-    remove_path(work)
+    remove_with_subvolumes(work)
 
 
 def _self_argv() -> list[str]:

@@ -81,11 +81,11 @@ class Criu:
         self.paths = paths
         self.state_dir = paths.lxc_dir / ".criu"
 
-    def binary(self) -> Path:
+    def binary(self, code: ExitCode = ExitCode.CHKPNT_ERROR) -> Path:
         found = _which("criu")
         if found is None:
             raise VzError(
-                ExitCode.CHKPNT_ERROR,
+                code,
                 f"checkpointing needs CRIU >= {'.'.join(map(str, MIN_VERSION))}, and criu is not "
                 f"installed: {HOW_TO_GET}",
             )
@@ -101,7 +101,7 @@ class Criu:
 
     def require(self, code: ExitCode = ExitCode.CHKPNT_ERROR) -> Path:
         """The path of a working CRIU, or one line naming what is missing and how to get it."""
-        binary = self.binary()
+        binary = self.binary(code)
         key = self._cache_key(binary)
         stamp = self.state_dir / "checked"
         try:

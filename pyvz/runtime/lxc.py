@@ -224,6 +224,19 @@ class LxcRuntime:
         return [line.split(" - ", 1)[-1] for line in lines if " ERROR " in line][:3]
 
     def stop(self, ctid: int, timeout: int, kill: bool) -> None:
+        container = self.cgroups_of(ctid).container
+        if self.cgroups.is_frozen(container):
+            # A frozen task acts on no signal until it is thawed: a kill is sent first, so
+            # that the CT's processes run not one instruction more; a clean stop thaws.
+            if kill:
+                import signal
+
+                for pid in self.cgroups.procs(container):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            self.cgroups.thaw_below(container)
         argv = self.netns_prefix(ctid) + self._base("lxc-stop", ctid)
         argv += ["-k"] if kill else ["-t", str(timeout)]
         result = run(argv, check=False, timeout=timeout + 30)

@@ -37,6 +37,16 @@ class Area(NamedTuple):
         return self.private.with_name(f".{self.private.name}.vzdump")
 
     @property
+    def migrating(self) -> Path:
+        """What vzmigrate keeps while it sends the CT (its pre-copy rounds)."""
+        return self.private.with_name(f".{self.private.name}.migrate")
+
+    @property
+    def incoming(self) -> Path:
+        """Where a CT being received by vzmigrate is built."""
+        return self.private.with_name(f".{self.private.name}.incoming")
+
+    @property
     def doomed(self) -> Path:
         """Where a private area goes the moment destroy starts, so it stops looking alive."""
         return self.private.with_name(f".{self.private.name}.destroying")
@@ -152,6 +162,8 @@ class StorageDriver(ABC):
         for leftover in (area.private, area.doomed, area.partial):
             if leftover.exists() or leftover.is_symlink():
                 self.delete_tree(leftover)
+        for leftover in (area.migrating, area.incoming):
+            remove_with_subvolumes(leftover)
         self.delete_snapshots(area)
         if area.backups.is_dir():
             self.delete_backups(area)
@@ -172,6 +184,21 @@ class StorageDriver(ABC):
                 if (entry / "fs").exists():
                     self.delete_snapshot(entry / "fs")
         remove_path(area.backups)
+
+
+def remove_with_subvolumes(path: Path) -> None:
+    """Remove a directory that may hold btrfs subvolumes (read-only ones too)."""
+    if not path.exists():
+        return
+    from pyvz.storage.btrfs import delete_subvolume, is_subvolume
+
+    for top, dirs, _files in os.walk(path, topdown=True):
+        for name in list(dirs):
+            inner = Path(top) / name
+            if is_subvolume(inner):
+                delete_subvolume(inner)  # the ioctl lets root delete read-only ones
+                dirs.remove(name)
+    remove_path(path)
 
 
 def remove_path(path: Path) -> None:
