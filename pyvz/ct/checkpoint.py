@@ -146,18 +146,16 @@ def require_checkpointable(ct: Container) -> None:
         )
 
 
-def _fingerprint(ct: Container, area: Area) -> dict[str, str | int]:
-    return ct.driver().fingerprint(area)
-
-
-def _write_meta(ct: Container, area: Area, images: Path, frozen_only: bool = False) -> None:
+def _write_meta(
+    ct: Container, area: Area, images: Path, frozen_only: bool = False, quick: bool = False
+) -> None:
     meta = {
         "ctid": ct.ctid,
         "local_uid": area.idmap.uid,
         "local_gid": area.idmap.gid,
         "layout": str(ct.driver().layout),
         # A dump of a CT that keeps running (--dump) has no fingerprint yet: --kill adds it.
-        "fingerprint": None if frozen_only else _fingerprint(ct, area),
+        "fingerprint": None if frozen_only else ct.driver().fingerprint(area, quick=quick),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     write_atomic(images / META, json.dumps(meta, indent=1) + "\n", mode=0o600)
@@ -206,10 +204,15 @@ def require_dumpable(ct: Container) -> None:
 
 
 def chkpnt(
-    ct: Container, dumpfile: Path | None = None, stage: Stage | None = None, lock: bool = True
+    ct: Container,
+    dumpfile: Path | None = None,
+    stage: Stage | None = None,
+    lock: bool = True,
+    quick: bool = False,
 ) -> Path:
     """vzctl chkpnt/suspend: the dump path it wrote (or the one it will write).
-    `lock=False`: the caller holds the CT lock (vzmigrate)."""
+    `lock=False`: the caller holds the CT lock; `quick`: fingerprint the files without a
+    walk, for a dump restored at once or nowhere (vzmigrate, whose downtime it is)."""
     target = dumpfile.resolve() if dumpfile else default_dump(ct.host, ct.ctid)
     with ct.host.ct_lock(ct.ctid) if lock else nullcontext():
         area = ct.require_exists()
@@ -261,7 +264,7 @@ def chkpnt(
             # CRIU freezes the CT itself; if it or we are killed the CT must not stay frozen.
             with if_we_die(["sh", "-c", 'printf %s "$1" > "$2"', "sh", thaw[2], str(thaw[0])]):
                 ct.host.runtime.checkpoint(ct.ctid, partial, env, stop=stage is None)
-            _write_meta(ct, area, partial, frozen_only=stage is Stage.DUMP)
+            _write_meta(ct, area, partial, frozen_only=stage is Stage.DUMP, quick=quick)
             os.rename(partial, target)
             if ct.config.get(IPADD) or ct.config.get(NETIF):
                 ct.network_down(_netns_prefix_after(netns) if stage is None else None)
@@ -312,7 +315,7 @@ def resume_snapshot(ct: Container, images: Path) -> None:
     copy_tree(images, copy)
     try:
         meta = _read_meta(copy)
-        meta["fingerprint"] = _fingerprint(ct, ct.area())
+        meta["fingerprint"] = ct.driver().fingerprint(ct.area())
         write_atomic(copy / META, json.dumps(meta, indent=1) + "\n", mode=0o600)
         restore_from(ct, copy)
     finally:

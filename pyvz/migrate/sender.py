@@ -342,7 +342,7 @@ class Sender:
                         if online:
                             # Into the CT's own dump: until the hand-over is settled it is
                             # `suspended` here, and any `vzctl start` resumes it.
-                            checkpoint.chkpnt(ct, None, lock=False)
+                            checkpoint.chkpnt(ct, None, lock=False, quick=True)
                         else:
                             ct.stop()
                 faults.point(self.host.paths, "frozen")
