@@ -102,6 +102,7 @@ ALIASES = {alias: name for name, cmd in COMMANDS.items() for alias in cmd.aliase
 # Commands read without argparse (see _fast_parse): only on/off flags, or a command line.
 PASS_THROUGH = frozenset({"exec", "exec2"})
 FLAGS_ONLY = frozenset({"destroy", "start", "stop", "restart", "status", "mount", "umount"})
+WITH_DUMPFILE = frozenset({"chkpnt", "restore"})  # on/off flags and --dumpfile PATH
 
 
 def build_parser(only: str | None = None) -> ArgumentParser:
@@ -195,10 +196,18 @@ def _fast_parse(argv: list[str]) -> argparse.Namespace | None:
         if len(rest) < 2 or rest[0].startswith("-"):
             return None
         return types.SimpleNamespace(command=name, ctid=rest[0], args=rest[1:], **values)  # type: ignore[return-value]
-    if name not in FLAGS_ONLY:
+    if name not in FLAGS_ONLY and name not in WITH_DUMPFILE:
         return None
     known = {flag for flag, _help in COMMANDS[name].flags}
     values.update({flag[2:]: False for flag in known})
+    if name in WITH_DUMPFILE:
+        values["dumpfile"] = None
+        if "--dumpfile" in rest:
+            at = rest.index("--dumpfile")
+            if at + 1 >= len(rest) or rest[at + 1].startswith("-"):
+                return None
+            values["dumpfile"] = Path(rest[at + 1])
+            rest = rest[:at] + rest[at + 2 :]
     words = [word for word in rest if word not in known]
     if len(words) != 1 or words[0].startswith("-"):
         return None

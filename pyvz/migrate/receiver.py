@@ -586,6 +586,13 @@ def serve(peer: str) -> int:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
+    import fcntl
+
+    for fd in (channel_in, channel_out):
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)  # sshd's pipes: fewer, larger reads
+        except OSError:
+            pass  # a socket, or over the limit: fine as it is
     wire = Wire(channel_in, channel_out, "the sender")
     receiver = Receiver(host, wire, check_fingerprint(peer))
     receiver.serve()

@@ -42,11 +42,19 @@ class Wire:
 
     # ---- writing -------------------------------------------------------------------------
 
-    def _write(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
+    def _write(self, data: bytes | memoryview, more: bytes | memoryview = b"") -> None:
+        """Write `data` and then `more` (one system call where the pipe takes both)."""
         try:
-            while view:
-                view = view[os.write(self.write_fd, view) :]
+            if more:
+                done = os.writev(self.write_fd, [data, more])
+                if done >= len(data):
+                    data, more = memoryview(more)[done - len(data) :], b""
+                else:
+                    data = memoryview(data)[done:]
+            for part in (data, more):
+                view = memoryview(part)
+                while view:
+                    view = view[os.write(self.write_fd, view) :]
         except (BrokenPipeError, ConnectionResetError):
             raise Lost(f"the connection to {self.peer} was lost") from None
 
@@ -58,8 +66,7 @@ class Wire:
 
     def send_data(self, chunk: bytes | memoryview) -> None:
         if chunk:
-            self._write(_HEADER.pack(b"D", len(chunk)))
-            self._write(chunk)
+            self._write(_HEADER.pack(b"D", len(chunk)), chunk)
             self.sent += len(chunk)
 
     def end_data(self) -> None:

@@ -140,3 +140,36 @@ def test_run_tool_maps_errors_to_exit_codes(isolated_root: Path, capsys: pytest.
 
     log = (isolated_root / "var/log/vzctl.log").read_text()
     assert "unrecognized arguments: --bogus" in log
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["chkpnt", "101"],
+        ["suspend", "101", "--dumpfile", "/tmp/d"],
+        ["chkpnt", "101", "--suspend"],
+        ["--quiet", "chkpnt", "--dump", "101"],
+        ["restore", "101", "--undump", "--dumpfile", "x"],
+        ["resume", "101"],
+        ["restore", "--resume", "101"],
+    ],
+)
+def test_the_fast_reading_of_chkpnt_and_restore_agrees_with_argparse(argv: list[str]) -> None:
+    from pyvz.cli.vzctl import ALIASES, _fast_parse
+
+    fast = _fast_parse(argv)
+    assert fast is not None
+    slow = build_parser().parse_args(argv)
+    assert ALIASES.get(fast.command, fast.command) == ALIASES.get(slow.command, slow.command)
+    for key in ("ctid", "dumpfile", "quiet", "suspend", "dump", "kill", "resume"):
+        if hasattr(slow, key):
+            assert getattr(fast, key) == getattr(slow, key), key
+    if hasattr(slow, "undump"):
+        assert fast.undump == slow.undump
+
+
+@pytest.mark.parametrize("argv", [["chkpnt", "101", "--dumpfile"], ["chkpnt", "--dumpfile", "--dump", "101"]])
+def test_what_the_fast_reading_does_not_understand_goes_to_argparse(argv: list[str]) -> None:
+    from pyvz.cli.vzctl import _fast_parse
+
+    assert _fast_parse(argv) is None
