@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.backup import bench_backup
+from bench.checkpoint import bench_checkpoint
 from bench.harness import VZCTL, VZLIST, BenchRoot, Row, alternate, log
+from bench.migrate import bench_migrate
 from bench.network import bench_throughput
 from bench.resources import bench_cpu, bench_vzlist_ubc, bench_vzubc
 from bench.snapshots import bench_snapshots
@@ -444,4 +446,6 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "template-cold-create": bench_template_cold_create,
     "template-build": bench_template_build,
     "backup": bench_backup,
+    "checkpoint": bench_checkpoint,
+    "migrate": bench_migrate,  # on three test hosts of their own (tests/testhosts.py)
 }

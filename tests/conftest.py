@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,14 @@ def _cleanup_root(root: Path) -> None:
     ):
         if target != os.path.realpath(paths.lib_vz / "private"):
             subprocess.run(["umount", "-l", target], capture_output=True)
-    pool.release(paths)
+    for attempt in range(20):  # a process that just died may hold the pool a moment longer
+        try:
+            pool.release(paths)
+            break
+        except VzError:
+            if attempt == 19:
+                raise
+            time.sleep(0.25)
     tree = detect()
     for directory in tree.dirs(paths.tag):
         for sub in sorted(

@@ -393,6 +393,23 @@ class Sender:
         log.info(f"Starting CT {self.ct.ctid} here again")
         try:
             self.ct.start()
+            return
+        except VzError as err:
+            if err.code != ExitCode.RESTORE_ERROR:
+                log.error(f"CT {self.ct.ctid} could not be started here again: {err.message}")
+                return
+            log.error(f"CT {self.ct.ctid}'s processes could not be restored here either: {err.message}")
+        # Never none: booted afresh is better than not running at all; the dump is kept aside.
+        from pyvz.ct import checkpoint
+
+        dump = checkpoint.default_dump(self.host, self.ct.ctid)
+        kept = dump.with_name(f"{dump.name}.failed")
+        remove_with_subvolumes(kept)
+        if dump.exists():
+            os.rename(dump, kept)
+        try:
+            self.ct.start()
+            log.warning(f"CT {self.ct.ctid} was booted afresh here (its dump is kept in {kept})")
         except VzError as err:
             log.error(f"CT {self.ct.ctid} could not be started here again: {err.message}")
 

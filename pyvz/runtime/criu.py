@@ -156,7 +156,13 @@ def log_tail(directory: Path, name: str) -> str:
     except OSError:
         return ""
     # CRIU logs harmless errors too (no iptables-save here, RLIMIT_NOFILE in a userns).
-    noise = ("iptables", "ip6tables", "RLIMIT_NOFILE", "cgroupd: recv req error")
+    noise = (
+        "iptables",
+        "ip6tables",
+        "RLIMIT_NOFILE",
+        "cgroupd: recv req error",
+        "Address already assigned",  # `ip addr restore` of addresses the restore made already
+    )
     errors = [line for line in lines if "Error" in line and not any(n in line for n in noise)]
     picked = errors[0] if errors else (lines[-1] if lines else "")
     return re.sub(r"^\s*(\(\d+\.\d+\)\s*)?(\d+:\s*)?", "", picked).strip()
