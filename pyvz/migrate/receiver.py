@@ -97,6 +97,7 @@ class Receiver:
             message = self.wire.receive()
             op = message["op"]
             if op == "bye":
+                self._sweep()  # a session that ends before its commit leaves nothing
                 return
             handler = getattr(self, f"op_{op}", None)
             if handler is None or (op != "hello" and op != "status" and not self.ctid):
@@ -142,7 +143,7 @@ class Receiver:
         private = self.paths.host(defaults.require(PRIVATE, ExitCode.VE_PRIVATE_NOTSET))
         root = self.paths.host(defaults.require(ROOT, ExitCode.VE_ROOT_NOTSET))
         self.area = Area(private, root, self.host.allocate_ids(set()))  # id range: see op_config
-        pool.prepare(self.paths, private.parent, self.layout == Layout.BTRFS, self.host.setting("POOL_SIZE"))
+        pool.mount_existing(self.paths)  # to see what is there; made only once the CT may come
         self._sweep_leftovers()
         if self.paths.conf_file(ctid).exists() or private.exists():
             raise VzError(MigrateExit.EXISTS, f"CT {ctid} already exists on this host")
@@ -161,6 +162,13 @@ class Receiver:
             check_free(addresses, self.host.addresses(but=ctid))
         except VzError as err:
             raise VzError(MigrateExit.IP_INUSE, err.message) from None
+        criu = None
+        if message.get("online"):
+            from pyvz.runtime.criu import Criu
+
+            Criu(self.paths).require(ExitCode.RESTORE_ERROR)
+            criu = True
+        pool.prepare(self.paths, private.parent, self.layout == Layout.BTRFS, self.host.setting("POOL_SIZE"))
         need = _field(message, "bytes", int)
         free = shutil.disk_usage(private.parent).free
         if need > free:
@@ -168,12 +176,6 @@ class Receiver:
                 ExitCode.NO_DISK_SPACE,
                 f"CT {ctid} needs {need >> 20} MB and {private.parent} has {free >> 20} MB free",
             )
-        criu = None
-        if message.get("online"):
-            from pyvz.runtime.criu import Criu
-
-            Criu(self.paths).require(ExitCode.RESTORE_ERROR)
-            criu = True
         self._staging_dir()
         self.wire.ok(
             pyvz=__version__, free=free, criu=criu, cpu_flags=sorted(_cpu_flags()), private=str(private)
@@ -295,7 +297,7 @@ class Receiver:
                     faults.point(self.paths, "receiving")
                 checker.finish()
         except BaseException:
-            self._drain()
+            self.wire.drain()
             raise
         return str(checker.uuid)
 
@@ -336,16 +338,8 @@ class Receiver:
                 for chunk in self.wire.data():
                     _write_all(tar.write_fd, chunk)
         except BaseException:
-            self._drain()
+            self.wire.drain()
             raise
-
-    def _drain(self) -> None:
-        """After a refused stream, read the rest of it so the answer is read in step."""
-        try:
-            for _chunk in self.wire.data():
-                pass
-        except VzError:
-            pass
 
     # ---- commit: the CT comes into being here ----------------------------------------------
 
@@ -396,6 +390,7 @@ class Receiver:
                 dump = default_dump(self.host, self.ctid)
                 remove_path(dump)
                 os.rename(self._dump_staging(), dump)
+            self._set_quota(driver, area._replace(private=staged))
             faults.point(self.paths, "staged")
             # Who sent it, for `status`: it counts once the private area is in place too.
             write_atomic(self._arrival(area), f"{self.peer}\n", mode=0o600)
@@ -462,12 +457,15 @@ class Receiver:
         )
         write_atomic(dump / META, json.dumps(meta, indent=1) + "\n", mode=0o600)
 
-    def _finish(self, driver: Any, area: Area) -> None:
+    def _set_quota(self, driver: Any, staged: Area) -> None:
+        """The disk quota, on the staged subvolume: it holds from the commit point on."""
         assert self.conf is not None
         cfg = CtConfig.merge(self.ctid, self.host.global_conf.items(), self.conf.items(), self.paths.vz_conf)
         quota = cfg.get(DISKSPACE)
         if quota is not None and driver.has_quota:
-            driver.set_quota(area, quota)
+            driver.set_quota(staged, quota)
+
+    def _finish(self, driver: Any, area: Area) -> None:
         self._remove_staging()
 
     def _install_scripts(self) -> None:
@@ -593,7 +591,8 @@ def serve(peer: str) -> int:
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)  # sshd's pipes: fewer, larger reads
         except OSError:
             pass  # a socket, or over the limit: fine as it is
-    wire = Wire(channel_in, channel_out, "the sender")
+    timeout = float(host.setting("MIGRATE_TIMEOUT", "30") or 30)
+    wire = Wire(channel_in, channel_out, "the sender", timeout=timeout)
     receiver = Receiver(host, wire, check_fingerprint(peer))
     receiver.serve()
     return 0

@@ -142,15 +142,22 @@ def ssh_argv(host: Host, destination: str, options: tuple[str, ...]) -> list[str
 def session(host: Host, destination: str, options: tuple[str, ...]) -> Iterator[Wire]:
     argv = ssh_argv(host, destination, options)
     pipe = piped(argv, "rw", error_code=MigrateExit.CONNECT)
+    wire: Wire | None = None
     try:
         with pipe:
             wire = Wire(pipe.read_fd, pipe.write_fd, destination)
-            yield wire
-            wire.send({"op": "bye"})
+            wire.start_pinging()  # the receiver gives up on a sender it does not hear from
+            try:
+                yield wire
+                wire.send({"op": "bye"})
+            finally:
+                wire.stop_pinging()
             pipe.close_input()
     except VzError as err:
+        # Before any answer, ssh's own last word says why (no route, key refused...);
+        # after one, the error is about the migration and says what to do.
         why = (getattr(pipe, "error_text", "") or "").strip().splitlines()
-        if err.code == MigrateExit.CONNECT and why:
+        if err.code == MigrateExit.CONNECT and why and (wire is None or not wire.heard):
             raise VzError(MigrateExit.CONNECT, f"cannot talk to {destination}: {why[-1]}") from None
         raise
 
