@@ -98,3 +98,14 @@ def check_subids(idmap: IdMap) -> None:
                 f"{kind}s {start}-{start + ID_RANGE - 1} are not delegated to root in {path} "
                 f"(add a line root:{start}:{ID_RANGE} or larger; `make install` sets one up)",
             )
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo): a live-migrated CT's processes may use any."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()

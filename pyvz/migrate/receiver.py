@@ -29,7 +29,7 @@ from pyvz import __version__
 from pyvz.atomic import write_atomic
 from pyvz.config import ConfigFile, CtConfig, name_owner, remove_name_link
 from pyvz.errors import ExitCode, MigrateExit, VzError
-from pyvz.host import Host, check_subids
+from pyvz.host import Host, check_subids, cpu_flags
 from pyvz.log import log
 from pyvz.migrate import faults
 from pyvz.migrate.wire import VERSION, Message, Wire
@@ -178,7 +178,7 @@ class Receiver:
             )
         self._staging_dir()
         self.wire.ok(
-            pyvz=__version__, free=free, criu=criu, cpu_flags=sorted(_cpu_flags()), private=str(private)
+            pyvz=__version__, free=free, criu=criu, cpu_flags=sorted(cpu_flags()), private=str(private)
         )
 
     def _staging_dir(self) -> None:
@@ -560,16 +560,6 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def serve(peer: str) -> int:

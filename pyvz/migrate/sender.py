@@ -30,7 +30,7 @@ from pyvz.atomic import write_atomic
 from pyvz.config import remove_name_links_to
 from pyvz.ct.container import Container
 from pyvz.errors import ExitCode, MigrateExit, VzError
-from pyvz.host import Host
+from pyvz.host import Host, cpu_flags
 from pyvz.log import log
 from pyvz.migrate import faults, keys
 from pyvz.migrate.wire import VERSION, Wire
@@ -72,7 +72,6 @@ class Timer:
 
     def __init__(self) -> None:
         self.phases: list[tuple[str, float]] = []
-        self.down_since: float | None = None
         self.downtime: float | None = None
 
     @contextmanager
@@ -162,12 +161,6 @@ def session(host: Host, destination: str, options: tuple[str, ...]) -> Iterator[
         raise
 
 
-def _cpu_flags() -> set[str]:
-    from pyvz.migrate.receiver import _cpu_flags as flags
-
-    return flags()
-
-
 class Sender:
     def __init__(self, host: Host, opts: Options) -> None:
         self.host = host
@@ -201,13 +194,13 @@ class Sender:
 
                 checkpoint.require_dumpable(ct)
             work = area.migrating
-            _sweep_work(work)
+            remove_with_subvolumes(work)
             work.mkdir(mode=0o700)
             try:
                 with session(self.host, opts.destination, opts.ssh_options) as wire:
                     self._move(wire, area, layout, running, online, work)
             finally:
-                _sweep_work(work)
+                remove_with_subvolumes(work)
         if opts.times or log.verbose:
             for line in self.timer.table():
                 log.info(line)
@@ -229,7 +222,7 @@ class Sender:
                 }
             )
             if online and "cpu_check" not in opts.nodeps and "cpu" not in opts.nodeps:
-                missing = _cpu_flags() - set(reply.get("cpu_flags") or ())
+                missing = cpu_flags() - set(reply.get("cpu_flags") or ())
                 if missing:
                     raise VzError(
                         MigrateExit.UNSUP_CPU,
@@ -344,7 +337,6 @@ class Sender:
             try:
                 if running:
                     stopped_at = time.monotonic()
-                    self.timer.down_since = stopped_at
                     with self.timer.phase("checkpoint" if online else "stop"):
                         if online:
                             # Into the CT's own dump: until the hand-over is settled it is
@@ -363,7 +355,7 @@ class Sender:
                         self._send_tar(wire, checkpoint.default_dump(self.host, ct.ctid), "dump")
                 faults.point(self.host.paths, "final")
             except BaseException:
-                self._restart_here(online, work, running)
+                self._restart_here(running)
                 raise
             # From here the destination may have the CT: never start it here on a guess.
             write_atomic(marker(self.host, ct.ctid), json.dumps({"to": opts.destination, "running": running}))
@@ -381,7 +373,7 @@ class Sender:
                         ) from None
                     # The destination refused: it does not have the CT. It runs here again.
                     marker(self.host, ct.ctid).unlink(missing_ok=True)
-                    self._restart_here(online, work, running)
+                    self._restart_here(running)
                     raise
             if running:
                 self.timer.downtime = time.monotonic() - stopped_at
@@ -392,7 +384,7 @@ class Sender:
             f"CT {ct.ctid} is on {opts.destination} now" + (" and running" if reply.get("running") else "")
         )
 
-    def _restart_here(self, online: bool, work: Path, running: bool) -> None:
+    def _restart_here(self, running: bool) -> None:
         """The move failed: the CT runs here again as it did (from its dump after a
         checkpoint). The caller re-raises the failure; this one's own is logged."""
         if not running or self.ct.is_running():
@@ -462,10 +454,6 @@ def _size(ct: Container, area: Area) -> int:
             except OSError:
                 pass
     return total
-
-
-def _sweep_work(work: Path) -> None:
-    remove_with_subvolumes(work)
 
 
 def _self_argv() -> list[str]:
