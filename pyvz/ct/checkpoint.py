@@ -137,12 +137,33 @@ def require_checkpointable(ct: Container) -> None:
             "(it recreates them with their old ifindex on the host, which another device may hold); "
             "routed addresses (--ipadd) can be checkpointed",
         )
+    _require_no_symlink_watch(ct)
     missing = [line for line in CHECKPOINTABLE if line not in config.splitlines()]
     if missing:
         raise VzError(
             ExitCode.CHKPNT_ERROR,
             f"CT {ct.ctid} was started with a console and ttys (by an older pyvz), which CRIU "
             "cannot checkpoint: restart it once (`vzctl restart`) and try again",
+        )
+
+
+def _require_no_symlink_watch(ct: Container) -> None:
+    """systemd watches /etc/localtime itself (inotify, no follow); CRIU cannot dump a watch
+    on a symlink, and templates older than this pyvz have one there."""
+    from pyvz.net.venet import init_pid
+
+    runtime = ct.host.runtime
+    pid = init_pid(runtime.cgroups.procs(runtime.cgroups_of(ct.ctid).container))
+    try:
+        systemd = "systemd" in os.readlink(f"/proc/{pid}/exe")
+    except (OSError, TypeError):
+        return
+    if systemd and (ct.area().root / "etc/localtime").is_symlink():
+        raise VzError(
+            ExitCode.CHKPNT_ERROR,
+            f"CT {ct.ctid}'s /etc/localtime is a symlink that systemd watches, which CRIU cannot "
+            "checkpoint: make it a file (vzctl exec CT 'cp --remove-destination "
+            '"$(readlink -f /etc/localtime)" /etc/localtime\'; templates built now have one)',
         )
 
 

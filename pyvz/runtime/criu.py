@@ -42,14 +42,20 @@ SHIM = """\
 # Written by pyvz (see pyvz/runtime/criu.py): LXC names the CT's top cgroup as CRIU's
 # cgroup root; pyvz keeps the CT's processes in its inner cgroup, as a fresh start does.
 prev=
+root=
 for arg do
     shift
     if [ "$prev" = --cgroup-root ]; then
         arg="$arg/{inner}"
+        root=${arg#*:}
     fi
     set -- "$@" "$arg"
     prev=$arg
 done
+# The same root for the hierarchies LXC names none for (cgroup v2's, on a hybrid host).
+if [ -n "$root" ]; then
+    set -- "$@" --cgroup-root "$root"
+fi
 # What LXC cannot pass (the host name of a venet0 pair pyvz made), from pyvz.
 if [ "$1" = restore ] && [ -n "$PYVZ_CRIU_RESTORE_ARGS" ]; then
     set -f
