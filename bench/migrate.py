@@ -64,7 +64,8 @@ HOG = {
     # hold the string twice (the repetition's result, then its copy in $x).
     "perl": (
         'perl -e \'$x .= "a" x 1048576 for 1 .. {mb}; '
-        'open(F, ">/tmp/hog.pid"); print F $$; close F; sleep 1e9\''
+        # sleep in a loop: a checkpoint interrupts the sleep, and a lone sleep would return.
+        'open(F, ">/tmp/hog.pid"); print F $$; close F; sleep 1e6 while 1\''
     ),
 }
 

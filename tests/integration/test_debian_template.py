@@ -112,6 +112,37 @@ def test_debian_12_boots_to_running_unprivileged(built: Path, vzroot: VzRoot) ->
     assert vzroot.ok("status", "101").strip() == "CTID 101 exist unmounted down"
 
 
+def test_a_debian_12_systemd_ct_is_checkpointed_and_restored(built: Path, vzroot: VzRoot) -> None:
+    """systemd as init: its watches (/etc/localtime, its cgroups) and its processes survive."""
+    install_built(built, vzroot)
+    vzroot.ok("create", "101", "--ostemplate", RECIPE)
+    assert not (vzroot.private_dir / "101/etc/localtime").is_symlink()  # see the recipe
+    vzroot.ok("start", "101", "--wait")
+    # 64 MB held by a process (minbase has perl but no python3), and its PID. It sleeps in a
+    # loop: a checkpoint interrupts a sleep, as a signal does, and a lone sleep returns.
+    hog = (
+        'perl -e \'$x .= "a" x 1048576 for 1 .. 64; open(F, ">/root/hog.pid"); print F $$; close F; '
+        "sleep 1e6 while 1'"
+    )
+    vzroot.ok("exec", "101", hog + " </dev/null >/dev/null 2>&1 &")
+    rss = "grep VmRSS /proc/$(cat /root/hog.pid)/status"
+    deadline = time.monotonic() + 30
+    while (
+        not vzroot.vzctl("exec", "101", rss).out.split()[1:2]
+        or int(vzroot.vzctl("exec", "101", rss).out.split()[1]) < 64000
+    ):
+        assert time.monotonic() < deadline, "the 64 MB process did not come up"
+        time.sleep(0.2)
+    before = vzroot.ok("exec", "101", "cat /root/hog.pid").strip()
+    vzroot.ok("chkpnt", "101")
+    assert vzroot.ok("status", "101").strip() == "CTID 101 exist unmounted down suspended"
+    vzroot.ok("start", "101")
+    assert vzroot.ok("exec", "101", "cat /root/hog.pid").strip() == before
+    assert int(vzroot.ok("exec", "101", rss).split()[1]) >= 64000  # its memory came back
+    assert vzroot.ok("exec", "101", "systemctl is-system-running").strip() == "running"
+    vzroot.ok("stop", "101")
+
+
 def test_same_o1_create_for_debian_as_for_busybox(built: Path, vzroot: VzRoot) -> None:
     install_built(built, vzroot)
     vzroot.ok("create", "101", "--ostemplate", RECIPE)  # first create unpacks the tree once
