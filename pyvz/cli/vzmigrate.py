@@ -14,10 +14,14 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyvz.cli.common import exit_now, run_tool
 from pyvz.errors import ExitCode, MigrateExit, VzError
 from pyvz.log import log
+
+if TYPE_CHECKING:
+    from pyvz.cli.parser import ArgumentParser
 
 # vzctl's codes, as the library raises them, onto vzmigrate's (its man page).
 _EXIT: dict[ExitCode, MigrateExit] = {
@@ -40,7 +44,7 @@ _EXIT: dict[ExitCode, MigrateExit] = {
 }
 
 
-def _parser() -> object:
+def _parser() -> ArgumentParser:
     from pyvz.cli.parser import ArgumentParser
 
     parser = ArgumentParser(prog="vzmigrate", description="Move a CT to another host.")
@@ -63,11 +67,7 @@ def _parser() -> object:
 
 
 def dispatch(argv: list[str]) -> int:
-    import argparse
-
-    parser = _parser()
-    assert isinstance(parser, argparse.ArgumentParser)
-    ns = parser.parse_args(argv)
+    ns = _parser().parse_args(argv)
     from pyvz.host import Host
 
     host = Host()

@@ -399,7 +399,7 @@ class Receiver:
         # a guard that starts it (a restored CT from its dump).
         with if_we_die(self._start_argv() if start else ["true"]):
             faults.point(self.paths, "committed")
-            self._finish(driver, area)
+            self._remove_staging()
             running = False
             if start:
                 from pyvz.ct.container import Container
@@ -464,9 +464,6 @@ class Receiver:
         quota = cfg.get(DISKSPACE)
         if quota is not None and driver.has_quota:
             driver.set_quota(staged, quota)
-
-    def _finish(self, driver: Any, area: Area) -> None:
-        self._remove_staging()
 
     def _install_scripts(self) -> None:
         for action, body in self.scripts.items():
