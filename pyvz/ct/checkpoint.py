@@ -280,6 +280,7 @@ def chkpnt(
         log.info("Setting up checkpoint...")
         started = time.monotonic()
         netns = ct.host.runtime.foreign_netns(ct.ctid)
+        was_frozen = cgroups.is_frozen(cgroup)
         try:
             thaw = ct.host.runtime.cgroups.freezer(cgroup)
             # CRIU freezes the CT itself; if it or we are killed the CT must not stay frozen.
@@ -291,6 +292,8 @@ def chkpnt(
                 ct.network_down(_netns_prefix_after(netns) if stage is None else None)
         except BaseException:
             remove_path(partial)
+            if not was_frozen and ct.is_running():
+                _thaw(ct)  # frozen for CRIU, which leaves a CT frozen as it found it
             raise
         finally:
             if netns is not None:
@@ -356,8 +359,8 @@ def _freeze(ct: Container) -> None:
 
 
 def _thaw(ct: Container) -> None:
-    path, _freeze_text, thaw = ct.host.runtime.cgroups.freezer(ct.host.runtime.cgroups_of(ct.ctid).container)
-    path.write_text(thaw)
+    # Below too: a restore gives the CT's inner cgroup the freezer state it was dumped with.
+    ct.host.runtime.cgroups.thaw_below(ct.host.runtime.cgroups_of(ct.ctid).container)
 
 
 def _kill_dumped(ct: Container, area: Area, target: Path) -> Path:
@@ -430,16 +433,17 @@ def restore_from(ct: Container, images: Path, frozen: bool = False) -> None:
     try:
         cfg = ct.config
         spec, limits = ct.runtime_spec(area, cfg, ct.distro().halt_signal, restoring=True)
-        ct.host.runtime.restore(spec, images, env)
-        ct.host.runtime.cgroups.thaw_below(spec.cgroups.container)
+        network = "" if frozen else ct.restored_network(cfg)
+        ct.host.runtime.restore(spec, images, env, host_network=network, thaw=not frozen)
+        if not frozen:  # CRIU's action script thawed it; what it left frozen below, if anything
+            ct.host.runtime.cgroups.thaw_below(spec.cgroups.container)
         ct.host.runtime.cgroups.apply_inner(spec.cgroups.container, limits)
         if frozen:
             _freeze(ct)
             _set_frozen_by(ct, "undump")
-        else:
-            ct.network_up(cfg)
     except BaseException:
         if not ct.is_running():
+            ct.network_down([])
             driver.umount(area)
         raise
     if not frozen:

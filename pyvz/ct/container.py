@@ -357,6 +357,22 @@ class Container:
             self.host.runtime.stop(self.ctid, 0, kill=True)
             raise
 
+    def restored_network(self, cfg: CtConfig) -> str:
+        """network_up() for a CT about to be restored: host-wide forwarding and the CT's
+        firewall table now (its rules name the interface, which need not exist yet), the
+        rest as shell for CRIU to run before the CT's processes go on (see
+        criu.ACTION_SCRIPT). Checkpointable CTs have venet addresses only."""
+        from pyvz.net import firewall
+
+        addresses = cfg.get(IPADD) or ()
+        if not addresses:
+            return ""
+        venet.sysctls([], venet.forwarding(addresses))
+        firewall.install(
+            firewall.render(self.firewall_table(), self.ifname, addresses, cfg.get(FIREWALL_ACCEPT) or ())
+        )
+        return venet.host_setup_script(self.ifname, addresses)
+
     def network_down(self, prefix: list[str] | None = None) -> None:
         """Remove the CT's firewall table from the namespace it runs in (before it stops;
         after, `prefix` must say where that was)."""

@@ -75,22 +75,61 @@ def unsolicited_na(mac: bytes, address: str) -> bytes:
     return b"\x33\x33\x00\x00\x00\x01" + mac + struct.pack("!H", ETH_P_IPV6) + header + body
 
 
+def _on_uplinks(addresses: list[str]) -> list[tuple[str, str]]:
+    """(address, uplink) for every uplink that each address is announced on."""
+    return [(address, ifname) for address in addresses for ifname in uplinks(address)]
+
+
+def proxy_plan(addresses: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The /proc/sys values and `ip -batch` lines that make this host answer for `addresses`."""
+    pairs = _on_uplinks(addresses)
+    settings = {f"net/ipv6/conf/{ifname}/proxy_ndp": "1" for address, ifname in pairs if ":" in address}
+    return settings, [f"neigh replace proxy {address} dev {ifname}" for address, ifname in pairs]
+
+
+def _frame(address: str, ifname: str) -> bytes:
+    mac = _mac(ifname)
+    return unsolicited_na(mac, address) if ":" in address else garp_frame(mac, address)
+
+
+def _send(ifname: str, frame: bytes) -> None:
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+        sock.bind((ifname, 0))
+        sock.send(frame)
+
+
 def announce(addresses: list[str]) -> list[tuple[str, str]]:
     """Proxy entries and announcements for every address on every matching uplink."""
     done = []
-    for address in addresses:
-        v6 = ":" in address
-        for ifname in uplinks(address):
-            run(["ip", "neigh", "replace", "proxy", address, "dev", ifname])
-            if v6:
-                Path(f"/proc/sys/net/ipv6/conf/{ifname}/proxy_ndp").write_text("1")
-            mac = _mac(ifname)
-            frame = unsolicited_na(mac, address) if v6 else garp_frame(mac, address)
-            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
-                sock.bind((ifname, 0))
-                sock.send(frame)
-            done.append((address, ifname))
+    for address, ifname in _on_uplinks(addresses):
+        run(["ip", "neigh", "replace", "proxy", address, "dev", ifname])
+        if ":" in address:
+            Path(f"/proc/sys/net/ipv6/conf/{ifname}/proxy_ndp").write_text("1")
+        _send(ifname, _frame(address, ifname))
+        done.append((address, ifname))
     return done
+
+
+# The sending half of announce(), for a bare interpreter (-I -S starts in ~15 ms, pyvz's
+# imports take longer): arguments are pairs of interface and frame in hex.
+_SENDER = """\
+import socket, sys
+for i in range(1, len(sys.argv), 2):
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+        sock.bind((sys.argv[i], 0))
+        sock.send(bytes.fromhex(sys.argv[i + 1]))
+"""
+
+
+def send_argv(addresses: list[str]) -> list[str]:
+    """A command that sends the announcements of `addresses` (the frames made now, for a
+    restore's action script to send before the CT goes on); [] if there is none to send.
+    The proxy entries it needs are in proxy_plan()."""
+    pairs = _on_uplinks(addresses)
+    if not pairs:
+        return []
+    frames = [part for address, ifname in pairs for part in (ifname, _frame(address, ifname).hex())]
+    return [sys.executable, "-I", "-S", "-c", _SENDER, *frames]
 
 
 def withdraw(addresses: list[str]) -> None:

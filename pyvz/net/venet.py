@@ -113,7 +113,16 @@ def forwarding(addresses: tuple[str, ...]) -> dict[str, str]:
 
 
 def _proxies(ifname: str) -> dict[str, str]:
-    return {f"net/ipv4/conf/{ifname}/proxy_arp": "1", f"net/ipv6/conf/{ifname}/proxy_ndp": "1"}
+    # The CT's neighbour requests are answered at once: the kernel would delay a proxy
+    # answer to a broadcast by up to proxy_delay (0.8 s), which is for a shared LAN where a
+    # real owner may answer first; on the pair nobody else can. Each fresh start and each
+    # restore (CRIU does not bring the CT's neighbour table back) begins with such a request.
+    return {
+        f"net/ipv4/conf/{ifname}/proxy_arp": "1",
+        f"net/ipv6/conf/{ifname}/proxy_ndp": "1",
+        f"net/ipv4/neigh/{ifname}/proxy_delay": "0",
+        f"net/ipv6/neigh/{ifname}/proxy_delay": "0",
+    }
 
 
 def host_commands(ifname: str, addresses: tuple[str, ...], add: bool = True) -> list[str]:
@@ -122,17 +131,42 @@ def host_commands(ifname: str, addresses: tuple[str, ...], add: bool = True) -> 
     return [f"route {verb} {host_route(a)} dev {ifname}" for a in addresses]
 
 
+def _host_lines(ifname: str, addresses: tuple[str, ...]) -> list[str]:
+    # LXC's hook brings the host end up at start; after a CRIU restore it is still down.
+    up = f"link set dev {ifname} up"
+    return [up, *host_commands(ifname, addresses), f"neigh replace proxy {GATEWAY6} dev {ifname}"]
+
+
 def host_setup(ifname: str, addresses: tuple[str, ...]) -> None:
     """After LXC made the pair (in our namespace): routes to the CT, proxy ARP/NDP."""
     if not addresses:
         return
     sysctls([], {**forwarding(addresses), **_proxies(ifname)})
-    # LXC brings the host end up at start; after a CRIU restore it is still down.
-    up = f"link set dev {ifname} up"
-    _batch([], [up, *host_commands(ifname, addresses), f"neigh replace proxy {GATEWAY6} dev {ifname}"])
+    _batch([], _host_lines(ifname, addresses))
     from pyvz.net.announce import announce
 
     announce([bare(a) for a in addresses])
+
+
+def host_setup_script(ifname: str, addresses: tuple[str, ...]) -> str:
+    """host_setup() as shell, for a restore to run before the CT's processes go on (see
+    criu.ACTION_SCRIPT): the first packet they send finds the way out, and the LAN sends
+    the answers here. The host-wide forwarding switch is not in it: sysctls() sets that
+    first, and says so."""
+    if not addresses:
+        return ""
+    from shlex import join, quote
+
+    from pyvz.net.announce import proxy_plan, send_argv
+
+    bare_addresses = [bare(a) for a in addresses]
+    uplink_settings, uplink_lines = proxy_plan(bare_addresses)
+    values = {**_proxies(ifname), **uplink_settings}
+    settings = [f"printf %s {quote(v)} > {quote(f'/proc/sys/{p}')}" for p, v in values.items()]
+    lines = _host_lines(ifname, addresses) + uplink_lines
+    # The announcement goes out beside the restore (~30 ms), just before the CT goes on.
+    announce = [f"{join(argv)} &" for argv in [send_argv(bare_addresses)] if argv]
+    return "\n".join([*settings, "ip -batch - <<'PYVZ_IP'", *lines, "PYVZ_IP", *announce]) + "\n"
 
 
 def _batch(prefix: list[str], lines: list[str]) -> None:

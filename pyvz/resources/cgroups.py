@@ -68,8 +68,16 @@ class CgroupTree(ABC):
                 (Path(top) / path.name).write_text(thaw)
 
     @abstractmethod
+    def frozen_probe(self, relative: str) -> tuple[Path, str]:
+        """The file that tells whether the cgroup is frozen, and the line it then holds."""
+
     def is_frozen(self, relative: str) -> bool:
         """Whether every task in the cgroup has stopped (freezing is not instant)."""
+        path, line = self.frozen_probe(relative)
+        try:
+            return line in path.read_text().splitlines()
+        except FileNotFoundError:
+            return False
 
     @abstractmethod
     def settings(self, limits: Limits, fresh: bool = False) -> list[tuple[str, str]]:
@@ -324,11 +332,8 @@ class CgroupV1(CgroupTree):
     def freezer(self, relative: str) -> tuple[Path, str, str]:
         return self.mount / "freezer" / relative / "freezer.state", "FROZEN", "THAWED"
 
-    def is_frozen(self, relative: str) -> bool:
-        try:
-            return (self.mount / "freezer" / relative / "freezer.state").read_text().strip() == "FROZEN"
-        except FileNotFoundError:
-            return False
+    def frozen_probe(self, relative: str) -> tuple[Path, str]:
+        return self.mount / "freezer" / relative / "freezer.state", "FROZEN"
 
     def nproc(self, relative: str) -> int:
         pids = self.mount / "pids" / relative / "pids.current"
@@ -418,11 +423,8 @@ class CgroupV2(CgroupTree):
     def freezer(self, relative: str) -> tuple[Path, str, str]:
         return self.mount / relative / "cgroup.freeze", "1", "0"
 
-    def is_frozen(self, relative: str) -> bool:
-        try:
-            return "frozen 1" in (self.mount / relative / "cgroup.events").read_text().splitlines()
-        except FileNotFoundError:
-            return False
+    def frozen_probe(self, relative: str) -> tuple[Path, str]:
+        return self.mount / relative / "cgroup.events", "frozen 1"
 
     def nproc(self, relative: str) -> int:
         path = self.mount / relative

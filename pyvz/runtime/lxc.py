@@ -182,9 +182,30 @@ class LxcRuntime:
             why = self._why(spec.ctid) or result.stderr.strip().splitlines()[0:1]
             raise VzError(ExitCode.ENVCREATE_ERROR, f"unable to start CT {spec.ctid}: {'; '.join(why)}")
 
+    def _action_env(self, ctid: int, host_network: str = "", thaw: bool = True) -> dict[str, str]:
+        """Write the CT's CRIU action script for one dump or restore (pyvz/runtime/criu.py
+        says what it does); the environment that makes the criu shim pass it."""
+        from pyvz.runtime.criu import action_script
+
+        container = self.cgroups_of(ctid).container
+        path = self.ct_dir(ctid) / "criu-action"
+        errors = self._action_errors(ctid)
+        errors.unlink(missing_ok=True)
+        script = action_script(
+            self.cgroups.freezer(container), self.cgroups.frozen_probe(container), errors, host_network, thaw
+        )
+        write_atomic(path, script, mode=0o700, durable=False)
+        return {"PYVZ_CRIU_ACTION": str(path)}
+
+    def _action_errors(self, ctid: int) -> Path:
+        return self.ct_dir(ctid) / "criu-action.err"
+
     def checkpoint(self, ctid: int, images: Path, env: Mapping[str, str], stop: bool) -> None:
-        """CRIU-dump the running CT into `images`; `stop`: the CT's processes end after it."""
+        """CRIU-dump the running CT into `images`; `stop`: the CT's processes end after it.
+        The dump records the CT as frozen (see criu.ACTION_SCRIPT), so a restore of it
+        thaws it after; a failed one leaves it frozen for the caller to thaw."""
         argv = self.netns_prefix(ctid) + self._base("lxc-checkpoint", ctid) + ["-D", str(images)]
+        env = {**env, **self._action_env(ctid)}
         result = run(argv + (["-s"] if stop else []), check=False, timeout=600, env=env)
         if result.returncode != 0:
             from pyvz.runtime.criu import log_tail
@@ -202,19 +223,38 @@ class LxcRuntime:
         except OSError:
             pass
 
-    def restore(self, spec: RuntimeSpec, images: Path, env: Mapping[str, str]) -> None:
-        """Bring the CT's processes back from `images`, with an LXC monitor as a start gives."""
+    def restore(
+        self,
+        spec: RuntimeSpec,
+        images: Path,
+        env: Mapping[str, str],
+        host_network: str = "",
+        thaw: bool = True,
+    ) -> None:
+        """Bring the CT's processes back from `images`, with an LXC monitor as a start gives.
+        `host_network` (shell) runs before they go on; `thaw` False leaves them frozen."""
         self._prepare(spec)
         argv = self._base("lxc-checkpoint", spec.ctid) + ["-r", "-d", "-D", str(images)]
+        env = {**env, **self._action_env(spec.ctid, host_network, thaw)}
         result = run(argv, check=False, timeout=600, env=env)
         if result.returncode != 0 or not self.is_running(spec.ctid):
             from pyvz.runtime.criu import log_tail
 
             self._clear_cgroups(spec.ctid)
             self._keep_log(spec.ctid, images, "restore.log")
-            why = log_tail(images, "restore.log") or self._why(spec.ctid) or [result.stderr.strip()]
-            text = why if isinstance(why, str) else "; ".join(why)
+            text = self._action_failure(spec.ctid, images) or log_tail(images, "restore.log")
+            text = text or "; ".join(self._why(spec.ctid) or [result.stderr.strip()])
             raise VzError(ExitCode.RESTORE_ERROR, f"unable to restore CT {spec.ctid}: {text}")
+
+    def _action_failure(self, ctid: int, images: Path) -> str:
+        """What the action script's host network setup said, if that is what failed."""
+        try:
+            if "post-restore script" not in (images / "restore.log").read_text(errors="replace"):
+                return ""
+            lines = self._action_errors(ctid).read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return f"the host side of its network: {lines[-1]}" if lines else ""
 
     def _why(self, ctid: int) -> list[str]:
         try:
