@@ -75,8 +75,8 @@ exec {criu} "$@"
 # CRTOOLS_SCRIPT_ACTION. pyvz's does three things there that save downtime:
 # - pre-dump: freeze the CT. CRIU would freeze it itself, but it checks a freezing cgroup
 #   only every 100 ms, and on cgroup v1 the first check always finds it still freezing;
-#   a cgroup frozen already is seized at once. If it will not freeze here within ~1.5 s,
-#   it is thawed again and CRIU freezes it its own way.
+#   a cgroup frozen already is seized at once. If it will not freeze here within ~50 ms,
+#   it is thawed again and CRIU freezes it its own way (rewriting the state as it waits).
 # - post-restore: the host side of the CT's network (`host_network`), after CRIU made the
 #   host end of venet0 and before the CT's processes go on: a packet they sent into a link
 #   that is still down would be lost, and a restored socket retransmits only after 1 s
@@ -99,17 +99,9 @@ pre-dump)
     spins=0
     until frozen; do
         spins=$((spins + 1))
-        if [ "$spins" -gt {spins} ]; then
-            if [ "$spins" -gt {give_up} ]; then
-                printf %s {thaw} > {freezer}
-                exit 0
-            fi
-            # A task busy in the kernel (disk I/O) takes longer: ask again now and then, as
-            # CRIU does on cgroup v1, and stop spinning.
-            if [ $((spins % 50)) -eq 0 ]; then
-                printf %s {freeze} > {freezer}
-            fi
-            sleep 0.002
+        if [ "$spins" -ge {spins} ]; then
+            printf %s {thaw} > {freezer}
+            exit 0
         fi
     done
     ;;
@@ -123,9 +115,7 @@ post-resume)
 esac
 exit 0
 """
-# Reads of the state file in a tight loop (some 20 ms), then up to this many more 2 ms
-# apart (about 1.5 s); CRIU's own freeze (10 s) takes over after that.
-FREEZE_SPINS, FREEZE_WAITS = 2000, 500
+FREEZE_SPINS = 5000  # reads of the state file, some 50 ms; CRIU's own freeze takes over after
 
 
 def action_script(
@@ -148,7 +138,6 @@ def action_script(
         thaw=quote(thawed),
         freezer=quote(str(path)),
         spins=FREEZE_SPINS,
-        give_up=FREEZE_SPINS + FREEZE_WAITS,
         host_network=host_network.rstrip("\n") or "    :",  # not indented: it may hold here-documents
         thaw_block=find if thaw else "    :",
     )
