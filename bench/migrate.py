@@ -19,19 +19,15 @@ stopped   total time of `vzmigrate` of that CT, stopped, vs a read-only snapshot
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.harness import COMMAND_TIMEOUT, CommandFailed, Row, alternate, log
@@ -135,30 +131,15 @@ def _hosts() -> Iterator[list[TestHost]]:
 def _with_client(client_host: TestHost, address: str, action: Callable[[], Moved]) -> tuple[float, Moved]:
     """Run `action` while a client in `client_host` echoes lines through the CT; the longest
     gap between two echoes it saw, and the action's result."""
-    from tests.integration.test_migrate import CLIENT
+    from tests.integration.test_migrate import echo_client
 
-    with tempfile.TemporaryDirectory(prefix="pyvz-bench-client-") as scratch:
-        stop = Path(scratch) / "stop"
-        client = subprocess.Popen(
-            [*client_host.enter, sys.executable, "-c", CLIENT, address, PORT, str(stop)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            time.sleep(1.0)  # a steady stream first, so the gap is the migration's
-            moved = action()
-            time.sleep(0.5)
-            stop.touch()
-            out, err = client.communicate(timeout=60)
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
-    lines = out.strip().splitlines()
-    result: dict[str, Any] = json.loads(lines[-1]) if lines else {}
-    if client.returncode != 0 or "longest_gap" not in result or result["sent"] != result["received"]:
-        raise RuntimeError(f"the TCP client lost its connection through the migration: {out} {err}")
+    with echo_client(client_host, address, PORT) as client:
+        time.sleep(1.0)  # a steady stream first, so the gap is the migration's
+        moved = action()
+        time.sleep(0.5)
+        result, said = client.finish()
+    if result["code"] != 0 or "longest_gap" not in result or result["sent"] != result["received"]:
+        raise RuntimeError(f"the TCP client lost its connection through the migration: {said}")
     return float(result["longest_gap"]), moved
 
 

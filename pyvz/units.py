@@ -55,6 +55,16 @@ def format_size(value: int, unit: int) -> str:
     return f"{total}"
 
 
+def human_size(size: int) -> str:
+    """A byte count as a person reads it on one line: 512B, 1.5K, 20.0M, 3.2G."""
+    value = float(size)
+    for suffix in ("B", "K", "M"):
+        if value < 1024:
+            return f"{value:.0f}{suffix}" if suffix == "B" else f"{value:.1f}{suffix}"
+        value /= 1024
+    return f"{value:.1f}G"
+
+
 class BarrierLimit(NamedTuple):
     barrier: int
     limit: int

@@ -8,6 +8,7 @@ from pyvz.cli.common import exit_now, run_tool
 from pyvz.cli.parser import ArgumentParser
 from pyvz.errors import ExitCode, VzError
 from pyvz.log import log
+from pyvz.units import human_size
 
 
 def build_parser() -> ArgumentParser:
@@ -42,14 +43,6 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _human(size: int) -> str:
-    for unit in ("B", "K", "M", "G"):
-        if size < 1024 or unit == "G":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024  # type: ignore[assignment]
-    return str(size)
-
-
 def dispatch(argv: list[str]) -> int:
     ns = build_parser().parse_args(argv)
     from pyvz.host import Host
@@ -65,7 +58,7 @@ def dispatch(argv: list[str]) -> int:
             dist = f"{manifest.distribution} {manifest.version}" if manifest else "-"
             arch = manifest.architecture if manifest else "-"
             built = manifest.build_date if manifest else "-"
-            size = _human(entry.archive.stat().st_size)
+            size = human_size(entry.archive.stat().st_size)
             print(f"{entry.name:32} {dist:14} {arch:6} {size:>8} {'yes' if entry.signed else 'no':6} {built}")
         return 0
     if command == "recipes":

@@ -8,6 +8,7 @@ from pyvz.cli.common import exit_now, run_tool
 from pyvz.cli.parser import ArgumentParser
 from pyvz.errors import ExitCode, VzError
 from pyvz.log import log
+from pyvz.units import human_size
 
 
 def build_parser() -> ArgumentParser:
@@ -106,7 +107,7 @@ def dispatch(argv: list[str]) -> int:
                 f.entry.name,
                 f"{f.entry.distribution} {f.entry.version}",
                 f.entry.architecture,
-                download.human(f.entry.size),
+                human_size(f.entry.size),
                 f.entry.build_date,
                 f.repo.name,
             ]
@@ -125,7 +126,7 @@ def dispatch(argv: list[str]) -> int:
                     item.name,
                     f"{manifest.distribution} {manifest.version}" if manifest else "-",
                     manifest.architecture if manifest else "-",
-                    download.human(item.archive.stat().st_size),
+                    human_size(item.archive.stat().st_size),
                     manifest.build_date if manifest else "-",
                     "signed" if item.signed else "unsigned",
                 ]

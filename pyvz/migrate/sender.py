@@ -35,6 +35,7 @@ from pyvz.log import log
 from pyvz.migrate import faults, keys
 from pyvz.migrate.wire import VERSION, Wire
 from pyvz.params import IPADD, NAME, Layout
+from pyvz.progress import Progress
 from pyvz.run import if_we_die, piped
 from pyvz.storage.base import Area, remove_with_subvolumes
 
@@ -88,32 +89,6 @@ class Timer:
         if self.downtime is not None:
             lines.append(f"{'downtime':<28} {self.downtime:>8.3f}")
         return lines
-
-
-class Progress:
-    """Bytes sent, drawn on a terminal only."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty() and not log.quiet
-        self.label = ""
-        self.bytes = 0
-        self.last = 0.0
-
-    def start(self, label: str) -> None:
-        self.label, self.bytes = label, 0
-
-    def __call__(self, count: int) -> None:
-        self.bytes += count
-        now = time.monotonic()
-        if self.tty and now - self.last > 0.2:
-            self.last = now
-            sys.stderr.write(f"\r{self.label}: {self.bytes / 1048576:8.1f} MB sent ")
-            sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.tty:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
 
 
 def ssh_argv(host: Host, destination: str, options: tuple[str, ...]) -> list[str]:
@@ -292,8 +267,8 @@ class Sender:
         wire.send({"op": "stream", "kind": "btrfs", "name": name})
         self.progress.start(name)
         with piped([*argv, str(target)], "r", error_code=MigrateExit.COPY) as send:
-            count = wire.send_fd(send.read_fd, self.progress)
-        self.progress.done()
+            count = wire.send_fd(send.read_fd, self.progress.add)
+        self.progress.close()
         wire.answer()
         self.sent.append(target)
         log.debug(f"sent {name}: {count} bytes")
@@ -418,8 +393,8 @@ class Sender:
         wire.send({"op": "stream", "kind": "tar", "name": name})
         self.progress.start(name)
         with piped(argv, "r", error_code=MigrateExit.COPY) as tar:
-            wire.send_fd(tar.read_fd, self.progress)
-        self.progress.done()
+            wire.send_fd(tar.read_fd, self.progress.add)
+        self.progress.close()
         wire.answer()
 
     def _retire(self, area: Area) -> None:

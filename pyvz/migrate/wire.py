@@ -20,7 +20,7 @@ import os
 import select
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pyvz.errors import ExitCode, MigrateExit, VzError
@@ -90,7 +90,7 @@ class Wire:
     def end_data(self) -> None:
         self._write(_HEADER.pack(b"E", 0))
 
-    def send_fd(self, fd: int, progress: Any = None) -> int:
+    def send_fd(self, fd: int, progress: Callable[[int], None] | None = None) -> int:
         """Send everything readable from `fd` as one data stream; the bytes it held."""
         total = 0
         while chunk := os.read(fd, CHUNK):

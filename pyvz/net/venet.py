@@ -68,7 +68,8 @@ def up_script(ifname: str, addresses: tuple[str, ...]) -> str:
         f"ip link add {ifname} index {random_index()} type veth peer name {VENET} "
         f'index {random_index()} netns "$LXC_PID"\n'
         f"ip link set {ifname} up\n"
-        f'nsenter --net="/proc/$LXC_PID/ns/net" -- ip -batch - <<EOF\n{lines}\nEOF\n'
+        + "".join(f"{line}\n" for line in _sysctl_lines(_proxies(ifname)))
+        + f'nsenter --net="/proc/$LXC_PID/ns/net" -- ip -batch - <<EOF\n{lines}\nEOF\n'
     )
 
 
@@ -155,18 +156,24 @@ def host_setup_script(ifname: str, addresses: tuple[str, ...]) -> str:
     first, and says so."""
     if not addresses:
         return ""
-    from shlex import join, quote
+    from shlex import join
 
     from pyvz.net.announce import proxy_plan, send_argv
 
     bare_addresses = [bare(a) for a in addresses]
     uplink_settings, uplink_lines = proxy_plan(bare_addresses)
-    values = {**_proxies(ifname), **uplink_settings}
-    settings = [f"printf %s {quote(v)} > {quote(f'/proc/sys/{p}')}" for p, v in values.items()]
+    settings = _sysctl_lines({**_proxies(ifname), **uplink_settings})
     lines = _host_lines(ifname, addresses) + uplink_lines
     # The announcement goes out beside the restore (~30 ms), just before the CT goes on.
     announce = [f"{join(argv)} &" for argv in [send_argv(bare_addresses)] if argv]
     return "\n".join([*settings, "ip -batch - <<'PYVZ_IP'", *lines, "PYVZ_IP", *announce]) + "\n"
+
+
+def _sysctl_lines(settings: dict[str, str]) -> list[str]:
+    """sysctls() as shell lines, for a script in our namespace."""
+    from shlex import quote
+
+    return [f"printf %s {quote(v)} > {quote(f'/proc/sys/{p}')}" for p, v in settings.items()]
 
 
 def _batch(prefix: list[str], lines: list[str]) -> None:

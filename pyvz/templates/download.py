@@ -19,8 +19,6 @@ import hashlib
 import os
 import re
 import shutil
-import sys
-import time
 from pathlib import Path
 from typing import IO, NamedTuple
 from urllib.parse import quote, urlsplit
@@ -28,6 +26,7 @@ from urllib.parse import quote, urlsplit
 from pyvz.errors import ExitCode, VzError
 from pyvz.log import log
 from pyvz.paths import Paths
+from pyvz.progress import Progress
 from pyvz.templates import cache, gpg
 from pyvz.templates.manifest import Manifest, path_for
 from pyvz.templates.repository import INDEX, IndexEntry, parse_index
@@ -151,44 +150,11 @@ def fetch_small(url: str) -> bytes:
     return data
 
 
-def human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "K", "M", "G"):
-        if value < 1024 or unit == "G":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    return str(size)
-
-
-class _Progress:
-    """`\\r`-updated progress on stderr, only when it is a terminal."""
-
-    def __init__(self, label: str, total: int) -> None:
-        self.label, self.total = label, total
-        self.tty = sys.stderr.isatty()
-        self.shown = False
-        self.last = 0.0
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        if not self.tty or (now - self.last < 0.2 and done < self.total):
-            return
-        self.last, self.shown = now, True
-        percent = done * 100 // self.total if self.total else 100
-        sys.stderr.write(f"\r{self.label}: {percent:3d}% ({human(done)} of {human(self.total)})")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.shown:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 def _download(url: str, target: Path, size: int, label: str) -> str:
     """Stream `url` into `target`, exactly `size` bytes; returns the sha256."""
     digest = hashlib.sha256()
     done = 0
-    progress = _Progress(label, size)
+    progress = Progress(label, size)
     try:
         with _open(url) as response, open(target, "wb") as out:
             while True:

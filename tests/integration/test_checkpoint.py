@@ -449,6 +449,24 @@ def test_dumpfile_at_a_custom_path(vz: VzRoot) -> None:
     assert not custom.exists()
 
 
+def test_a_dump_that_fails_halfway_leaves_the_ct_running_and_thawed(vz: VzRoot) -> None:
+    """pyvz freezes the CT before CRIU's dump, and CRIU leaves a CT frozen as it found it:
+    a dump onto a full disk must still leave the CT running and thawed, with no dump."""
+    pid = running_ct(vz)
+    full = vz.root / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "pyvz-test-full", str(full)], check=True)
+    try:
+        done = vz.vzctl("chkpnt", CTID, "--dumpfile", str(full / "ct101.dump"))
+        line = one_error_line(done)
+        assert done.code == 16, f"{done.code}: {done.err}"
+        assert "unable to checkpoint" in line, line
+        assert_still_counting(vz, pid)
+        assert list(full.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
+
+
 def test_without_criu_chkpnt_refuses_and_the_ct_runs_on(vz: VzRoot) -> None:
     pid = running_ct(vz)
     config = conf(vz)

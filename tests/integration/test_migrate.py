@@ -4,10 +4,17 @@ the restricted key, and bad input."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
+import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,6 +125,38 @@ print(json.dumps({"sent": sent, "received": received, "longest_gap": max(gaps)})
 """
 
 
+class EchoClient:
+    """CLIENT run in `host` against ADDRESS:PORT (see echo_client)."""
+
+    def __init__(self, host: TestHost, address: str, port: str, stop: Path) -> None:
+        self.stop = stop
+        argv = [*host.enter, sys.executable, "-c", CLIENT, address, port, str(stop)]
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish(self) -> tuple[dict[str, Any], str]:
+        """Stop sending, collect the last answers: the client's summary ({} if it said
+        nothing) and everything it printed, for messages."""
+        self.stop.touch()
+        out, err = self.process.communicate(timeout=60)
+        lines = out.strip().splitlines()
+        result: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+        return {**result, "code": self.process.returncode}, f"{out} {err}"
+
+
+@contextmanager
+def echo_client(host: TestHost, address: str, port: str) -> Iterator[EchoClient]:
+    """A client in `host` keeping one TCP connection to an echo server at ADDRESS:PORT,
+    a numbered line every 10 ms; killed on the way out if it was not finished."""
+    with tempfile.TemporaryDirectory(prefix="pyvz-echo-client-") as scratch:
+        client = EchoClient(host, address, port, Path(scratch) / "stop")
+        try:
+            yield client
+        finally:
+            if client.process.poll() is None:
+                client.process.kill()
+                client.process.wait()
+
+
 def _subnet_address(host: TestHost, last: int) -> str:
     return ".".join(host.address.split(".")[:3] + [str(last)])
 
@@ -134,9 +173,7 @@ COUNTER = (
 )
 
 
-def test_live_migration_keeps_a_tcp_connection_and_the_processes(test_hosts: HostFactory, tmp_path) -> None:
-    import json
-    import subprocess
+def test_live_migration_keeps_a_tcp_connection_and_the_processes(test_hosts: HostFactory) -> None:
     import time
 
     a, b, c = test_hosts(3)
@@ -148,14 +185,7 @@ def test_live_migration_keeps_a_tcp_connection_and_the_processes(test_hosts: Hos
     ok(a, "exec", "101", COUNTER)
     time.sleep(0.5)
     pid_before, count_before = _counter(a, "101")
-    stop = tmp_path / "stop"
-    client = subprocess.Popen(
-        [*c.enter, sys.executable, "-c", CLIENT, address, "5000", str(stop)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with echo_client(c, address, "5000") as client:
         time.sleep(1.0)
         done = move(a, b, "101", "--online", "--times")
         if done.code:
@@ -163,15 +193,9 @@ def test_live_migration_keeps_a_tcp_connection_and_the_processes(test_hosts: Hos
                 print(log, [line for line in log.read_text().splitlines() if "Error" in line][:12])
         assert done.code == 0, f"{done.code}: {done.err} {done.out}"
         time.sleep(1.0)
-        stop.touch()
-        out, err = client.communicate(timeout=60)
-    finally:
-        if client.poll() is None:
-            client.kill()
-    assert out.strip(), f"the client said nothing: {err}"
-    result = json.loads(out.strip().splitlines()[-1])
-    assert client.returncode == 0, (out, err)
-    assert result["sent"] == result["received"] > 50, result
+        result, said = client.finish()
+    assert result["code"] == 0, said
+    assert result["sent"] == result["received"] > 50, said
     print(f"longest gap the client saw: {result['longest_gap']:.3f} s")
     print(done.out)
     assert "downtime" in done.err + done.out
