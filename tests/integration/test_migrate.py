@@ -210,7 +210,9 @@ def test_live_migration_keeps_a_tcp_connection_and_the_processes(test_hosts: Hos
 
 def test_restart_migration_with_a_writer_keeps_every_byte(test_hosts: HostFactory) -> None:
     """500 MB of data and a writer appending numbered, fsynced lines during the pre-copy:
-    the destination has every line written before the stop, and the downtime is recorded."""
+    the destination has every line written before the stop, and the downtime is recorded.
+    The writer's last line comes from its TERM trap, during the clean stop: after the last
+    pre-copy round, so only the final delta can carry it."""
     a, b = test_hosts(2)
     trust(a, b)
     ok(a, "create", "101", "--hostname", "busy")
@@ -223,7 +225,8 @@ def test_restart_migration_with_a_writer_keeps_every_byte(test_hosts: HostFactor
     ok(a, "umount", "101")
     ok(a, "start", "101")
     writer = (
-        "sh -c 'i=0; while :; do i=$((i+1)); echo line $i >> /root/log; sync /root/log 2>/dev/null || sync; "
+        'sh -c \'trap "echo stopped >> /root/log; sync; exit 0" TERM; '
+        "i=0; while :; do i=$((i+1)); echo line $i >> /root/log; sync /root/log 2>/dev/null || sync; "
         "sleep 0.01; done' </dev/null >/dev/null 2>&1 &"
     )
     ok(a, "exec", "101", writer)
@@ -237,6 +240,7 @@ def test_restart_migration_with_a_writer_keeps_every_byte(test_hosts: HostFactor
     log = (b.root.root / "var/lib/vz/root/101/root/log").read_text().splitlines()
     numbers = [int(line.split()[1]) for line in log if line.startswith("line ")]
     assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) > 10  # none lost, none torn
+    assert log[-1] == "stopped", log[-3:]  # written while the CT stopped
     for number in range(10):
         assert (b.root.root / f"var/lib/vz/root/101/data/blob{number}").stat().st_size == 50 << 20
     assert a.vzctl("status", "101").out.strip() == "CTID 101 deleted unmounted down"
