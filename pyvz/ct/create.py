@@ -225,6 +225,10 @@ def destroy(host: Host, ctid: int, lock: bool = True) -> None:
             os.replace(conf_path, conf_path.with_name(conf_path.name + ".destroyed"))
         driver.destroy(area)
         host.runtime.forget(ctid)
+        if area.incoming in leftovers:
+            from pyvz.net.firewall import remove
+
+            remove(ct.firewall_table())  # a killed live move's receiver may have installed it ahead
         from pyvz.ct.checkpoint import default_dump
 
         remove_path(default_dump(host, ctid))  # a suspended CT's dump goes with it

@@ -355,6 +355,8 @@ class Sender:
                 log.info(f"CT {ct.ctid} was down for {self.timer.downtime:.2f} s")
             faults.point(self.host.paths, "handover")
             self._retire(area)
+            if online:
+                _drop_firewall(self.host, ct.ctid)
         log.info(
             f"CT {ct.ctid} is on {opts.destination} now" + (" and running" if reply.get("running") else "")
         )
@@ -412,6 +414,14 @@ class Sender:
         marker(self.host, ct.ctid).unlink(missing_ok=True)
 
 
+def _drop_firewall(host: Host, ctid: int) -> None:
+    """The CT's firewall table, which a migration's checkpoint leaves here until the CT is
+    on the destination (see checkpoint.chkpnt's `quick`)."""
+    from pyvz.net.firewall import remove, table_name
+
+    remove(table_name(host.paths.tag, ctid))
+
+
 def _addresses(ct: Container) -> tuple[str, ...]:
     addresses: tuple[str, ...] | None = ct.config.get(IPADD)
     return addresses or ()
@@ -458,6 +468,7 @@ def resolve(host: Host, destination: str, ctid: int, options: tuple[str, ...]) -
             from pyvz.ct.create import destroy
 
             destroy(host, ctid, lock=False)
+            _drop_firewall(host, ctid)
         else:
             log.info(f"CT {ctid} did not arrive at {destination}: it stays here")
             path.unlink()

@@ -158,14 +158,13 @@ def host_setup_script(ifname: str, addresses: tuple[str, ...]) -> str:
         return ""
     from shlex import join
 
-    from pyvz.net.announce import proxy_plan, send_argv
+    from pyvz.net.announce import proxy_plan
 
-    bare_addresses = [bare(a) for a in addresses]
-    uplink_settings, uplink_lines = proxy_plan(bare_addresses)
+    uplink_settings, uplink_lines, sender = proxy_plan([bare(a) for a in addresses])
     settings = _sysctl_lines({**_proxies(ifname), **uplink_settings})
     lines = _host_lines(ifname, addresses) + uplink_lines
     # The announcement goes out beside the restore (~30 ms), just before the CT goes on.
-    announce = [f"{join(argv)} &" for argv in [send_argv(bare_addresses)] if argv]
+    announce = [f"{join(sender)} &"] if sender else []
     return "\n".join([*settings, "ip -batch - <<'PYVZ_IP'", *lines, "PYVZ_IP", *announce]) + "\n"
 
 

@@ -53,6 +53,18 @@ def move(sender: TestHost, receiver: TestHost, ctid: str, *args: str) -> Done:
     return vzmigrate(sender, f"--ssh={ssh_options(sender)}", *args, receiver.address, ctid)
 
 
+def firewall_tables(host: TestHost, ctid: str) -> list[str]:
+    """The nftables tables of CT `ctid` in the host's namespace (pyvz names them
+    `<root tag>_ct<CTID>`)."""
+    from pyvz.net.firewall import table_name
+    from pyvz.paths import Paths
+
+    done = host.run(["nft", "list", "tables"])
+    assert done.code == 0, done
+    name = table_name(Paths(host.root.root).tag, int(ctid))
+    return [line for line in done.out.splitlines() if line.split()[-1:] == [name]]
+
+
 def ok(host: TestHost, *args: str) -> str:
     done = host.vzctl(*args)
     assert done.code == 0, f"vzctl {' '.join(args)} -> {done.code}: {done.err}{done.out}"
@@ -206,6 +218,9 @@ def test_live_migration_keeps_a_tcp_connection_and_the_processes(test_hosts: Hos
     assert _counter(b, "101")[1] > count_after  # it goes on counting there
     assert ok(b, "status", "101").strip() == "CTID 101 exist mounted running"
     assert a.vzctl("status", "101").out.strip() == "CTID 101 deleted unmounted down"
+    # The firewall table came ahead to the destination and left the source after the move.
+    assert [table.split()[1] for table in firewall_tables(b, "101")] == ["inet"]
+    assert firewall_tables(a, "101") == []
 
 
 def test_restart_migration_with_a_writer_keeps_every_byte(test_hosts: HostFactory) -> None:

@@ -38,6 +38,7 @@ from tests.integration.test_migrate import (
     COUNTER,
     _counter,
     _subnet_address,
+    firewall_tables,
     move,
     ok,
     ssh_options,
@@ -80,9 +81,10 @@ def leftovers(host: TestHost, ctid: str = "101") -> list[str]:
 
 
 def traces(host: TestHost, ctid: str = "101") -> list[str]:
-    """Everything of `ctid` on a host that does not have it (or should not any more)."""
+    """Everything of `ctid` on a host that does not have it (or should not any more),
+    its firewall table in the host's namespace too."""
     root = host.root.root
-    found = leftovers(host, ctid)
+    found = leftovers(host, ctid) + firewall_tables(host, ctid)
     for path in (
         host.root.conf_dir / f"{ctid}.conf",
         host.root.private_dir / ctid,
