@@ -8,8 +8,10 @@ online    `vzmigrate --online` of a busybox CT with an IP and `nc -ll -e cat` in
 systemd   the same for a Debian 12 CT (systemd) holding a 256 MB resident process; no client,
           vzmigrate's line only. Where CRIU cannot move it, the row says FAILED and its notes
           hold the error and CRIU's log lines.
-restart   `vzmigrate` (no --online) of a running busybox CT holding 1 GB (20 files of 50 MB)
-          while a writer in it appends 20 MB: vzmigrate's "was down for" vs OpenVZ's way
+restart   `vzmigrate` (no --online) of a running busybox CT holding 1 GB while a writer in it
+          writes 20 MB, in two shapes: 20 files of 50 MB and 20 MB appended to a new one;
+          one 1 GB file (a database's table) with 20 MB rewritten in place. vzmigrate's
+          "was down for" vs OpenVZ's way
           between the same hosts: `rsync -aH --numeric-ids --delete` of the private area into
           a fresh CT on the other host while the CT runs, `vzctl stop`, the same rsync again,
           `vzctl start` there; its downtime is stop start .. start end.
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from bench.cases import Context
     from tests.testhosts import TestHost
 
-ONLINE_CT, SYSTEMD_CT, BIG_CT = "101", "102", "103"
+ONLINE_CT, SYSTEMD_CT, BIG_CT, DB_CT = "101", "102", "103", "104"
 HOST_POOL = "10G"  # testhosts' 4G is tight for two 1 GB copies and btrfs's lazy cleanup
 BIG_FILES, BIG_FILE = 20, 50 << 20
 WRITE_MB = 20
@@ -48,6 +50,13 @@ _PHASE = re.compile(r"^(\S.*?)\s+(\d+\.\d{3})$", re.M)
 # 20 MB appended in 1 MB steps, 0.1 s apart: it goes on through the first copy of either side.
 WRITER = (
     f"sh -c 'i=0; while [ $i -lt {WRITE_MB} ]; do head -c 1048576 /dev/urandom >> /srv/bench-data/written; "
+    "i=$((i+1)); sleep 0.1; done' </dev/null >/dev/null 2>&1 &"
+)
+# A database's way of writing: 20 MB rewritten in place, 1 MB every 50 MB of its 1 GB file.
+DB_WRITER = (
+    f"sh -c 'i=0; while [ $i -lt {WRITE_MB} ]; do "
+    "dd if=/dev/urandom of=/srv/bench-data/table.ibd bs=1M count=1 seek=$((i * 50)) "
+    "conv=notrunc 2>/dev/null; "
     "i=$((i+1)); sleep 0.1; done' </dev/null >/dev/null 2>&1 &"
 )
 HOG = {
@@ -301,15 +310,27 @@ def _online_systemd(ctx: Context, hosts: list[TestHost], count: int) -> list[Row
     return rows
 
 
-def _fill(host: TestHost, ctid: str) -> int:
+def _fill(host: TestHost, ctid: str, files: int, size: int) -> int:
     data = host.root.private_dir / ctid / "srv/bench-data"
     data.mkdir(parents=True)
-    for index in range(BIG_FILES):
-        with open(data / f"blob{index:02d}.bin", "wb") as handle:
-            for _ in range(BIG_FILE >> 20):
+    for index in range(files):
+        name = f"blob{index:02d}.bin" if files > 1 else "table.ibd"
+        with open(data / name, "wb") as handle:
+            for _ in range(size >> 20):
                 handle.write(os.urandom(1 << 20))
     os.sync()
-    return BIG_FILES * BIG_FILE
+    return files * size
+
+
+@dataclass
+class Shape:
+    """What the restart migration's CT holds and how its writer writes."""
+
+    ctid: str
+    label: str
+    files: int
+    size: int
+    writer: str
 
 
 def _unwritten(host: TestHost, ctid: str) -> None:
@@ -342,46 +363,53 @@ class Other:
         self.here, self.there = self.there, self.here
 
 
-def _restart(hosts: list[TestHost], count: int) -> tuple[list[Row], Other]:
+SHAPES = (
+    Shape(BIG_CT, f"1 GB in 20 files, {WRITE_MB} MB appended to a new one", BIG_FILES, BIG_FILE, WRITER),
+    Shape(DB_CT, f"1 GB in one file, {WRITE_MB} MB rewritten in place (a database)", 1, 1 << 30, DB_WRITER),
+)
+
+
+def _restart(hosts: list[TestHost], count: int, shape: Shape) -> tuple[list[Row], Other]:
     where = Other(hosts)
-    _vzctl(where.here, "create", BIG_CT)
-    size = _fill(where.here, BIG_CT)
-    log(f"restart: {size >> 20} MB written into CT {BIG_CT}")
-    _vzctl(where.here, "start", BIG_CT)
+    ct = shape.ctid
+    _vzctl(where.here, "create", ct)
+    size = _fill(where.here, ct, shape.files, shape.size)
+    log(f"restart: {size >> 20} MB written into CT {ct} ({shape.label})")
+    _vzctl(where.here, "start", ct)
     ours: list[Moved] = []
     peer_steps: list[dict[str, float]] = []
 
     def pyvz() -> float:
-        _unwritten(where.here, BIG_CT)
+        _unwritten(where.here, ct)
         os.sync()  # each side starts with nothing dirty
-        _vzctl(where.here, "exec", BIG_CT, WRITER)
-        ours.append(_move(where.here, where.there, BIG_CT))
+        _vzctl(where.here, "exec", ct, shape.writer)
+        ours.append(_move(where.here, where.there, ct))
         where.swap()
         if ours[-1].downtime is None:
-            raise RuntimeError(f"vzmigrate said no downtime for the running CT {BIG_CT}")
+            raise RuntimeError(f"vzmigrate said no downtime for the running CT {ct}")
         return ours[-1].downtime
 
     def openvz() -> float:
         src, dst = where.here, where.there
-        _vzctl(dst, "create", BIG_CT)  # the same config as the source's: both plain `create`
-        _unwritten(src, BIG_CT)
+        _vzctl(dst, "create", ct)  # the same config as the source's: both plain `create`
+        _unwritten(src, ct)
         os.sync()
-        _vzctl(src, "exec", BIG_CT, WRITER)
+        _vzctl(src, "exec", ct, shape.writer)
         started = time.perf_counter()
-        _ok(src, _rsync(src, dst, BIG_CT))
+        _ok(src, _rsync(src, dst, ct))
         copied = time.perf_counter()
         # Untimed: the test hosts share one disk. rsync leaves the 1 GB it wrote dirty, and
         # its writeback made `vzctl stop` on the source (its fsyncs) 2.5-3 s slower; on two
         # machines the source would not wait for the destination's disk.
         os.sync()
         stopping = time.perf_counter()
-        _vzctl(src, "stop", BIG_CT)
+        _vzctl(src, "stop", ct)
         stopped = time.perf_counter()
-        _ok(src, _rsync(src, dst, BIG_CT))
+        _ok(src, _rsync(src, dst, ct))
         synced = time.perf_counter()
-        _vzctl(dst, "start", BIG_CT)
+        _vzctl(dst, "start", ct)
         running = time.perf_counter()
-        _vzctl(src, "destroy", BIG_CT)
+        _vzctl(src, "destroy", ct)
         where.swap()
         steps = {"rsync_running": copied - started, "sync_untimed": stopping - copied}
         steps |= {"stop": stopped - stopping, "rsync_stopped": synced - stopped, "start": running - synced}
@@ -392,7 +420,7 @@ def _restart(hosts: list[TestHost], count: int) -> tuple[list[Row], Other]:
     a, b = alternate(count, pyvz, openvz, "restart migration downtime")
     rows = [
         Row(
-            f"downtime of restart migration, running CT with 1 GB, {WRITE_MB} MB written during the copy "
+            f"downtime of restart migration, running CT with {shape.label} during the copy "
             "vs rsync, stop, rsync, start",
             "ratio",
             "≤ 0.2× (1/5 of the peer's)",
@@ -400,10 +428,10 @@ def _restart(hosts: list[TestHost], count: int) -> tuple[list[Row], Other]:
             b,
             limit=0.2,
             notes={
-                "pyvz": f"vzmigrate DEST {BIG_CT} (no --online); its 'was down for' line",
+                "pyvz": f"vzmigrate DEST {ct} (no --online); its 'was down for' line",
                 "peer": "rsync -aH --numeric-ids --delete (CT running); sync (untimed); vzctl stop; "
                 "the same rsync; vzctl start on the destination; downtime = stop start .. start end",
-                "writer": WRITER,
+                "writer": shape.writer,
                 "vzmigrate_seconds": [m.seconds for m in ours],
                 "phases": [m.phases for m in ours],
                 "peer_steps": peer_steps,
@@ -477,9 +505,16 @@ def bench_migrate(ctx: Context) -> list[Row]:
         rows += _online_busybox(hosts, 2 if quick else 5)
         log("migrate: online, Debian 12 systemd CT")
         rows += _online_systemd(ctx, hosts, 1 if quick else 3)
-        log("migrate: restart migration of a running 1 GB CT")
-        restart, where = _restart(hosts, 1 if quick else 3)
-        rows += restart
+        big: Other | None = None
+        for shape in SHAPES:
+            log(f"migrate: restart migration of a running CT with {shape.label}")
+            restart, where = _restart(hosts, 1 if quick else 3, shape)
+            rows += restart
+            if shape.ctid == BIG_CT:
+                big = where  # moved once more, stopped, below
+            else:
+                _gone(hosts[:2], shape.ctid)
+        assert big is not None
         log("migrate: stopped 1 GB CT")
-        rows += _stopped(where, 1 if quick else 3)
+        rows += _stopped(big, 1 if quick else 3)
     return rows

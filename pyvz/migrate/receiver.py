@@ -78,6 +78,7 @@ class Receiver:
         self.snapshot_configs: dict[str, str] = {}
         self.sender_ids = IdMap(0, 0)
         self.online = False
+        self.committed = False
         self.firewall = False  # the CT's firewall table is installed ahead (see _firewall_ahead)
 
     # ---- the session ---------------------------------------------------------------------
@@ -303,6 +304,13 @@ class Receiver:
             raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"bad stream name {name!r}")
         if kind == "btrfs" and self.layout == Layout.BTRFS:
             self.received[name] = self._receive_btrfs(name)
+            if name != "final":
+                from pyvz.run import run
+
+                # Written out now, while the CT still runs on the sender: btrfs writes out a
+                # subvolume's dirty data before it snapshots it, so the commit would wait for
+                # the pre-copy's gigabyte in the CT's downtime (0.25 s for 1 GB here).
+                run(["sync", "--file-system", str(self.staging / "recv")])
         elif kind == "tar" and name in ("files", "dump"):
             self._receive_tar(name)
             self.received[name] = ""
@@ -428,7 +436,7 @@ class Receiver:
         # a guard that starts it (a restored CT from its dump).
         with if_we_die(self._start_argv() if start else ["true"]):
             faults.point(self.paths, "committed")
-            self._remove_staging()
+            self.committed = True  # the received rounds go at the session's end (see _sweep)
             running = False
             if start:
                 from pyvz.ct.container import Container
@@ -528,9 +536,15 @@ class Receiver:
     # ---- leftovers ---------------------------------------------------------------------------
 
     def _sweep(self) -> None:
-        """Take back this session's own staging (a refused or broken transfer)."""
+        """Take back this session's own staging: all of it after a refused or broken
+        transfer; after a commit, the received rounds that are left (deleting a subvolume
+        is ~70 ms, after the CT runs rather than in its downtime)."""
         self._drop_firewall()
-        if self.area is not None and self.staging.exists() and not self.area.private.exists():
+        if self.area is None or not self.staging.exists():
+            return
+        if self.committed:
+            self._remove_staging()
+        elif not self.area.private.exists():
             self._remove_staging()
             remove_path(self._dump_staging())
 
