@@ -24,16 +24,42 @@ _VEID_RE = re.compile(r"\$(?:VEID\b|\{VEID\}|CTID\b|\{CTID\})")
 
 
 def _unquote(raw: str) -> str | None:
-    if len(raw) >= 2 and raw[0] == raw[-1] == "'":
-        return raw[1:-1]
-    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
-        body = raw[1:-1]
-        if re.search(r'(?<!\\)"', body):
-            return None
-        return re.sub(r'\\(["\\$`])', r"\1", body)
-    if re.search(r"[\s\"'`;|&<>]", raw):
-        return None
-    return raw
+    """The value of the text after `KEY=`, None if it is malformed (an unclosed quote).
+
+    As the shell reads it where the two agree: quotes ('...', "..." with \\ escapes)
+    are removed, and `#` after a blank starts a comment (OpenVZ's stock vz.conf has
+    `NAMESERVER=inherit # Copy from host system's /etc/resolv.conf`). As vzctl reads it
+    where a shell would not: the rest of an unquoted line is the value, blanks included."""
+    out: list[str] = []
+    at = 0
+    while at < len(raw):
+        char = raw[at]
+        if char == "'":
+            end = raw.find("'", at + 1)
+            if end < 0:
+                return None
+            out.append(raw[at + 1 : end])
+            at = end + 1
+        elif char == '"':
+            at += 1
+            while at < len(raw) and raw[at] != '"':
+                if raw[at] == "\\" and raw[at + 1 : at + 2] in ('"', "\\", "$", "`"):
+                    at += 1
+                out.append(raw[at])
+                at += 1
+            if at >= len(raw):
+                return None
+            at += 1
+        elif char.isspace():
+            rest = raw[at:].lstrip()
+            if not rest or rest.startswith("#"):
+                break
+            out.append(char)
+            at += 1
+        else:
+            out.append(char)
+            at += 1
+    return "".join(out)
 
 
 def _quote(value: str) -> str:

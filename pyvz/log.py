@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
+# NOTE: on stderr without a prefix, where vzctl says something there and still succeeds.
+DEBUG, INFO, WARNING, NOTE, ERROR = 10, 20, 30, 35, 40
 _PREFIX = {WARNING: "WARNING: ", ERROR: "Error: "}
 
 
@@ -43,6 +44,9 @@ class Log:
 
     def warning(self, message: str) -> None:
         self.emit(WARNING, message)
+
+    def note(self, message: str) -> None:
+        self.emit(NOTE, message)
 
     def error(self, message: str) -> None:
         self.emit(ERROR, message)

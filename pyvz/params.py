@@ -219,11 +219,12 @@ NAME: Param[str] = Param(
     ("--name",),
     parse_name,
     _text,
-    "a name to use instead of the CTID",
+    "a name to use instead of the CTID (`''` removes it)",
     "NAME",
     BOTH_AND_CLONE,
     Subsystem.CONFIG,
     field="name",
+    option_parse=lambda text: text and parse_name(text),  # '' is no name, as in vzctl
 )
 DESCRIPTION: Param[str] = Param(
     "description",
@@ -337,12 +338,19 @@ ROOT: Param[str] = Param(
     live=False,
     field="root",
 )
+
+
+def _quota_pair(value: BarrierLimit) -> str:
+    """Disk quotas as vzctl writes them: always soft:hard, in numbers (its store_dq)."""
+    return f"{value.barrier}:{value.limit}"
+
+
 DISKSPACE: Param[BarrierLimit] = Param(
     "diskspace",
     "DISKSPACE",
     ("--diskspace",),
     _diskspace,
-    str,
+    _quota_pair,
     "disk quota, soft[:hard] in 1K blocks or with K/M/G/T suffix",
     "SIZE[:SIZE]",
     BOTH,
@@ -584,7 +592,7 @@ DISKINODES: Param[BarrierLimit] = Param(
     "DISKINODES",
     ("--diskinodes",),
     _items("diskinodes"),
-    str,
+    _quota_pair,
     "inode quota, soft[:hard]; saved, not enforced (btrfs has no inode quota)",
     "N[:N]",
     BOTH,
@@ -630,13 +638,29 @@ IOPSLIMIT: Param[int] = Param(
 )
 
 
+# vzctl's one-letter forms of some beancounters (its getopt string, include/vzctl_param.h).
+_UBC_SHORT = {
+    "kmemsize": "-k",
+    "lockedpages": "-l",
+    "numproc": "-p",
+    "numflock": "-f",
+    "numpty": "-t",
+    "numsiginfo": "-i",
+    "tcprcvbuf": "-b",
+    "numiptent": "-e",
+    "numfile": "-n",
+    "dcachesize": "-x",
+}
+
+
 def _ubc(name: str, unit: int, what: str) -> Param[BarrierLimit]:
     """One user beancounter: `--NAME barrier[:limit]` saved as NAME="barrier:limit"."""
     counted = "pages" if unit == PAGE else "bytes" if unit == 1 and not name.startswith("num") else "items"
+    short = (_UBC_SHORT[name],) if name in _UBC_SHORT else ()
     return Param(
         name,
         name.upper(),
-        (f"--{name}",),
+        (f"--{name}", *short),
         lambda text: parse_barrier_limit(text, unit, name),
         str,
         f"{what}, barrier[:limit] in {counted}",

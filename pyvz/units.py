@@ -70,7 +70,15 @@ class BarrierLimit(NamedTuple):
     limit: int
 
     def __str__(self) -> str:
-        return f"{self.barrier}:{self.limit}"
+        """As vzctl writes it: one number where barrier and limit agree, `unlimited` for
+        the largest value."""
+        barrier, limit = (show_limit(v) for v in self)
+        return barrier if self.barrier == self.limit else f"{barrier}:{limit}"
+
+
+def show_limit(value: int) -> str:
+    """A beancounter value as vzctl shows and writes it."""
+    return "unlimited" if value >= UNLIMITED else str(value)
 
 
 def parse_barrier_limit(text: str, unit: int, what: str) -> BarrierLimit:

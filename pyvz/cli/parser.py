@@ -11,7 +11,14 @@ from pyvz.errors import ExitCode, VzError
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad command line as one line and vzctl's exit code 20."""
+    """argparse that reports a bad command line as one line and vzctl's exit code 20.
+
+    `option_code`: the code for an unknown option or an option without its value, where
+    vzctl's command reads its options with getopt_long and says 21 for those (set,
+    create, the snapshot commands); a missing required argument stays 20."""
+
+    option_code = ExitCode.INVALID_PARAMETER_SYNTAX
+    commands: dict[str, ArgumentParser]  # a parser with subcommands: their parsers by name
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("allow_abbrev", False)
@@ -24,4 +31,8 @@ class ArgumentParser(argparse.ArgumentParser):
             close = difflib.get_close_matches(match.group(1), choices, n=1)
             hint = f"did you mean {close[0]!r}?" if close else "choose from " + ", ".join(choices)
             message = f"invalid choice {match.group(1)!r}: {hint}"
-        raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, f"{message} (see {self.prog} --help)")
+        code = ExitCode.INVALID_PARAMETER_SYNTAX
+        getopt_error = ("unrecognized arguments", "ambiguous option", "expected one", "invalid choice")
+        if any(what in message for what in getopt_error):
+            code = self.option_code
+        raise VzError(code, f"{message} (see {self.prog} --help)")

@@ -24,8 +24,8 @@ from pyvz.resources.validate import (
     is_vswap,
     not_enforced_notes,
     parse_values,
-    show,
 )
+from pyvz.units import BarrierLimit
 
 
 def build_parser() -> ArgumentParser:
@@ -84,7 +84,7 @@ def dispatch(argv: list[str]) -> int:
     findings = check(values, vswap, cap.ram // PAGE, cap.swap // PAGE, decide)
     changed = {name: value for name, value in values.items() if original.get(name) != value}
     for name, (barrier, limit) in changed.items():
-        conf.set(name.upper(), f"{show(barrier)}:{show(limit)}")
+        conf.set(name.upper(), str(BarrierLimit(barrier, limit)))  # as vzctl writes it
     if changed:
         conf.write()  # line by line: comments and unknown lines stay; atomic
     for note in not_enforced_notes(conf, Host().runtime.cgroups.enforces):

@@ -102,6 +102,11 @@ ALIASES = {alias: name for name, cmd in COMMANDS.items() for alias in cmd.aliase
 # Commands read without argparse (see _fast_parse): only on/off flags, or a command line.
 PASS_THROUGH = frozenset({"exec", "exec2"})
 FLAGS_ONLY = frozenset({"destroy", "start", "stop", "restart", "status", "mount", "umount"})
+# vzctl reads these commands' options with getopt_long (its parse_opt): an unknown option
+# or one without its value is exit 21 there, not 20.
+GETOPT_COMMANDS = frozenset(
+    {"create", "set", "snapshot", "snapshot-switch", "snapshot-delete", "snapshot-mount", "snapshot-umount"}
+)
 WITH_DUMPFILE = frozenset({"chkpnt", "restore"})  # on/off flags and --dumpfile PATH
 
 
@@ -113,6 +118,7 @@ def build_parser(only: str | None = None) -> ArgumentParser:
 
     only = ALIASES.get(only, only) if only else None
     parser = ArgumentParser(prog="vzctl", description="Perform operations on a container.")
+    parser.commands = {}
     parser.add_argument("--quiet", action="store_true", help="print only errors")
     parser.add_argument("--verbose", action="store_true", help="print more")
     parser.add_argument("--skiplock", action="store_true", help="do not take the CT lock")
@@ -123,7 +129,13 @@ def build_parser(only: str | None = None) -> ArgumentParser:
     for name, command in COMMANDS.items():
         if only is not None and only != name:
             continue
-        p = sub.add_parser(name, help=command.help, aliases=list(command.aliases))
+        # getopt_long, as vzctl reads options, takes any unambiguous prefix (--numpr).
+        p = sub.add_parser(
+            name, help=command.help, aliases=list(command.aliases), allow_abbrev=name not in PASS_THROUGH
+        )
+        if name in GETOPT_COMMANDS:
+            p.option_code = ExitCode.INVALID_PARAMETER_VALUE
+        parser.commands[name] = p
         if name != "boot":
             p.add_argument("ctid", metavar="CTID", help="CT id or name")
         for flag, help_text in command.flags:
@@ -215,12 +227,22 @@ def _fast_parse(argv: list[str]) -> argparse.Namespace | None:
     return types.SimpleNamespace(command=name, ctid=words[0], **values)  # type: ignore[return-value]
 
 
-def dispatch(argv: list[str]) -> int:
+def parse_argv(argv: list[str]) -> argparse.Namespace:
+    """vzctl's command line, read the quick way where it can be (see _fast_parse)."""
     ns = _fast_parse(argv)
-    if ns is None:
-        words = [a for a in argv if a not in GLOBAL_FLAGS]
-        first = ALIASES.get(words[0], words[0]) if words else None
-        ns = build_parser(first if first in COMMANDS else None).parse_args(argv)
+    if ns is not None:
+        return ns
+    words = [a for a in argv if a not in GLOBAL_FLAGS]
+    first = ALIASES.get(words[0], words[0]) if words else None
+    parser = build_parser(first if first in COMMANDS else None)
+    ns, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command's parser, with the command's code
+        parser.commands[ns.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return ns
+
+
+def dispatch(argv: list[str]) -> int:
+    ns = parse_argv(argv)
     from pyvz.config import resolve_ctid
 
     host = Host(skiplock=ns.skiplock)
@@ -257,6 +279,11 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
         print(ct.status().line(ctid))
     elif command in ("start", "stop", "restart", "mount", "umount"):
         with host.ct_lock(ctid):
+            if command == "stop" and ct.has_config() and not ct.is_running():
+                from pyvz.log import log
+
+                log.note("Unable to stop: container is not running")  # and 0, as vzctl
+                return 0
             if command in ("stop", "restart") and not (command == "restart" and not ct.is_running()):
                 ct.stop(fast=ns.fast)
             if command in ("start", "restart"):

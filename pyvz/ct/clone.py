@@ -64,7 +64,7 @@ def clone(host: Host, source: int, target: int, raw: dict[str, str], snapshot: s
             value = conf.get(key)
             if value:
                 conf.set(key, _moved_path(value, source, target))
-        name = values.get(NAME.name)
+        name = values.get(NAME.name) or None
         conf.remove("NAME")
         if name is not None:
             owner = name_owner(host.paths, name)

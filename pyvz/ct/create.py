@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from pyvz.atomic import write_atomic
 from pyvz.config import (
     ConfigFile,
     CtConfig,
@@ -70,12 +71,19 @@ def taken_uids(host: Host) -> set[int]:
 
 @contextmanager
 def new_ct(
-    host: Host, ctid: int, conf: ConfigFile, name: str | None, area: Area, driver: StorageDriver
+    host: Host,
+    ctid: int,
+    conf: ConfigFile,
+    name: str | None,
+    area: Area,
+    driver: StorageDriver,
+    was: str | None = None,
 ) -> Iterator[None]:
     """The one order in which a CT comes into being (create, clone, vzrestore): config and name
     link first, then the block builds the private area, which appears last. Rejected or
-    interrupted (Ctrl-C), everything written is taken back; after a kill -9 the CT reads as
-    `deleted` and `vzctl destroy` finishes the job."""
+    interrupted (Ctrl-C), everything written is taken back (`was`: the config file that was
+    there before, which comes back); after a kill -9 the CT reads as `deleted` and `vzctl
+    destroy` finishes the job."""
     host.paths.conf_dir.mkdir(parents=True, exist_ok=True)
     try:
         conf.write()  # inside the try: a Ctrl-C held back by the write lands in here
@@ -86,7 +94,10 @@ def new_ct(
         driver.destroy(area)
         if name is not None:
             remove_name_link(host.paths, name, ctid)
-        conf.path.unlink(missing_ok=True)
+        if was is None:
+            conf.path.unlink(missing_ok=True)
+        else:
+            write_atomic(conf.path, was)
         raise
 
 
@@ -95,14 +106,22 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
     ct = Container(host, ctid)
     with host.ct_lock(ctid), host.root_lock():
         conf_path = host.paths.conf_file(ctid)
-        if conf_path.exists():
-            raise VzError(
-                ExitCode.PRIVATE_EXISTS,
-                f"CT {ctid} already exists ({conf_path}); destroy it first",
-            )
+        was = conf_path.read_text() if conf_path.exists() else None
         sample_name = values.get(ORIGIN_SAMPLE.name) or host.setting("CONFIGFILE", "basic")
         assert sample_name is not None
-        conf = _sample(host, sample_name)
+        if was is None:
+            conf = _sample(host, sample_name)
+        elif ORIGIN_SAMPLE.name in values:
+            raise VzError(
+                ExitCode.CP_CONFIG,
+                f"container config file {conf_path} already exists, can not use --config option",
+            )
+        else:
+            # As vzctl: a config written ahead (`vzctl set --save`, or by hand) is the CT's.
+            conf = ConfigFile.parse(was, conf_path)
+            sample_name = conf.get(ORIGIN_SAMPLE.key or "") or ""
+            log.info("Warning: CT config file already exists, not applying a default config sample.")
+            log.info("It might lead to incomplete CT configuration, you can use --applyconfig to fix.")
         conf.path = conf_path
         template = values.get(OSTEMPLATE.name) or conf.get("OSTEMPLATE") or host.setting("DEF_OSTEMPLATE")
         if not template:
@@ -110,15 +129,14 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
                 ExitCode.OSTEMPLATE_NOTSET, "no --ostemplate given and no DEF_OSTEMPLATE in vz.conf"
             )
         OSTEMPLATE.parse(template)
-        name = values.get(NAME.name)
+        name = values.get(NAME.name) or None
         if name is not None:
             owner = name_owner(host.paths, name)
             if owner is not None:
                 raise VzError(ExitCode.SET_NAME_ERROR, f"name {name!r} is already used by CT {owner}")
-        settings: dict[str, str] = {
-            OSTEMPLATE.key: template,  # type: ignore[dict-item]
-            ORIGIN_SAMPLE.key: sample_name,  # type: ignore[dict-item]
-        }
+        settings: dict[str, str] = {OSTEMPLATE.key: template}  # type: ignore[dict-item]
+        if sample_name:
+            settings[ORIGIN_SAMPLE.key or ""] = sample_name
         for option, value in values.items():  # every stored parameter given on the command line
             param = BY_NAME[option]
             if param.key:
@@ -174,7 +192,7 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
 
         pool.prepare(host.paths, area.private.parent, layout == Layout.BTRFS, host.setting("POOL_SIZE"))
         log.info(f"Creating container private area ({template})")
-        with new_ct(host, ctid, conf, name, area, driver):
+        with new_ct(host, ctid, conf, name, area, driver, was):
             tree = unpacked_tree(archive, area.private.parent, driver.snapshots_template)
             driver.create(area, tree)
         log.info("Performing postcreate actions")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyvz.config import ConfigFile, CtConfig, name_owner, remove_name_link, set_name_link
+from pyvz.config import ConfigFile, CtConfig, ct_config, name_owner, remove_name_link, set_name_link
 from pyvz.ct.container import Container
 from pyvz.errors import ExitCode, VzError
 from pyvz.host import Host
@@ -53,7 +53,13 @@ def set_params(
         raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, "set: no parameters given (see vzctl --help)")
     ct = Container(host, ctid)
     with host.ct_lock(ctid):
-        conf = ct.conf_file()
+        if save and not ct.has_config():
+            # As vzctl: the parameters go into a new CTID.conf (a later `create` uses it).
+            conf = ConfigFile(host.paths.conf_file(ctid))
+            log.warning(f"{conf.path} not found: No such file or directory")
+            ct.config = ct_config(host.paths, host.global_conf, conf, ctid)
+        else:
+            conf = ct.conf_file()
         if DISKSPACE.name in values and not ct.driver().has_quota:
             raise VzError(
                 ExitCode.DISKQUOTA_SET,
@@ -87,8 +93,8 @@ def set_params(
             prefix = host.runtime.netns_prefix(ctid) if running else []
             veth.require_bridges(changed_netifs, prefix)
             changes[NETIF.key or ""] = veth.format_config(new_netifs)
-        new_name = values.get(NAME.name)
-        if new_name is not None:
+        new_name = values.get(NAME.name)  # '' removes the name
+        if new_name:
             owner = name_owner(host.paths, new_name)
             if owner is not None and owner != ctid:
                 raise VzError(ExitCode.SET_NAME_ERROR, f"name {new_name!r} is already used by CT {owner}")
@@ -119,7 +125,7 @@ def set_params(
             _apply_storage(ct, merged, DISKSPACE)
         if save and changes:
             old_name = conf.get("NAME")
-            if new_name is not None:
+            if new_name:
                 set_name_link(host.paths, new_name, ctid)
             for key, value in changes.items():
                 conf.set(key, value)
@@ -127,7 +133,7 @@ def set_params(
             if new_name is not None and old_name and old_name != new_name:
                 remove_name_link(host.paths, old_name, ctid)
             if new_name is not None:
-                log.info(f"Name {new_name} assigned")
+                log.info(f"Name {new_name} assigned")  # vzctl's words, also for '' ("Name  assigned")
             log.info(f"Saved parameters for CT {ctid}")
         elif changes and not save and not running:
             log.warning(

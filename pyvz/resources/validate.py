@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from pyvz.errors import ExitCode, VzError
-from pyvz.units import UNLIMITED
+from pyvz.units import UNLIMITED, show_limit
 
 if TYPE_CHECKING:
     from pyvz.config import ConfigFile
@@ -76,8 +76,7 @@ def parse_values(conf: ConfigFile) -> tuple[Values, list[str]]:
     return values, bad
 
 
-def show(value: int) -> str:
-    return "unlimited" if value >= UNLIMITED else str(value)
+show = show_limit
 
 
 def _plus(value: int, delta: int) -> int:

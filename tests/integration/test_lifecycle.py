@@ -222,9 +222,9 @@ def test_start_twice_and_commands_on_a_stopped_ct(vzroot: VzRoot) -> None:
 
     vzroot.ok("stop", "--fast", "101")
     assert status(vzroot) == "CTID 101 exist unmounted down"
-    stop_again = vzroot.vzctl("stop", "101")
-    assert stop_again.code == 31, stop_again
-    assert len(stderr_lines(stop_again.err)) == 1, stop_again.err
+    stop_again = vzroot.vzctl("stop", "101")  # vzctl 4.11: its words on stderr, and success
+    assert stop_again.code == 0, stop_again
+    assert stop_again.err == "Unable to stop: container is not running\n", stop_again.err
     exec_stopped = vzroot.vzctl("exec", "101", "true")
     assert exec_stopped.code == 31, exec_stopped
 

@@ -192,6 +192,13 @@ def test_veid_stays_expandable_when_sourced_by_sh(tmp_path: Path) -> None:
         ("  K=indented", "indented"),
         ('K="trailing space"   ', "trailing space"),
         ("K=", ""),
+        # OpenVZ's stock vz.conf: a comment after the value, as the shell reads it
+        ("K=inherit # Copy from host system's /etc/resolv.conf", "inherit"),
+        ('K="quoted" # and a comment', "quoted"),
+        ("K=no#comment", "no#comment"),
+        # vzctl takes the rest of an unquoted line (its parse_line); the shell would not
+        ("K=two words", "two words"),
+        ('K="a # b"', "a # b"),
     ],
 )
 def test_accepted_value_forms(line: str, value: str) -> None:
@@ -200,7 +207,7 @@ def test_accepted_value_forms(line: str, value: str) -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["JUSTAKEY", "K=two words", "1K=2", 'K="a"b"', "K='open", 'K="open', "export K=1", "K = 1"],
+    ["JUSTAKEY", "1K=2", 'K="a"b"', "K='open", 'K="open', "export K=1", "K = 1"],
 )
 def test_malformed_line_names_file_and_line(line: str) -> None:
     text = "# first\n\nGOOD=1\n" + line + "\n"

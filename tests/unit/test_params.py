@@ -131,10 +131,24 @@ def test_param_names_are_unique() -> None:
     assert set(BY_NAME) == set(names)
 
 
-def test_param_options_are_unique_and_look_like_long_options() -> None:
+def test_param_options_are_unique_and_look_like_vzctls() -> None:
     options = [option for p in PARAMS for option in p.options]
     assert len(options) == len(set(options))
-    assert all(option.startswith("--") and len(option) > 2 for option in options)
+    # long options, and a one-letter form only where vzctl has one (some UBCs)
+    assert all(p.options[0].startswith("--") and len(p.options[0]) > 2 for p in PARAMS if p.options)
+    short = {p.name: o for p in PARAMS for o in p.options if not o.startswith("--")}
+    assert short == {
+        "kmemsize": "-k",
+        "lockedpages": "-l",
+        "numproc": "-p",
+        "numflock": "-f",
+        "numpty": "-t",
+        "numsiginfo": "-i",
+        "tcprcvbuf": "-b",
+        "numiptent": "-e",
+        "numfile": "-n",
+        "dcachesize": "-x",
+    }
     # NETIF alone is written by other options (--netif_add, --ifname ...), never given whole.
     assert [p.name for p in PARAMS if not p.options] == ["netif"]
 

@@ -24,6 +24,7 @@ from pyvz.params import (
     IOPRIO,
     IOPSLIMIT,
     NODEMASK,
+    NUMPROC,
     PHYSPAGES,
     SWAPPAGES,
     UBC_PARAMS,
@@ -80,7 +81,7 @@ def test_ubc_rows_in_proc_order() -> None:
     for param in UBC_PARAMS:
         assert BY_KEY[param.key or ""] is param and BY_NAME[param.name] is param
         if param not in (PHYSPAGES, SWAPPAGES):
-            assert param.options == (f"--{param.name}",) and param.key == param.name.upper()
+            assert param.options[0] == f"--{param.name}" and param.key == param.name.upper()
 
 
 @pytest.mark.parametrize(
@@ -103,6 +104,11 @@ def test_ubc_values(name: str, text: str, value: BarrierLimit) -> None:
 
 def test_vswap_values_are_saved_as_pages() -> None:
     assert PHYSPAGES.fmt(PHYSPAGES.parse("512M")) == "0:131072"
+    # as vzctl writes them (its ubcstr): one number where barrier and limit agree, `unlimited`
+    assert NUMPROC.fmt(NUMPROC.parse("240")) == "240"
+    assert NUMPROC.fmt(NUMPROC.parse("240:240")) == "240"
+    assert NUMPROC.fmt(NUMPROC.parse("unlimited")) == "unlimited"
+    assert NUMPROC.fmt(NUMPROC.parse("100:unlimited")) == "100:unlimited"
     assert SWAPPAGES.fmt(SWAPPAGES.parse("1G")) == "0:262144"
 
 
@@ -718,7 +724,7 @@ VSWAP = {"PHYSPAGES": "0:1000", "SWAPPAGES": "0:500", "VM_OVERCOMMIT": "1.5"}
 @pytest.mark.parametrize("changed", [["PHYSPAGES"], ["SWAPPAGES"], ["VM_OVERCOMMIT"], ["CPUS", "PHYSPAGES"]])
 def test_vm_overcommit_sets_privvmpages(changed: list[str]) -> None:
     derived = derived_changes(config(**VSWAP), changed)
-    assert derived == {"PRIVVMPAGES": "2250:2250"}  # (1000 + 500) * 1.5, barrier and limit
+    assert derived == {"PRIVVMPAGES": "2250"}  # (1000 + 500) * 1.5, barrier and limit (vzctl writes one)
     assert BY_KEY["PRIVVMPAGES"].parse(derived["PRIVVMPAGES"]) == BarrierLimit(2250, 2250)
 
 
@@ -740,7 +746,7 @@ def test_vm_overcommit_leaves_privvmpages(values: dict[str, str], changed: list[
 @pytest.mark.parametrize("swap", [None, "0:unlimited"])
 def test_vm_overcommit_without_a_swap_limit(swap: str | None) -> None:
     values = {"PHYSPAGES": "0:1000", "VM_OVERCOMMIT": "2"} | ({"SWAPPAGES": swap} if swap else {})
-    assert derived_changes(config(**values), ["VM_OVERCOMMIT"]) == {"PRIVVMPAGES": "2000:2000"}
+    assert derived_changes(config(**values), ["VM_OVERCOMMIT"]) == {"PRIVVMPAGES": "2000"}
 
 
 def test_not_enforced() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pyvz.cli.common import run_tool
-from pyvz.cli.vzctl import _options, build_parser, dispatch
+from pyvz.cli.vzctl import _options, build_parser, dispatch, parse_argv
 from pyvz.errors import ExitCode, VzError
 from pyvz.log import setup
 from pyvz.params import for_command
@@ -26,7 +26,7 @@ def isolated_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
 
 def syntax_error(argv: list[str]) -> VzError:
     with pytest.raises(VzError) as caught:
-        build_parser().parse_args(argv)
+        parse_argv(argv)
     return caught.value
 
 
@@ -80,25 +80,46 @@ def test_enter_exec_and_console_tty() -> None:
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "code"),
     [
-        ["create", "101", "--bogus"],
-        ["create", "101", "--hostname"],
-        ["create", "101", "--onboot", "yes"],  # a `set` option
-        ["--bogus", "status", "101"],
-        ["start", "101", "--wai"],  # no abbreviations
-        ["set", "101", "--setmode", "sometimes"],
-        ["console", "101", "tty1"],
-        ["create"],
-        [],
+        # vzctl reads create's, set's and the snapshot commands' options with getopt_long:
+        # an unknown option, one without its value or an ambiguous prefix is 21 there
+        (["create", "101", "--bogus"], 21),
+        (["create", "101", "--hostname"], 21),
+        (["create", "101", "--onboot", "yes"], 21),  # a `set` option
+        (["set", "101", "--num", "5"], 21),  # --numproc, --numfile, ...
+        (["set", "101", "--setmode", "sometimes"], 21),
+        (["snapshot", "101", "--bogus"], 21),
+        # everything else is 20
+        (["--bogus", "status", "101"], 20),
+        (["start", "101", "--bogus"], 20),
+        (["stop", "101", "--bogus"], 20),
+        (["console", "101", "tty1"], 20),
+        (["snapshot-switch", "101"], 20),  # --id is missing
+        (["create"], 20),
+        ([], 20),
     ],
 )
-def test_bad_option_is_syntax_error_on_one_line(argv: list[str]) -> None:
+def test_bad_option_is_one_line_with_vzctls_code(argv: list[str], code: int) -> None:
     err = syntax_error(argv)
-    assert err.code == ExitCode.INVALID_PARAMETER_SYNTAX
-    assert int(err.code) == 20
+    assert int(err.code) == code
     assert "\n" not in err.message
     assert "--help" in err.message
+
+
+@pytest.mark.parametrize(
+    ("argv", "dest", "value"),
+    [
+        (["set", "101", "--numpr", "300"], "numproc", "300"),  # getopt_long takes a prefix
+        (["set", "101", "-p", "300"], "numproc", "300"),  # and vzctl's one-letter UBC forms
+        (["set", "101", "-k", "1M", "-l", "2", "-f", "3", "-t", "4"], "numpty", "4"),
+        (["set", "101", "-i", "5", "-b", "6", "-e", "7", "-n", "8", "-x", "9"], "dcachesize", "9"),
+        (["set", "101", "--name", ""], "name", ""),
+        (["start", "101", "--wai"], "wait", True),
+    ],
+)
+def test_vzctl_option_forms(argv: list[str], dest: str, value: object) -> None:
+    assert getattr(parse_argv(argv), dest) == value
 
 
 def test_unknown_command_is_syntax_error_on_one_line() -> None:
@@ -130,7 +151,7 @@ def test_dispatch_unknown_command_lists_the_commands(isolated_root: Path) -> Non
 
 
 def test_run_tool_maps_errors_to_exit_codes(isolated_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_tool("vzctl", dispatch, ["create", "101", "--bogus"]) == 20
+    assert run_tool("vzctl", dispatch, ["create", "101", "--bogus"]) == 21
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("Error: unrecognized arguments: --bogus")
