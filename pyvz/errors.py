@@ -59,6 +59,14 @@ class ExitCode(IntEnum):
     SET_NAME_ERROR = 131
     WAIT_FAILED = 133
     CONFIG_SAVE_ERROR = 139
+    # The snapshot commands' own failures (vzctl 4.x: VZCTL_E_*_SNAPSHOT).
+    CREATE_SNAPSHOT = 156
+    MERGE_SNAPSHOT = 157
+    DELETE_SNAPSHOT = 158
+    SWITCH_SNAPSHOT = 159
+    MOUNT_SNAPSHOT = 160
+    UMOUNT_SNAPSHOT = 161
+    LIST_SNAPSHOT = 167
 
 
 class MigrateExit(IntEnum):

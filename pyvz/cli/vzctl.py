@@ -313,10 +313,20 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
 def _snapshot(ct: Container, command: str, ns: argparse.Namespace) -> None:
     from pyvz.ct import snapshots
 
+    # Bad values are 21, as vzctl says when it reads its options; then the command's own code.
+    if ns.id:
+        snapshots.parse_uuid(ns.id)
+    fields = snapshots.parse_fields(ns.output) if command == "snapshot-list" else ()
+    with snapshots.failing_as(command):
+        _snapshot_command(ct, command, ns, fields)
+
+
+def _snapshot_command(ct: Container, command: str, ns: argparse.Namespace, fields: tuple[str, ...]) -> None:
+    from pyvz.ct import snapshots
+
     if command == "snapshot":
         snapshots.take(ct, ns.id, ns.snapshot_name, ns.description, ns.skip_suspend, ns.skip_config)
     elif command == "snapshot-list":
-        fields = snapshots.parse_fields(ns.output)
         for line in snapshots.listing(ct, fields, header=not ns.H, only=ns.id):
             print(line)
     elif command == "snapshot-switch":

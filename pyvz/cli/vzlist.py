@@ -80,8 +80,17 @@ def dispatch(argv: list[str]) -> int:
     fields = [FIELDS[n] for n in names]
 
     chosen = records(host, wanted, ubc_names(names))
+    if wanted is not None:
+        chosen = [r for r in chosen if r.config is not None]  # only CTs that exist
     if not ns.all and wanted is None:
         chosen = [r for r in chosen if (not r.running) == bool(ns.stopped)]
+    if not chosen:  # as vzlist: nothing to list is exit 1, said instead of a header
+        if ns.json:
+            print("[]")
+        else:
+            print("Container(s) not found", file=sys.stderr)
+        return 1
+    # -N and -h only hide rows (vzlist: the header stays, and the exit is 0).
     if ns.name_filter:
         chosen = [r for r in chosen if fnmatch.fnmatchcase(r.raw("NAME") or "", ns.name_filter)]
     if ns.hostname:
@@ -116,9 +125,6 @@ def dispatch(argv: list[str]) -> int:
         print(_row([f.header for f in fields], widths, False))
     for row in rows:
         print(_row(row, widths, not ns.no_trim))
-    if not chosen and not ns.no_header and wanted is None:
-        print("Container(s) not found", file=sys.stderr)
-        return 1
     return 0
 
 

@@ -41,6 +41,32 @@ NO_MEMORY_STATE = "it holds no memory state (taken of a stopped CT, or with --sk
 _UUID_RE = re.compile(r"(\{)?([0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12})(?(1)\})")
 
 
+# What each snapshot command fails with (vzctl 4.x, include/vzerror.h); errors that mean the
+# same for every command (locked, no such CT, bad syntax) keep their own codes.
+FAILURE_CODES = {
+    "snapshot": ExitCode.CREATE_SNAPSHOT,
+    "snapshot-switch": ExitCode.SWITCH_SNAPSHOT,
+    "snapshot-delete": ExitCode.DELETE_SNAPSHOT,
+    "snapshot-mount": ExitCode.MOUNT_SNAPSHOT,
+    "snapshot-umount": ExitCode.UMOUNT_SNAPSHOT,
+    "snapshot-list": ExitCode.LIST_SNAPSHOT,
+}
+_OWN_CODES = frozenset(
+    {ExitCode.LOCKED, ExitCode.NO_CT_CONFIG, ExitCode.INVALID_PARAMETER_SYNTAX, ExitCode.NO_PRIVATE}
+)
+
+
+@contextmanager
+def failing_as(command: str) -> Iterator[None]:
+    """Run a snapshot command: its failures exit with vzctl's code for that command."""
+    try:
+        yield
+    except VzError as err:
+        if err.code in _OWN_CODES or not isinstance(err.code, ExitCode):
+            raise
+        raise VzError(FAILURE_CODES[command], err.message) from None
+
+
 def parse_uuid(text: str) -> str:
     """A snapshot id as vzctl takes it, with or without braces; kept lowercase, bare."""
     match = _UUID_RE.fullmatch(text.strip())
@@ -347,7 +373,7 @@ def parse_fields(text: str | None) -> tuple[str, ...]:
     unknown = [f for f in fields if f not in FIELDS]
     if unknown or not fields:
         raise VzError(
-            ExitCode.INVALID_PARAMETER_SYNTAX,
+            ExitCode.INVALID_PARAMETER_VALUE,  # vzctl's snapshot-list: 21
             f"unknown snapshot-list field(s) {', '.join(unknown) or '(none)'}; "
             f"choose from {','.join(FIELDS)}",
         )

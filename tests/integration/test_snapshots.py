@@ -147,14 +147,14 @@ def test_snapshot_mount_is_read_only_with_the_cts_owners(vzroot: VzRoot) -> None
             (target / "root/new").write_text("x")
         assert err.value.errno == 30  # EROFS
         again = vzroot.vzctl("snapshot-mount", "101", "--id", uuid, "--target", str(vzroot.root / "m2"))
-        assert again.code == 41 and "already mounted" in one_error_line(again.err)
+        assert again.code == 160 and "already mounted" in one_error_line(again.err)
         busy = vzroot.vzctl("snapshot-delete", "101", "--id", uuid)
-        assert busy.code == 41 and "snapshot-umount" in one_error_line(busy.err)
+        assert busy.code == 158 and "snapshot-umount" in one_error_line(busy.err)
     finally:
         vzroot.ok("snapshot-umount", "101", "--id", uuid)
     assert not os.path.ismount(target)
     missing = vzroot.vzctl("snapshot-umount", "101", "--id", uuid)
-    assert missing.code == 40
+    assert missing.code == 161  # vzctl: VZCTL_E_UMOUNT_SNAPSHOT
 
 
 def test_switch_options_and_delete_keeps_the_history(vzroot: VzRoot) -> None:
@@ -177,15 +177,18 @@ def test_switch_options_and_delete_keeps_the_history(vzroot: VzRoot) -> None:
     assert vzroot.ok("status", "101").strip() == "CTID 101 exist unmounted down"
     vzroot.ok("start", "101")
     refused = vzroot.vzctl("snapshot-switch", "101", "--id", third, "--must-resume")
-    assert refused.code == 17 and "memory state" in one_error_line(refused.err)
+    assert refused.code == 159 and "memory state" in one_error_line(refused.err)
     assert vzroot.ok("status", "101").strip() == "CTID 101 exist mounted running"
     # A given --id is used, with or without braces, and only once.
     mine = "0a1b2c3d-0000-4000-8000-000000000001"
     assert take(vzroot, "101", "--id", f"{{{mine}}}") == mine
     twice = vzroot.vzctl("snapshot", "101", "--id", mine)
-    assert twice.code == 21 and "already exists" in one_error_line(twice.err)
+    assert twice.code == 156 and "already exists" in one_error_line(twice.err)
     only = vzroot.ok("snapshot-list", "101", "--id", mine, "-o", "uuid,name,desc")
     assert only.splitlines()[1:] == [f"{{{mine}}}"]
+
+
+GONE = "0a1b2c3d-0000-4000-8000-00000000dead"  # no such snapshot
 
 
 def test_bad_input_is_refused_and_changes_nothing(vzroot: VzRoot) -> None:
@@ -194,9 +197,15 @@ def test_bad_input_is_refused_and_changes_nothing(vzroot: VzRoot) -> None:
     before = sorted(os.listdir(snapshot_dir(vzroot, "101"))), conf(vzroot, "101")
     cases = [
         (("snapshot-switch", "101", "--id", "not-a-uuid"), 21, "invalid snapshot id"),
-        (("snapshot-delete", "101", "--id", "0a1b2c3d-0000-4000-8000-00000000dead"), 21, "not found"),
+        (("snapshot-delete", "101", "--id", GONE), 158, "not found"),
+        (("snapshot-switch", "101", "--id", GONE), 159, "not found"),
+        (
+            ("snapshot-mount", "101", "--id", GONE, "--target", str(vzroot.root / "m")),
+            160,
+            "not found",
+        ),
         (("snapshot-mount", "101", "--id", uuid), 20, "--target"),
-        (("snapshot-list", "101", "-o", "uuid,bogus"), 20, "bogus"),
+        (("snapshot-list", "101", "-o", "uuid,bogus"), 21, "bogus"),
         (("snapshot", "999"), 14, "999"),
         (("snapshot-switch", "101"), 20, "--id"),
         (("clone", "101", "101"), 21, "itself"),

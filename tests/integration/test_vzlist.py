@@ -167,6 +167,24 @@ def test_ctids_and_names_as_arguments(three: VzRoot) -> None:
     assert ctids(listed(three, "web3", "101")[1:]) == ["101", "103"]
 
 
+def test_nothing_to_list_is_vzlists_error(three: VzRoot) -> None:
+    """vzlist 4.11 (collect() in vzlist.c): no CT to list is "Container(s) not found" on
+    stderr and exit 1, with no header; -j prints []; a filter that hides every row is not."""
+    for args in (["999"], ["-a", "999"], ["-S", "999"]):
+        done = three.vzlist(*args)
+        assert (done.code, done.out, done.err) == (1, "", "Container(s) not found\n"), done
+    listing = three.vzlist("-j", "999")
+    assert (listing.code, listing.out.strip()) == (1, "[]"), listing
+    both = three.vzlist("999", "101")  # the ones that exist are listed
+    assert both.code == 0 and ctids(both.out.splitlines()[1:]) == ["101"], both
+    hidden = three.vzlist("-a", "-h", "nosuchhost*")
+    assert (hidden.code, hidden.out.splitlines()) == (0, [HEADER]), hidden
+    for ctid in ("101", "102"):
+        three.ok("stop", "--fast", ctid)
+    none_running = three.vzlist()
+    assert (none_running.code, none_running.out, none_running.err) == (1, "", "Container(s) not found\n")
+
+
 def test_unknown_field_is_one_line_error(three: VzRoot) -> None:
     done = three.vzlist("-o", "bogus")
     assert done.code != 0
