@@ -6,12 +6,12 @@ and checks what a user would see: exit codes, status lines, output, files on dis
 
 from __future__ import annotations
 
-import fcntl
 import os
 import pty
 import re
 import select
 import signal
+import subprocess
 import sys
 import time
 import warnings
@@ -459,26 +459,35 @@ def test_failing_premount_script_stops_start(vzroot: VzRoot) -> None:
 
 
 def test_ct_lock_blocks_and_skiplock_bypasses(vzroot: VzRoot) -> None:
+    """OpenVZ's lock file: one that vzctl 4.11 holds (its PID, an empty status) keeps pyvz
+    out, --skiplock goes past it, and pyvz leaves no lock file of its own behind."""
     vzroot.ok("create", "101")
-    lock_path = vzroot.root / "var/lib/vz/lock/101.lck"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    lock_dir = vzroot.root / "var/lib/vz/lock"
+    assert [p.name for p in lock_dir.iterdir() if p.name.startswith("101")] == []
+    lock_path = lock_dir / "101.lck"
+    vzctl_stand_in = subprocess.Popen(["sleep", "120"])
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        lock_path.write_text(f"{vzctl_stand_in.pid}\n\n")
         locked = vzroot.vzctl("start", "101")
         assert locked.code == 9, locked
         assert len(stderr_lines(locked.err)) == 1, locked.err
-        assert "locked" in locked.err
+        assert f"locked by pid {vzctl_stand_in.pid} (sleep 120)" in locked.err
         assert status(vzroot) == "CTID 101 exist unmounted down"
 
         vzroot.ok("--skiplock", "start", "101")
         assert status(vzroot) == "CTID 101 exist mounted running"
         vzroot.ok("--skiplock", "stop", "--fast", "101")
         assert status(vzroot) == "CTID 101 exist unmounted down"
+        assert lock_path.read_text() == f"{vzctl_stand_in.pid}\n\n"  # not pyvz's to touch
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-    vzroot.ok("start", "101")
+        vzctl_stand_in.kill()
+        vzctl_stand_in.wait()
+    # Its holder is gone: the lock is stale, and the next command takes it over.
+    started = vzroot.vzctl("start", "101")
+    assert started.code == 0, started
+    assert f"Removing stale lock file {lock_path}" in started.out
     assert status(vzroot) == "CTID 101 exist mounted running"
+    assert [p.name for p in lock_dir.iterdir() if p.name.startswith("101")] == []
 
 
 def test_start_is_logged(vzroot: VzRoot) -> None:
