@@ -81,7 +81,7 @@ def test_bad_resource_values_leave_the_config_untouched(vzroot: VzRoot) -> None:
         (("--ram", "lots"), 21),
         (("--numproc", "200:100"), 21),
         (("--cpuunits", "3"), 21),
-        (("--frobcount", "1"), 20),
+        (("--frobcount", "1"), 21),  # vzctl set reads options with getopt_long: 21
         (("--kmemsize", "2M:1M"), 21),
         (("--tcpsndbuf", "-1"), 21),
         (("--iolimit", "fast"), 21),
