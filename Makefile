@@ -49,7 +49,7 @@ integration: install
 	$(VENV)/bin/pytest -q tests/integration
 
 test: install lint
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q --durations=12 tests
 
 bench: install
 	$(PY) bench/run.py
