@@ -434,6 +434,21 @@ class Container:
                 f"{result.stderr.strip()[-300:]}",
             )
 
+    def run_script_stopped(self, text: str) -> int:
+        """runscript on a stopped CT (see inside.runscript): mounted for the script, which
+        runs as the CT's only process tree under LXC's small init; unmounted after."""
+        with self.host.ct_lock(self.ctid):
+            area = self.require_exists()
+            if self.is_running():
+                raise VzError(ExitCode.RUNNING, f"CT {self.ctid} was started meanwhile: run the script again")
+            mounted_here = self.mount()
+            try:
+                spec, _limits = self.runtime_spec(area, self.config, self.distro().halt_signal)
+                return self.host.runtime.execute(spec, ["/bin/sh", "-s"], text)
+            finally:
+                if mounted_here:
+                    self.umount(area=area)
+
     def stop(self, fast: bool = False) -> None:
         area = self.require_exists()
         if not self.is_running():

@@ -52,12 +52,17 @@ def enter(host: Host, ctid: int, command: Sequence[str] | None) -> int:
 
 
 def runscript(host: Host, ctid: int, script: Path) -> int:
-    """Feed a host script to the CT's shell; its output is ours, its exit code is returned."""
-    require_running(host, ctid)
+    """Feed a host script to the CT's shell; its output is ours, its exit code is returned.
+    A stopped CT is mounted and the script runs in its environment with no init, as
+    vzctl's runscript does it (no host-side network: routes and proxies come with a start)."""
     try:
         text = script.read_text()
     except OSError as err:
         raise VzError(ExitCode.NO_SCRIPT, f"cannot read script {script}: {err.strerror}") from None
+    if not host.runtime.is_running(ctid):
+        from pyvz.ct.container import Container
+
+        return Container(host, ctid).run_script_stopped(text)
     argv = host.runtime.attach_argv(ctid, ["/bin/sh", "-s"], own_session=True)
     return run(argv, check=False, input=text, capture=False, timeout=None).returncode
 

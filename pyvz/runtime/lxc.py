@@ -182,6 +182,18 @@ class LxcRuntime:
             why = self._why(spec.ctid) or result.stderr.strip().splitlines()[0:1]
             raise VzError(ExitCode.ENVCREATE_ERROR, f"unable to start CT {spec.ctid}: {'; '.join(why)}")
 
+    def execute(self, spec: RuntimeSpec, command: Sequence[str], input: str) -> int:
+        """Run `command` in a stopped CT's environment (its root, namespaces, ids and
+        limits) instead of its init, with `input` on its stdin and our stdout and stderr;
+        the CT is down again when it returns its exit code. lxc-execute puts LXC's own
+        small init (init.lxc.static, bind-mounted from the host) as PID 1 before it."""
+        self._prepare(spec)
+        try:
+            argv = self._base("lxc-execute", spec.ctid) + ["--", *command]
+            return run(argv, check=False, input=input, capture=False, timeout=None).returncode
+        finally:
+            self._clear_cgroups(spec.ctid)
+
     def _action_env(self, ctid: int, host_network: str = "", thaw: bool = True) -> dict[str, str]:
         """Write the CT's CRIU action script for one dump or restore (pyvz/runtime/criu.py
         says what it does); the environment that makes the criu shim pass it."""

@@ -1,10 +1,13 @@
 """What scripts written for OpenVZ's vzctl 4.11 rely on, checked against the behaviour of
 its sources (src/vzctl.c, src/lib/create.c, src/lib/config.c): a config written before the
-CT, a create that takes it, a name removed with `--name ''`, vzctl's option forms."""
+CT, a create that takes it, a name removed with `--name ''`, vzctl's option forms, a
+script run in a stopped CT."""
 
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +86,32 @@ def test_vzctl_option_forms_on_a_real_ct(vzroot: VzRoot) -> None:
     assert (vzroot.conf_dir / "101.conf").read_text() == text
     assert vzroot.vzctl("set", "101", "--bogus", "1").code == 21
     assert vzroot.vzctl("start", "101", "--bogus").code == 20
+
+
+def test_runscript_on_a_stopped_ct_runs_in_its_environment(vzroot: VzRoot, tmp_path: Path) -> None:
+    """vzctl 4.11 (vps_run_script): a stopped CT is mounted, the script runs inside it with
+    no init, and the CT is down and unmounted again after; its exit code is the command's."""
+    vzroot.ok("create", "101")
+    script = tmp_path / "fix.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        'echo "uid $(id -u) in $(cat /etc/os-release 2>/dev/null | head -n 1 || echo busybox)"\n'
+        "echo repaired > /root/repaired\n"
+        'echo "uid_map $(cat /proc/self/uid_map)"\n'
+        "echo to stderr >&2\n"
+        "exit 5\n"
+    )
+    done = vzroot.vzctl("runscript", "101", str(script))
+    assert done.code == 5, done
+    assert "uid 0 in" in done.out and "to stderr" in done.err
+    assert vzroot.ok("status", "101").strip() == "CTID 101 exist unmounted down"
+    written = vzroot.private_dir / "101/root/repaired"
+    assert written.read_text() == "repaired\n"
+    # Owned as the CT's root's own files are, and the script ran in the CT's user namespace.
+    assert written.stat().st_uid == (vzroot.private_dir / "101/root").stat().st_uid
+    local_uid = re.search(r'^LOCAL_UID="?(\d+)', (vzroot.conf_dir / "101.conf").read_text(), re.M)
+    assert local_uid and f"uid_map 0 {local_uid[1]} 65536" in " ".join(done.out.split()), done.out
+    assert not (vzroot.root / "var/lib/vz/lock/101.lck").exists()
+    vzroot.ok("start", "101")  # and it starts as ever
+    assert vzroot.ok("exec", "101", "cat /root/repaired").strip() == "repaired"
+    vzroot.ok("stop", "--fast", "101")
