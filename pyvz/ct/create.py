@@ -243,10 +243,11 @@ def destroy(host: Host, ctid: int, lock: bool = True) -> None:
             os.replace(conf_path, conf_path.with_name(conf_path.name + ".destroyed"))
         driver.destroy(area)
         host.runtime.forget(ctid)
-        if area.incoming in leftovers:
-            from pyvz.net.firewall import remove
+        from pyvz.net.firewall import remove
 
-            remove(ct.firewall_table())  # a killed live move's receiver may have installed it ahead
+        # A stopped CT has none, but a live move leaves one behind on purpose until the
+        # hand-over (both ends), and a killed one may leave it for good.
+        remove(ct.firewall_table())
         from pyvz.ct.checkpoint import default_dump
 
         remove_path(default_dump(host, ctid))  # a suspended CT's dump goes with it

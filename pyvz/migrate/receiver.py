@@ -266,12 +266,12 @@ class Receiver:
         install(Container(self.host, self.ctid).firewall_script(cfg))
 
     def _drop_firewall(self) -> None:
-        """The table _firewall_ahead installed, unless the CT it was for runs here now."""
+        """The CT's firewall table (_firewall_ahead's), unless the CT runs here now."""
         from pyvz.ct.container import Container
         from pyvz.net.firewall import remove
 
         ct = Container(self.host, self.ctid)
-        if self.firewall and not ct.is_running():
+        if not ct.is_running():
             remove(ct.firewall_table())
         self.firewall = False
 
@@ -567,7 +567,8 @@ class Receiver:
         """Take back this session's own staging: all of it after a refused or broken
         transfer; after a commit, the received rounds that are left (deleting a subvolume
         is ~70 ms, after the CT runs rather than in its downtime)."""
-        self._drop_firewall()
+        if self.firewall:
+            self._drop_firewall()
         if self.area is None or not self.staging.exists():
             return
         if self.committed:
@@ -583,8 +584,7 @@ class Receiver:
         if not self.staging.exists():
             return
         if not self.area.private.exists():
-            self.firewall = True  # perhaps installed ahead; the CTID is free, so it is not in use
-            self._drop_firewall()
+            self._drop_firewall()  # an interrupted live move may have installed it ahead
         if (self.staging / "commit").exists() and not self.area.private.exists():
             conf_path = self.paths.conf_file(self.ctid)
             if conf_path.exists():

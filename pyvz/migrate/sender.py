@@ -364,8 +364,6 @@ class Sender:
                 log.info(f"CT {ct.ctid} was down for {self.timer.downtime:.2f} s")
             faults.point(self.host.paths, "handover")
             self._retire(area)
-            if online:
-                _drop_firewall(self.host, ct.ctid)
         log.info(
             f"CT {ct.ctid} is on {opts.destination} now" + (" and running" if reply.get("running") else "")
         )
@@ -415,20 +413,16 @@ class Sender:
         ct = self.ct
         conf = self.host.paths.conf_file(ct.ctid)
         if self.opts.remove_area:
-            destroy(self.host, ct.ctid, lock=False)
+            destroy(self.host, ct.ctid, lock=False)  # its firewall table too
         else:
+            from pyvz.net.firewall import remove
+
+            # A live move's checkpoint left the table here until now (checkpoint.chkpnt's `quick`).
+            remove(ct.firewall_table())
             os.replace(conf, conf.with_name(conf.name + ".migrated"))
             remove_name_links_to(self.host.paths, ct.ctid)
             log.info(f"The private area stays here ({area.private}); the config is {conf}.migrated")
         marker(self.host, ct.ctid).unlink(missing_ok=True)
-
-
-def _drop_firewall(host: Host, ctid: int) -> None:
-    """The CT's firewall table, which a migration's checkpoint leaves here until the CT is
-    on the destination (see checkpoint.chkpnt's `quick`)."""
-    from pyvz.net.firewall import remove, table_name
-
-    remove(table_name(host.paths.tag, ctid))
 
 
 def _addresses(ct: Container) -> tuple[str, ...]:
@@ -477,7 +471,6 @@ def resolve(host: Host, destination: str, ctid: int, options: tuple[str, ...]) -
             from pyvz.ct.create import destroy
 
             destroy(host, ctid, lock=False)
-            _drop_firewall(host, ctid)
         else:
             log.info(f"CT {ctid} did not arrive at {destination}: it stays here")
             path.unlink()

@@ -89,12 +89,9 @@ def proxy_plan(addresses: list[str]) -> tuple[dict[str, str], list[str], list[st
     """The /proc/sys values and `ip -batch` lines that make this host answer for
     `addresses`, and a command that announces them (see send_argv)."""
     pairs = _on_uplinks(addresses)
-    return *_proxy_settings(pairs), send_argv(pairs)
-
-
-def _proxy_settings(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], list[str]]:
     settings = {f"net/ipv6/conf/{ifname}/proxy_ndp": "1" for address, ifname in pairs if ":" in address}
-    return settings, [f"neigh replace proxy {address} dev {ifname}" for address, ifname in pairs]
+    lines = [f"neigh replace proxy {address} dev {ifname}" for address, ifname in pairs]
+    return settings, lines, send_argv(pairs)
 
 
 def _frame(address: str, ifname: str) -> bytes:

@@ -221,6 +221,16 @@ def test_live_migration_keeps_a_tcp_connection_and_the_processes(test_hosts: Hos
     # The firewall table came ahead to the destination and left the source after the move.
     assert [table.split()[1] for table in firewall_tables(b, "101")] == ["inet"]
     assert firewall_tables(a, "101") == []
+    # Back again, keeping the source's copy (-r no): stopped there, its config aside, and its
+    # firewall table gone from there too; the CT runs on a with its processes.
+    trust(b, a)
+    back = move(b, a, "101", "--online", "-r", "no")
+    assert back.code == 0, f"{back.code}: {back.err} {back.out}"
+    assert _counter(a, "101")[0] == pid_before
+    assert (b.root.conf_dir / "101.conf.migrated").exists()
+    assert b.vzctl("status", "101").out.strip() == "CTID 101 deleted unmounted down"
+    assert firewall_tables(b, "101") == []
+    assert [table.split()[1] for table in firewall_tables(a, "101")] == ["inet"]
 
 
 def test_restart_migration_with_a_writer_keeps_every_byte(test_hosts: HostFactory) -> None:
