@@ -53,6 +53,8 @@ class Subsystem(StrEnum):
     CREATE = "create"  # fixed at create time (layout, private area, id range)
     RESOURCES = "resources"  # cgroup limits
     NETWORK = "network"  # addresses, routes and firewall rules of a running CT
+    DEVICES = "devices"  # device nodes and the device cgroup of a running CT
+    NETDEV = "netdev"  # host interfaces moved into a running CT
 
 
 CREATE = frozenset({"create"})
@@ -76,6 +78,7 @@ class Param(NamedTuple, Generic[T]):
     default: Any = None  # the value when neither CTID.conf nor vz.conf sets it
     multi: bool = False  # the option may repeat; the values are kept space-separated
     option_parse: Callable[[str], T] | None = None  # when the CLI's unit differs from the config's
+    merge: Callable[[T, T], T] | None = None  # set merges the new value into the old (vzctl's lists)
 
 
 def _text(text: str) -> str:
@@ -496,7 +499,7 @@ def _iolimit(text: str) -> int:
 PHYSPAGES: Param[BarrierLimit] = Param(
     "ram",
     "PHYSPAGES",
-    ("--ram",),
+    ("--ram", "--physpages"),
     _vswap("ram"),
     _fmt_vswap,
     "memory limit (VSwap RAM), e.g. 512M",
@@ -507,7 +510,7 @@ PHYSPAGES: Param[BarrierLimit] = Param(
 SWAPPAGES: Param[BarrierLimit] = Param(
     "swap",
     "SWAPPAGES",
-    ("--swap",),
+    ("--swap", "--swappages"),
     _vswap("swap"),
     _fmt_vswap,
     "swap the CT may use on top of --ram",
@@ -789,7 +792,7 @@ def parse_ports(text: str) -> tuple[str, ...]:
 IPADD: Param[tuple[str, ...]] = Param(
     "ipadd",
     "IP_ADDRESS",
-    ("--ipadd",),
+    ("--ipadd", "--ip"),
     _ip_list,
     _words,
     "add a routed (venet) IP address, ADDR[/PREFIX], IPv4 or IPv6 (repeatable; adds to the list)",
@@ -881,6 +884,299 @@ BRIDGE = _netif_option("bridge", "host bridge the interface is a port of", "BRID
 MAC_FILTER = _netif_option("mac_filter", "drop frames from the CT whose MAC is not its own", "on|off")
 NETIF_OPTIONS = (NETIF_ADD, NETIF_DEL, IFNAME, MAC, HOST_IFNAME, HOST_MAC, BRIDGE, MAC_FILTER)
 
+# ---- what the CT may touch (pyvz/runtime/access.py says how each is given) -------------------
+
+
+def _access(name: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        from pyvz.runtime import access
+
+        return getattr(access, f"parse_{name}")(text)
+
+    return parse
+
+
+def _access_fmt(name: str) -> Callable[[Any], str]:
+    def fmt(value: Any) -> str:
+        from pyvz.runtime import access
+
+        return str(getattr(access, f"format_{name}")(value))
+
+    return fmt
+
+
+def _access_merge(name: str) -> Callable[[Any, Any], Any]:
+    def merge(old: Any, new: Any) -> Any:
+        from pyvz.runtime import access
+
+        return getattr(access, f"merge_{name}")(old or (), new)
+
+    return merge
+
+
+def _devnodes_option(text: str) -> Any:
+    from pyvz.runtime import access
+
+    devices = access.parse_devnodes(text)
+    access.check_devnodes(devices)  # as vzctl: the node must be a device on this host
+    return devices
+
+
+def _meminfo(text: str) -> str:
+    mode, sep, value = text.strip().partition(":")
+    if mode == "none" and not sep:
+        return mode
+    if mode in ("pages", "privvmpages") and value.isdigit() and int(value) > 0:
+        return f"{mode}:{int(value)}"
+    raise bad_value("meminfo", text, "expected none, pages:N or privvmpages:N (N > 0)")
+
+
+def _netdev_names(text: str) -> tuple[str, ...]:
+    from pyvz.net.veth import check_ifname
+
+    names: list[str] = []
+    for word in text.split():
+        if check_ifname(word) not in names:
+            names.append(word)
+    return tuple(names)
+
+
+def _iptables(text: str) -> tuple[str, ...]:
+    words = tuple(text.replace(",", " ").split())
+    for word in words:
+        if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", word):
+            raise bad_value("iptables", word, "expected iptables module names such as iptable_filter")
+    return words
+
+
+def _mount_opts(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_=,.:/-]*", text):
+        raise bad_value("mount_opts", text, "expected mount options such as noatime,nodiratime")
+    return text
+
+
+MEMINFO: Param[str] = Param(
+    "meminfo",
+    "MEMINFO",
+    ("--meminfo",),
+    _meminfo,
+    str,
+    "what the CT's /proc/meminfo shows: none (the host's), pages:N, privvmpages:N (LXCFS)",
+    "none|MODE:N",
+    BOTH,
+    Subsystem.CONFIG,
+    live=False,
+    field="meminfo",
+)
+DEVNODES: Param[tuple[Any, ...]] = Param(
+    "devnodes",
+    "DEVNODES",
+    ("--devnodes",),
+    _access("devnodes"),
+    _access_fmt("devnodes"),
+    "give the CT /dev/NAME: r, w, rw or none (repeatable)",
+    "NAME:PERM",
+    BOTH,
+    Subsystem.DEVICES,
+    field="devnodes",
+    multi=True,
+    option_parse=_devnodes_option,
+    merge=_access_merge("devices"),
+)
+DEVICES: Param[tuple[Any, ...]] = Param(
+    "devices",
+    "DEVICES",
+    ("--devices",),
+    _access("devices"),
+    _access_fmt("devices"),
+    "allow a device by number: b|c:MAJOR:MINOR|all:r|w|rw|none (repeatable)",
+    "TYPE:MAJ:MIN:PERM",
+    BOTH,
+    Subsystem.DEVICES,
+    field="devices",
+    multi=True,
+    merge=_access_merge("devices"),
+)
+CAPABILITY: Param[tuple[tuple[str, bool], ...]] = Param(
+    "capability",
+    "CAPABILITY",
+    ("--capability",),
+    _access("capabilities"),
+    _access_fmt("capabilities"),
+    "keep or drop a capability in the CT's bounding set, e.g. net_admin:off",
+    "NAME:on|off",
+    BOTH,
+    Subsystem.CONFIG,
+    live=False,
+    field="capability",
+    multi=True,
+    merge=_access_merge("switches"),
+)
+FEATURES: Param[tuple[tuple[str, bool], ...]] = Param(
+    "features",
+    "FEATURES",
+    ("--features",),
+    _access("features"),
+    _access_fmt("features"),
+    "nfs, ppp, bridge, ipip, ipgre, sit, fuse, nfsd, sysfs: on or off",
+    "NAME:on|off",
+    BOTH,
+    Subsystem.CONFIG,
+    live=False,
+    field="features",
+    multi=True,
+    merge=_access_merge("switches"),
+)
+NETFILTER: Param[str] = Param(
+    "netfilter",
+    "NETFILTER",
+    ("--netfilter",),
+    _access("netfilter"),
+    str,
+    "the CT's access to netfilter: disabled, stateless, stateful or full",
+    "MODE",
+    BOTH,
+    Subsystem.CONFIG,
+    live=False,
+    field="netfilter",
+)
+IPTABLES: Param[tuple[str, ...]] = Param(
+    "iptables",
+    "IPTABLES",
+    ("--iptables",),
+    _iptables,
+    _words,
+    "obsolete list of iptables modules (see --netfilter); saved, not enforced",
+    "NAMES",
+    BOTH,
+    Subsystem.CONFIG,
+    live=False,
+)
+NETDEV: Param[tuple[str, ...]] = Param(
+    "netdev",
+    "NETDEV",
+    (),
+    _netdev_names,
+    _words,
+    "host interfaces moved into the CT",
+    "",
+    frozenset(),
+    Subsystem.NETDEV,
+)
+NETDEV_ADD: Param[tuple[str, ...]] = Param(
+    "netdev_add",
+    None,
+    ("--netdev_add",),
+    _netdev_names,
+    _words,
+    "move a host network interface into the CT while it runs (repeatable)",
+    "IFNAME",
+    SET,
+    Subsystem.NETDEV,
+    multi=True,
+)
+NETDEV_DEL: Param[tuple[str, ...]] = Param(
+    "netdev_del",
+    None,
+    ("--netdev_del",),
+    _netdev_names,
+    _words,
+    "give a network interface back to the host (repeatable)",
+    "IFNAME",
+    SET,
+    Subsystem.NETDEV,
+    multi=True,
+)
+AVNUMPROC: Param[BarrierLimit] = Param(
+    "avnumproc",
+    "AVNUMPROC",
+    ("--avnumproc",),
+    _items("avnumproc"),
+    str,
+    "expected average number of processes (a sizing hint); saved, not enforced",
+    "N[:N]",
+    BOTH,
+    Subsystem.CONFIG,
+)
+CPUWEIGHT: Param[int] = Param(
+    "cpuweight",
+    "CPUUWEIGHT",  # sic: vzctl's key
+    ("--cpuweight",),
+    _int("cpuweight", 0, 500000),
+    str,
+    "CPU weight of the CT (vzctl's; pyvz uses --cpuunits); saved, not enforced",
+    "N",
+    BOTH,
+    Subsystem.CONFIG,
+)
+MOUNT_OPTS: Param[str] = Param(
+    "mount_opts",
+    "MOUNT_OPTS",
+    ("--mount_opts",),
+    _mount_opts,
+    str,
+    "extra mount options of a ploop CT's filesystem (no ploop here: saved, not used)",
+    "OPTS",
+    BOTH,
+    Subsystem.CONFIG,
+    live=False,
+    field="mount_opts",
+)
+DISK_QUOTA: Param[bool] = Param(
+    "diskquota",
+    "DISK_QUOTA",
+    ("--diskquota",),
+    _yes_no("diskquota"),
+    format_yes_no,
+    "whether the CT gets a disk quota (default: vz.conf's DISK_QUOTA)",
+    "yes|no",
+    BOTH,
+    Subsystem.CONFIG,
+    live=False,
+)
+QUOTATIME: Param[int] = Param(
+    "quotatime",
+    "QUOTATIME",
+    ("--quotatime",),
+    _int("quotatime"),
+    str,
+    "grace period of the soft disk quota, in seconds",
+    "SECONDS",
+    BOTH,
+    Subsystem.CONFIG,
+)
+QUOTAUGIDLIMIT: Param[int] = Param(
+    "quotaugidlimit",
+    "QUOTAUGIDLIMIT",
+    ("--quotaugidlimit",),
+    _int("quotaugidlimit"),
+    str,
+    "per-user and per-group quota inside the CT: how many ids (0 = off)",
+    "N",
+    BOTH,
+    Subsystem.CONFIG,
+    live=False,
+)
+ACCESS_PARAMS = (
+    MEMINFO,
+    DEVNODES,
+    DEVICES,
+    CAPABILITY,
+    FEATURES,
+    NETFILTER,
+    IPTABLES,
+    NETDEV,
+    NETDEV_ADD,
+    NETDEV_DEL,
+    AVNUMPROC,
+    CPUWEIGHT,
+    MOUNT_OPTS,
+    DISK_QUOTA,
+    QUOTATIME,
+    QUOTAUGIDLIMIT,
+)
+
+
 USERPASSWD: Param[tuple[str, str]] = Param(
     "userpasswd",
     None,
@@ -938,6 +1234,7 @@ PARAMS: tuple[Param[Any], ...] = (
     IOPRIO,
     IOLIMIT,
     IOPSLIMIT,
+    *ACCESS_PARAMS,
     USERPASSWD,
     APPLYCONFIG,
 )

@@ -6,6 +6,7 @@ import os
 import shlex
 import signal
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from pyvz.errors import ExitCode, MigrateExit, VzError
@@ -150,6 +151,25 @@ class if_we_die:  # lower case: it reads as `with if_we_die([...]):`
         os.write(self.write_end, b"done\n")
         os.close(self.write_end)
         os.waitpid(self.guard, 0)
+
+
+def daemon(argv: Sequence[str], log_file: Path) -> None:
+    """Start a long-lived service that outlives us: `setsid -f` forks it off in a session
+    of its own (so no zombie is left to us and no terminal reaches it), stdin /dev/null,
+    stdout and stderr appended to log_file. Whether it came up is the caller's check."""
+    argv = ("setsid", "-f", *argv)
+    env = {**os.environ, "LANG": "C.UTF-8"}
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(log_file), flags, 0o640),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    pid = _spawn(argv, env, file_actions=actions, setsid=True, setsigmask=[])
+    _pid, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise VzError(ExitCode.SYSTEM_ERROR, f"cannot start `{shlex.join(argv[2:])}`; see {log_file}")
 
 
 def _kill_group(pid: int, signum: int) -> None:

@@ -25,6 +25,7 @@ from pyvz.params import (
     LOCAL_GID,
     LOCAL_UID,
     NAMESERVER,
+    NETDEV,
     NETIF,
     OSTEMPLATE,
     PRIVATE,
@@ -35,7 +36,7 @@ from pyvz.params import (
 )
 from pyvz.resources.limits import Limits, has_io_limits
 from pyvz.resources.limits import from_config as limits_from_config
-from pyvz.resources.policy import warn_not_enforced
+from pyvz.resources.policy import refuse_escapes, warn_not_enforced
 from pyvz.rootview import RootView
 from pyvz.runtime.lxc import RuntimeSpec
 from pyvz.storage import pool
@@ -286,7 +287,10 @@ class Container:
         limits = self.limits(cfg)
         for problem in self.host.runtime.cgroups.unenforced(limits):
             log.warning(problem)
+        refuse_escapes(cfg)
         warn_not_enforced(cfg, cfg.values, self.host.runtime.cgroups.enforces)
+        from pyvz.ct import devices
+
         spec = RuntimeSpec(
             ctid=self.ctid,
             rootfs=area.root,
@@ -298,6 +302,7 @@ class Container:
             cgroups=self.host.runtime.cgroups_of(self.ctid),
             limits=tuple(self.host.runtime.cgroups.lxc_lines(limits)),
             network=self._network_lines(cfg.get(IPADD) or (), netifs),
+            access=devices.start_lines(self, cfg),
         )
         return spec, limits
 
@@ -343,6 +348,10 @@ class Container:
 
         addresses = cfg.get(IPADD) or ()
         netifs = cfg.get(NETIF) or ()
+        if cfg.get(NETDEV):
+            from pyvz.net import netdev
+
+            netdev.move_in(self, cfg.get(NETDEV) or (), strict=False)
         if not addresses and not netifs:
             return
         try:
@@ -459,6 +468,10 @@ class Container:
                 self._run_ct_action("stop")
             except VzError as err:
                 log.warning(str(err))
+        if self.config.get(NETDEV):
+            from pyvz.net import netdev
+
+            netdev.move_out(self, self.config.get(NETDEV) or (), strict=False)
         if self.config.get(IPADD) or self.config.get(NETIF):
             self.network_down()
         timeout = self.config.get(STOP_TIMEOUT)

@@ -14,6 +14,8 @@ from pyvz.params import (
     APPLYCONFIG,
     BY_KEY,
     BY_NAME,
+    DEVICES,
+    DEVNODES,
     DISKSPACE,
     FIREWALL_ACCEPT,
     HOSTNAME,
@@ -21,6 +23,9 @@ from pyvz.params import (
     IPDEL,
     NAME,
     NAMESERVER,
+    NETDEV,
+    NETDEV_ADD,
+    NETDEV_DEL,
     NETIF,
     NETIF_OPTIONS,
     NOT_APPLIED_FROM_SAMPLE,
@@ -31,7 +36,7 @@ from pyvz.params import (
     Subsystem,
     parse_options,
 )
-from pyvz.resources.policy import derived_changes, warn_not_enforced
+from pyvz.resources.policy import derived_changes, refuse_escapes, warn_not_enforced
 
 
 def _from_sample(host: Host, sample: str) -> dict[str, str]:
@@ -70,8 +75,14 @@ def set_params(
             changes.update(_from_sample(host, values[APPLYCONFIG.name]))
         for name, value in values.items():
             param = BY_NAME[name]
-            if param.key:
+            if param.key and param.merge is not None:
+                old_value = ct.config.get(param)
+                changes[param.key] = param.fmt(param.merge(old_value, value))
+            elif param.key:
                 changes[param.key] = param.fmt(value)
+        if NETDEV_ADD.name in values or NETDEV_DEL.name in values:
+            netdevs = _netdevs(ct.config.get(NETDEV) or (), values)
+            changes[NETDEV.key or ""] = NETDEV.fmt(netdevs)
         running = ct.is_running()
         old_addresses = tuple((conf.get(IPADD.key or "") or "").split())
         if IPADD.name in values or IPDEL.name in values:
@@ -108,6 +119,7 @@ def set_params(
                 merged.get(BY_KEY[key])  # a sample's value must parse too
         changed = {k: v for k, v in changes.items() if conf.get(k) != v}
 
+        refuse_escapes(merged)
         warn_not_enforced(merged, changes, host.runtime.cgroups.enforces)
 
         if USERPASSWD.name in values:
@@ -118,6 +130,10 @@ def set_params(
             _apply_netifs(ct, old_netifs, new_netifs)
         if running and (IPADD.name in values or IPDEL.name in values or FIREWALL_ACCEPT.key in changed):
             _apply_network(ct, merged, values.get(IPADD.name, ()), values.get(IPDEL.name, ()))
+        if running and (NETDEV_ADD.name in values or NETDEV_DEL.name in values):
+            from pyvz.net import netdev
+
+            netdev.move_live(ct, values.get(NETDEV_ADD.name, ()), values.get(NETDEV_DEL.name, ()))
         if running:
             _apply_live(ct, merged, changed, setmode)
         elif save and DISKSPACE.key in changed:
@@ -153,7 +169,11 @@ def _needs_restart(changed: dict[str, str]) -> bool:
 
 def _apply_live(ct: Container, cfg: CtConfig, changed: dict[str, str], setmode: SetMode | None) -> None:
     """Apply what can change under a running CT; say plainly what cannot."""
-    appliers = {Subsystem.DISTRO: _apply_distro, Subsystem.STORAGE: _apply_storage}
+    appliers = {
+        Subsystem.DISTRO: _apply_distro,
+        Subsystem.STORAGE: _apply_storage,
+        Subsystem.DEVICES: _apply_devices,
+    }
     resources = []
     for key in changed:
         param: Param[Any] | None = BY_KEY.get(key)
@@ -164,8 +184,8 @@ def _apply_live(ct: Container, cfg: CtConfig, changed: dict[str, str], setmode: 
             if setmode != SetMode.RESTART:
                 log.warning(f"{key} takes effect after a restart (use --setmode restart)")
             continue
-        if param.subsystem is Subsystem.NETWORK:
-            continue  # applied above, from the old and new address lists
+        if param.subsystem in (Subsystem.NETWORK, Subsystem.NETDEV):
+            continue  # applied above, from the old and new lists
         if param.subsystem is Subsystem.RESOURCES:
             resources.append(param)  # the cgroup gets every limit in one pass, below
             continue
@@ -248,6 +268,22 @@ def _apply_storage(ct: Container, cfg: CtConfig, param: Param[Any]) -> None:
         driver = ct.driver()
         driver.set_quota(ct.area(), cfg.get(DISKSPACE))
         log.info("Disk quota was set")
+
+
+def _netdevs(old: tuple[str, ...], values: dict[str, Any]) -> tuple[str, ...]:
+    delete = values.get(NETDEV_DEL.name, ())
+    for name in delete:
+        if name not in old:
+            raise VzError(ExitCode.NETDEV_ERROR, f"network device {name} is not in the CT")
+    kept = [name for name in old if name not in delete]
+    return tuple(kept + [name for name in values.get(NETDEV_ADD.name, ()) if name not in kept])
+
+
+def _apply_devices(ct: Container, cfg: CtConfig, param: Param[Any]) -> None:
+    if param is DEVNODES or param is DEVICES:
+        from pyvz.ct import devices
+
+        devices.apply_live(ct, cfg)
 
 
 def _set_password(ct: Container, user: str, password: str) -> None:

@@ -134,6 +134,11 @@ class CgroupTree(ABC):
         """After a start: LXC wrote the CT's own cgroup; copy what must hold below it too."""
         return None  # hierarchical limits (v2) hold below by themselves
 
+    def write_device_rule(self, relative: str, allow: bool, rule: str) -> bool:
+        """Change a running CT's device access; False where it cannot be done live (v2's
+        device access is an eBPF program LXC attaches at start)."""
+        return False
+
     def apply(self, relative: str, limits: Limits) -> None:
         """Write the limits into a running CT's cgroup: no restart needed.
 
@@ -297,6 +302,15 @@ class CgroupV1(CgroupTree):
         return (self.mount / "blkio/blkio.bfq.io_service_bytes").exists()
 
     # Files whose value must also be written below the CT's cgroup. A v1 cpuset child must
+    def write_device_rule(self, relative: str, allow: bool, rule: str) -> bool:
+        # v1's devices controller keeps a child within its parent: widen top-down, narrow bottom-up.
+        top = self.file_path(relative, "devices.list").parent
+        below = sorted((Path(d) for d, _s, _f in os.walk(top) if d != str(top)), key=lambda d: len(d.parts))
+        order = [top, *below] if allow else [*reversed(below), top]
+        for directory in order:
+            (directory / ("devices.allow" if allow else "devices.deny")).write_text(rule)
+        return True
+
     # stay inside its parent; v1 blkio throttling is not hierarchical (measured on 6.18: a
     # limit on the CT's cgroup does not hold its tasks, which live one level down).
     SUBTREE_FILES = ("cpuset.", "blkio.throttle.")

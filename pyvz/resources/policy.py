@@ -60,6 +60,76 @@ def not_enforced(cfg: CtConfig, keys: Iterable[str], enforced_ubc: frozenset[str
     return found
 
 
+def _privileged(cfg: CtConfig) -> bool:
+    from pyvz.params import LOCAL_UID
+
+    return cfg.get(LOCAL_UID) == 0
+
+
+def access_notes(cfg: CtConfig, keys: Iterable[str]) -> list[str]:
+    """What of `keys` among the OpenVZ-only or partly honoured parameters has no (full)
+    effect here, one line each, saying why."""
+    from pyvz.params import (
+        AVNUMPROC,
+        CAPABILITY,
+        CPUWEIGHT,
+        FEATURES,
+        IPTABLES,
+        MEMINFO,
+        MOUNT_OPTS,
+        NETFILTER,
+        QUOTATIME,
+        QUOTAUGIDLIMIT,
+    )
+    from pyvz.runtime import access
+
+    wanted = set(keys)
+    notes: list[str] = []
+
+    def given(param: Param[Any]) -> Any:
+        return cfg.get(param) if param.key in wanted else None
+
+    if (meminfo := given(MEMINFO)) not in (None, "none"):
+        ram = cfg.get(PHYSPAGES)
+        if ram is not None and ram.limit < UNLIMITED:
+            notes.append(
+                f"meminfo {meminfo}: with --ram set /proc/meminfo shows the RAM limit (as vzctl's VSwap)"
+            )
+        else:
+            notes.append(
+                f"meminfo {meminfo}: /proc/meminfo shows the CT's memory limit (LXCFS), "
+                "not a total of its own"
+            )
+    if capabilities := given(CAPABILITY):
+        notes += access.capability_problems(capabilities, _privileged(cfg))[1]
+    if features := given(FEATURES):
+        notes += access.feature_problems(features)
+    if note := access.netfilter_problem(given(NETFILTER)):
+        notes.append(note)
+    if given(IPTABLES):
+        notes.append(
+            "iptables: each CT's network namespace has all of netfilter; use --netfilter disabled to deny it"
+        )
+    if given(MOUNT_OPTS):
+        notes.append("mount_opts: only a ploop CT's filesystem takes them, and pyvz runs no ploop CTs")
+    for param in (AVNUMPROC, CPUWEIGHT, QUOTATIME, QUOTAUGIDLIMIT):
+        value = given(param)
+        if value is not None and _is_set(value) and value != 0:
+            notes.append(f"{param.name}: saved, but not enforced on this kernel")
+    return notes
+
+
+def refuse_escapes(cfg: CtConfig) -> None:
+    """A capability that would let a privileged CT reach past itself is refused, saying why."""
+    from pyvz.errors import ExitCode, VzError
+    from pyvz.params import CAPABILITY
+    from pyvz.runtime import access
+
+    refused = access.capability_problems(cfg.get(CAPABILITY) or (), _privileged(cfg))[0]
+    if refused:
+        raise VzError(ExitCode.INVALID_PARAMETER_VALUE, refused[0])
+
+
 def warning(names: list[str]) -> str:
     return (
         f"saved, but not enforced on this kernel: {', '.join(names)} "
@@ -69,6 +139,9 @@ def warning(names: list[str]) -> str:
 
 def warn_not_enforced(cfg: CtConfig, keys: Iterable[str], enforced_ubc: frozenset[str]) -> None:
     """One line naming what of `keys` is saved but has no effect here (create, set, start)."""
+    keys = list(keys)
     names = not_enforced(cfg, keys, enforced_ubc)
     if names:
         log.warning(warning(names))
+    for note in access_notes(cfg, keys):
+        log.warning(note)

@@ -256,7 +256,7 @@ def is_vswap(values: Values) -> bool:
 def not_enforced_notes(conf: ConfigFile, enforced: frozenset[str]) -> list[str]:
     from pyvz.config import CtConfig
     from pyvz.params import BY_KEY
-    from pyvz.resources.policy import not_enforced
+    from pyvz.resources.policy import access_notes, not_enforced
 
     cfg = CtConfig.merge(0, {}, conf.items(), conf.path)
     keys = []
@@ -270,4 +270,4 @@ def not_enforced_notes(conf: ConfigFile, enforced: frozenset[str]) -> list[str]:
     return [
         f"Note: {name} is set, but not enforced on this kernel (mainline Linux has no per-CT limit for it)"
         for name in not_enforced(cfg, keys, enforced)
-    ]
+    ] + [f"Note: {note}" for note in access_notes(cfg, keys)]

@@ -43,6 +43,7 @@ class RuntimeSpec(NamedTuple):
     cgroups: CtCgroups
     limits: tuple[str, ...] = ()  # LXC config lines that set the CT's cgroup limits
     network: tuple[str, ...] = ("lxc.net.0.type = empty",)  # LXC config lines of its interfaces
+    access: tuple[str, ...] = ()  # LXCFS views, devices, capabilities, seccomp (ct/devices.py)
 
 
 def _apparmor_lines() -> list[str]:
@@ -88,6 +89,7 @@ def render_config(spec: RuntimeSpec, log_file: Path) -> str:
         f"lxc.log.file = {log_file}",
         "lxc.log.level = WARN",
         *spec.limits,
+        *spec.access,
     ]
     return "\n".join(lines) + "\n"
 

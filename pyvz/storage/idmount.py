@@ -115,3 +115,96 @@ def idmapped_bind(
             os.close(tree)
     finally:
         os.close(nsfd)
+
+
+_MNT_DETACH = 2
+_CLONE_NEWNS = 0x00020000
+
+
+def bind_into_ct(init_pid: int, binds: list[tuple[str, str, bool]], replace: bool = True) -> None:
+    """Bind host paths into a running CT: (host source, absolute target in the CT, whether
+    it is a directory). The mounts are cloned here (open_tree), in the host's tree, and a
+    child that has entered the CT's mount namespace puts them in place, making the target
+    first if needed and, with `replace`, detaching what was mounted there."""
+    libc = _libc()
+    libc.syscall.restype = ctypes.c_long
+    trees: list[tuple[int, str, bool]] = []
+    try:
+        for source, target, directory in binds:
+            tree = _check(
+                libc.syscall(
+                    _SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(source), _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC
+                ),
+                f"open_tree({source})",
+            )
+            trees.append((tree, target, directory))
+        owner = _ct_root(init_pid)
+        namespace = os.open(f"/proc/{init_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # child: in the CT's mount namespace
+            code = 1
+            try:
+                if libc.setns(namespace, _CLONE_NEWNS) == 0:
+                    # What it makes must belong to the CT's root: the CT's own filesystems
+                    # (its /dev is a tmpfs of its user namespace) cannot hold host uid 0.
+                    libc.setfsgid(owner[1])
+                    libc.setfsuid(owner[0])
+                    code = 0
+                    for tree, target, directory in trees:
+                        code |= _place(libc, tree, target, directory, replace)
+            finally:
+                os._exit(code)
+        os.close(namespace)
+        _pid, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            names = ", ".join(target for _tree, target, _d in trees)
+            raise VzError(ExitCode.CANT_MOUNT, f"cannot bind {names} into the running CT (pid {init_pid})")
+    finally:
+        for tree, _target, _directory in trees:
+            os.close(tree)
+
+
+def _ct_root(init_pid: int) -> tuple[int, int]:
+    """The host uid and gid the running CT's root is (0, 0 for a privileged CT)."""
+    found = []
+    for name in ("uid_map", "gid_map"):
+        first = Path(f"/proc/{init_pid}/{name}").read_text().split()
+        found.append(int(first[1]) if len(first) >= 3 and first[0] == "0" else 0)
+    return found[0], found[1]
+
+
+def _place(libc: ctypes.CDLL, tree: int, target: str, directory: bool, replace: bool) -> int:
+    try:
+        if directory:
+            os.makedirs(target, exist_ok=True)
+        elif not os.path.lexists(target):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+    except OSError:
+        pass  # an LXCFS file that is stale cannot be stat'ed, but can be mounted over
+    if replace:
+        libc.umount2(os.fsencode(target), _MNT_DETACH)  # may hold nothing: that is fine
+    moved = libc.syscall(_SYS_MOVE_MOUNT, tree, b"", _AT_FDCWD, os.fsencode(target), _MOVE_MOUNT_F_EMPTY_PATH)
+    return 0 if moved >= 0 else 2
+
+
+def unmount_in_ct(init_pid: int, targets: list[str]) -> None:
+    """Detach mounts from a running CT's tree (a device taken away with `none`)."""
+    libc = _libc()
+    namespace = os.open(f"/proc/{init_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            if libc.setns(namespace, _CLONE_NEWNS) == 0:
+                code = 0
+                for target in targets:
+                    libc.umount2(os.fsencode(target), _MNT_DETACH)
+                    try:
+                        os.unlink(target)
+                    except OSError:
+                        pass
+        finally:
+            os._exit(code)
+    os.close(namespace)
+    os.waitpid(pid, 0)

@@ -150,7 +150,8 @@ def test_param_options_are_unique_and_look_like_vzctls() -> None:
         "dcachesize": "-x",
     }
     # NETIF alone is written by other options (--netif_add, --ifname ...), never given whole.
-    assert [p.name for p in PARAMS if not p.options] == ["netif"]
+    # NETDEV by --netdev_add/--netdev_del.
+    assert [p.name for p in PARAMS if not p.options] == ["netif", "netdev"]
 
 
 def test_param_config_keys_are_unique() -> None:
@@ -213,6 +214,22 @@ SAMPLES: dict[str, str] = {
     "ioprio": "6",
     "iolimit": "10M",
     "iopslimit": "300",
+    "meminfo": "pages:65536",
+    "devnodes": "null:rw",
+    "devices": "c:10:200:rw b:8:all:r",
+    "capability": "net_admin:off CHOWN:on",
+    "features": "bridge:on nfs:off",
+    "netfilter": "stateful",
+    "iptables": "iptable_filter,ipt_REJECT",
+    "netdev": "eth1",
+    "netdev_add": "eth2",
+    "netdev_del": "eth1",
+    "avnumproc": "40:40",
+    "cpuweight": "100",
+    "mount_opts": "noatime",
+    "diskquota": "yes",
+    "quotatime": "600",
+    "quotaugidlimit": "200",
     "kmemsize": "14372700:14790164",
     "lockedpages": "256",
     "privvmpages": "65536:69632",
