@@ -1,7 +1,7 @@
 # `make demo` and `make test` set up a fresh Debian 12 machine from scratch (as root).
 SHELL := /bin/bash
 APT_PACKAGES := lxc btrfs-progs busybox-static uidmap zstd tar python3-venv python3-dev mmdebstrap gnupg \
-	iproute2 procps util-linux e2fsprogs nftables iperf3 openssh-server openssh-client rsync
+	iproute2 procps util-linux e2fsprogs nftables iperf3 openssh-server openssh-client rsync lxcfs
 VENV := .venv
 PY := $(VENV)/bin/python3
 STAMP := $(VENV)/.installed
@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed
 
 install: apt criu $(STAMP)
 	@tools/setup-subids
+	@tools/setup-lxcfs $(PY)
 	@tools/install-launchers
 	@PYVZ_ROOT=/ $(PY) -m pyvz.rootinit
 	@if [ -d /etc/systemd/system ]; then \

@@ -1200,6 +1200,25 @@ APPLYCONFIG: Param[str] = Param(
     Subsystem.CONFIG,
 )
 
+
+def _applyconfig_map(text: str) -> str:
+    if text != "name":
+        raise bad_value("applyconfig_map", text, "the only group is name")
+    return text
+
+
+APPLYCONFIG_MAP: Param[str] = Param(
+    "applyconfig_map",
+    None,
+    ("--applyconfig_map",),
+    _applyconfig_map,
+    str,
+    "name: link the CT's NAME from its config again (names/NAME)",
+    "GROUP",
+    SET,
+    Subsystem.CONFIG,
+)
+
 PARAMS: tuple[Param[Any], ...] = (
     OSTEMPLATE,
     ORIGIN_SAMPLE,
@@ -1237,6 +1256,7 @@ PARAMS: tuple[Param[Any], ...] = (
     *ACCESS_PARAMS,
     USERPASSWD,
     APPLYCONFIG,
+    APPLYCONFIG_MAP,
 )
 BY_NAME: dict[str, Param[Any]] = {p.name: p for p in PARAMS}
 BY_KEY: dict[str, Param[Any]] = {p.key: p for p in PARAMS if p.key}

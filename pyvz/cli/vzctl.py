@@ -41,17 +41,31 @@ class Command(NamedTuple):
 _WAIT = ("--wait", "wait until the CT has booted")
 _FORCE = ("--force", "start even if DISABLED=yes")
 _FAST = ("--fast", "kill at once, no clean shutdown")
+_SKIP_SETUP = ("--skip_ve_setup", "do not write hostname, addresses and DNS into the CT's files")
+_SKIP_FSCK = ("--skip-fsck", "accepted; pyvz's layouts need no fsck before a start")
+_SKIP_REMOUNT = ("--skip-remount", "accepted; a running CT's files are never remounted")
+_SKIP_UMOUNT = ("--skip-umount", "leave the CT's files mounted at VE_ROOT after it stops")
 
 COMMANDS: dict[str, Command] = {
     "create": Command("create a CT"),
     "destroy": Command("delete a CT and its files", aliases=("delete",)),
-    "start": Command("start a CT", (_WAIT, _FORCE)),
-    "stop": Command("stop a CT", (_FAST,)),
-    "restart": Command("stop, then start a CT", (_WAIT, _FORCE, _FAST)),
+    "start": Command("start a CT", (_WAIT, _FORCE, _SKIP_SETUP, _SKIP_FSCK, _SKIP_REMOUNT)),
+    "stop": Command("stop a CT", (_FAST, _SKIP_UMOUNT)),
+    "restart": Command(
+        "stop, then start a CT", (_WAIT, _FORCE, _FAST, _SKIP_SETUP, _SKIP_FSCK, _SKIP_REMOUNT, _SKIP_UMOUNT)
+    ),
     "status": Command("print CT status"),
     "mount": Command("mount a CT's files at VE_ROOT"),
     "umount": Command("unmount a CT's files"),
-    "set": Command("change CT parameters", (("--save", "store the parameters in the CT config"),)),
+    "set": Command(
+        "change CT parameters",
+        (
+            ("--save", "store the parameters in the CT config"),
+            ("--reset_ub", "apply the config's resource limits to the running CT again (nothing else)"),
+            ("--force", "accepted, as vzctl"),
+            ("--skip_arpdetect", "accepted; pyvz does not probe for address conflicts by ARP"),
+        ),
+    ),
     "exec": Command("run a command in a CT (exit 8 if it fails)"),
     "exec2": Command("run a command in a CT, return its exit code"),
     "enter": Command("open a root shell in a CT"),
@@ -189,6 +203,11 @@ def _options(ns: argparse.Namespace, command: str) -> dict[str, str]:
     return values
 
 
+def _dest(flag: str) -> str:
+    """argparse's attribute for a flag: --skip-umount is ns.skip_umount."""
+    return flag[2:].replace("-", "_")
+
+
 def _fast_parse(argv: list[str]) -> argparse.Namespace | None:
     """Read `[flags] COMMAND CTID [--flag...]` (or `exec CTID words...`) without argparse,
     which costs ~8 ms a run. Anything it does not fully understand (help, typos, a missing
@@ -211,7 +230,7 @@ def _fast_parse(argv: list[str]) -> argparse.Namespace | None:
     if name not in FLAGS_ONLY and name not in WITH_DUMPFILE:
         return None
     known = {flag for flag, _help in COMMANDS[name].flags}
-    values.update({flag[2:]: False for flag in known})
+    values.update({_dest(flag): False for flag in known})
     if name in WITH_DUMPFILE:
         values["dumpfile"] = None
         if "--dumpfile" in rest:
@@ -223,7 +242,7 @@ def _fast_parse(argv: list[str]) -> argparse.Namespace | None:
     words = [word for word in rest if word not in known]
     if len(words) != 1 or words[0].startswith("-"):
         return None
-    values.update({flag[2:]: True for flag in rest if flag in known})
+    values.update({_dest(flag): True for flag in rest if flag in known})
     return types.SimpleNamespace(command=name, ctid=words[0], **values)  # type: ignore[return-value]
 
 
@@ -285,9 +304,9 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
                 log.note("Unable to stop: container is not running")  # and 0, as vzctl
                 return 0
             if command in ("stop", "restart") and not (command == "restart" and not ct.is_running()):
-                ct.stop(fast=ns.fast)
+                ct.stop(fast=ns.fast, keep_mounted=ns.skip_umount and command == "stop")
             if command in ("start", "restart"):
-                ct.start(wait=ns.wait, force=ns.force)
+                ct.start(wait=ns.wait, force=ns.force, skip_setup=ns.skip_ve_setup)
             elif command == "mount":
                 ct.mount(explicit=True)
             elif command == "umount":
@@ -304,7 +323,12 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
     elif command == "set":
         from pyvz.ct.setparams import set_params
 
-        set_params(host, ctid, _options(ns, "set"), ns.save, SetMode(ns.setmode) if ns.setmode else None)
+        if ns.reset_ub:
+            from pyvz.ct.setparams import reset_ub
+
+            reset_ub(host, ctid, bool(_options(ns, "set")) or ns.save)
+        else:
+            set_params(host, ctid, _options(ns, "set"), ns.save, SetMode(ns.setmode) if ns.setmode else None)
     else:  # pragma: no cover - argparse only lets known commands through
         raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, f"unknown command {command}")
     return 0

@@ -442,6 +442,9 @@ def restore_from(ct: Container, images: Path, frozen: bool = False) -> None:
         ct.host.runtime.restore(spec, images, env, host_network=network, thaw=not frozen)
         if not frozen:  # CRIU's action script thawed it; what it left frozen below, if anything
             ct.host.runtime.cgroups.thaw_below(spec.cgroups.container)
+        # LXC's restore makes the CT's cgroup but does not write its limits (measured: a
+        # restored CT had no memory limit, and LXCFS showed it the host's memory).
+        ct.host.runtime.cgroups.apply(spec.cgroups.container, limits)
         ct.host.runtime.cgroups.apply_inner(spec.cgroups.container, limits)
         if frozen:
             _freeze(ct)

@@ -222,7 +222,7 @@ class Container:
 
     # ---- start / stop --------------------------------------------------------------------
 
-    def start(self, wait: bool = False, force: bool = False) -> None:
+    def start(self, wait: bool = False, force: bool = False, skip_setup: bool = False) -> None:
         area = self.require_exists()
         if self.is_running():
             raise VzError(ExitCode.RUNNING, f"CT {self.ctid} is already running")
@@ -250,7 +250,8 @@ class Container:
         mounted_here = self.mount()
         try:
             distro = self.distro()
-            self.apply_distro_files(distro, cfg)
+            if not skip_setup:  # --skip_ve_setup: the CT's files as they are
+                self.apply_distro_files(distro, cfg)
             # The disk quota is not set here: qgroup limits live on disk, set by create and set.
             spec, limits = self.runtime_spec(area, cfg, distro.halt_signal)
             self.host.runtime.start(spec)
@@ -458,7 +459,7 @@ class Container:
                 if mounted_here:
                     self.umount(area=area)
 
-    def stop(self, fast: bool = False) -> None:
+    def stop(self, fast: bool = False, keep_mounted: bool = False) -> None:
         area = self.require_exists()
         if not self.is_running():
             raise VzError(ExitCode.NOT_RUNNING, f"unable to stop: CT {self.ctid} is not running")
@@ -486,4 +487,6 @@ class Container:
 
             remove_path(dump)
             log.info(f"Removed {dump}: it is older than the CT's state at this stop")
+        if keep_mounted:  # --skip-umount
+            return
         self.umount(area=area)

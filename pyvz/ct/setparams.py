@@ -12,6 +12,7 @@ from pyvz.log import log
 from pyvz.net.venet import check_free, merged_addresses
 from pyvz.params import (
     APPLYCONFIG,
+    APPLYCONFIG_MAP,
     BY_KEY,
     BY_NAME,
     DEVICES,
@@ -104,6 +105,8 @@ def set_params(
             prefix = host.runtime.netns_prefix(ctid) if running else []
             veth.require_bridges(changed_netifs, prefix)
             changes[NETIF.key or ""] = veth.format_config(new_netifs)
+        if APPLYCONFIG_MAP.name in values:
+            _link_config_name(host, ct, conf)
         new_name = values.get(NAME.name)  # '' removes the name
         if new_name:
             owner = name_owner(host.paths, new_name)
@@ -161,6 +164,35 @@ def set_params(
             ct.reload()
             ct.stop()
             ct.start()
+
+
+def _link_config_name(host: Host, ct: Container, conf: ConfigFile) -> None:
+    """--applyconfig_map name: the names/ link for the NAME the config holds."""
+    name = conf.get(NAME.key or "")
+    if not name:
+        raise VzError(ExitCode.APPLY_CONFIG_ERROR, f"CT {ct.ctid}'s config has no NAME to apply")
+    owner = name_owner(host.paths, name)
+    if owner is not None and owner != ct.ctid:
+        raise VzError(ExitCode.SET_NAME_ERROR, f"name {name!r} is already used by CT {owner}")
+    set_name_link(host.paths, NAME.parse(name), ct.ctid)
+    log.info(f"Name {name} assigned")
+
+
+def reset_ub(host: Host, ctid: int, other_options: bool) -> None:
+    """--reset_ub: the config's resource limits onto the running CT, as after a hand edit."""
+    if other_options:
+        raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, "--reset_ub cannot be combined with other options")
+    ct = Container(host, ctid)
+    with host.ct_lock(ctid):
+        ct.require_exists()
+        if not ct.is_running():
+            raise VzError(ExitCode.NOT_RUNNING, f"unable to apply UBC parameters: CT {ctid} is not running")
+        runtime = ct.host.runtime
+        limits = ct.limits(ct.config, live=True)
+        for problem in runtime.cgroups.unenforced(limits):
+            log.warning(problem)
+        runtime.cgroups.apply(runtime.cgroups_of(ctid).container, limits)
+        log.info("UB limits were set successfully")
 
 
 def _needs_restart(changed: dict[str, str]) -> bool:

@@ -76,8 +76,16 @@ def host(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_ubc_rows_in_proc_order() -> None:
     assert [ubc_name(p) for p in UBC_PARAMS] == UBC_ORDER  # /proc/user_beancounters order
-    assert (PHYSPAGES.options, PHYSPAGES.key, PHYSPAGES.name) == (("--ram", "--physpages"), "PHYSPAGES", "ram")
-    assert (SWAPPAGES.options, SWAPPAGES.key, SWAPPAGES.name) == (("--swap", "--swappages"), "SWAPPAGES", "swap")
+    assert (PHYSPAGES.options, PHYSPAGES.key, PHYSPAGES.name) == (
+        ("--ram", "--physpages"),
+        "PHYSPAGES",
+        "ram",
+    )
+    assert (SWAPPAGES.options, SWAPPAGES.key, SWAPPAGES.name) == (
+        ("--swap", "--swappages"),
+        "SWAPPAGES",
+        "swap",
+    )
     for param in UBC_PARAMS:
         assert BY_KEY[param.key or ""] is param and BY_NAME[param.name] is param
         if param not in (PHYSPAGES, SWAPPAGES):
