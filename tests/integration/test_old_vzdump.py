@@ -226,3 +226,79 @@ def test_hostile_archive_is_refused_leaving_nothing(
     assert not vzroot.private_dir.exists() or leftovers(vzroot, "160") == []
     assert list(outside.iterdir()) == []
     assert not (vzroot.conf_dir / "160.mount").exists()
+
+
+# ---- vzdump's old flags ----------------------------------------------------------------------------
+
+
+def fake_sendmail(vzroot: VzRoot, where: Path) -> Path:
+    """SENDMAIL in vz.conf: a script recording its arguments and the message it is given."""
+    script = where / "sendmail"
+    script.write_text(f'#!/bin/sh\necho "$@" > {where}/args\ncat > {where}/message\n')
+    script.chmod(0o755)
+    conf = vzroot.root / "etc/vz/vz.conf"
+    conf.write_text(conf.read_text() + f'SENDMAIL="{script}"\n')
+    return where / "message"
+
+
+def test_old_vzdump_flags(vzroot: VzRoot, tmp_path: Path) -> None:
+    vzroot.ok("create", "101")
+    vzroot.ok("start", "101")
+    message = fake_sendmail(vzroot, tmp_path)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    dumps = vzroot.root / "var/lib/vz/dump"
+    done = vzroot.run(
+        "vzdump", "--stop", "--compress", "--mailto", "admin@example.invalid", "--tmpdir", str(tmpdir),
+        "--stopwait", "1", "--lockwait", "1", "--size", "1024", "101",
+    )  # fmt: skip
+    assert done.code == 0, done.err
+    archives = sorted(p.name for p in dumps.iterdir() if p.name.startswith("vzdump-101-"))
+    assert len(archives) == 2 and archives[1].endswith(".tar.gz"), archives  # bare --compress: gzip
+    assert (done.out + done.err).count("--size 1024") == 1
+    assert list(tmpdir.iterdir()) == []  # its temporary files went there and are gone
+    assert "running" in vzroot.ok("status", "101")  # stop mode started it again
+    mail = message.read_text()
+    assert "To: admin@example.invalid" in mail and "backup successful" in mail
+    assert archives[1] in mail and "Detailed log of CT 101" in mail
+    assert (tmp_path / "args").read_text().split() == ["-i", "--", "admin@example.invalid"]
+
+    # The pyvz form still works, and a bare --compress before the CT list is gzip too.
+    assert vzroot.run("vzdump", "--compress", "none", "101").code == 0
+    assert vzroot.run("vzdump", "--compress", "101").code == 0
+    names = sorted(p.name for p in dumps.iterdir() if p.name.startswith("vzdump-101-"))
+    assert [n.rsplit("-", 1)[1].split(".", 1)[1] for n in names if not n.endswith(".log")][-2:] == [
+        "tar",
+        "tar.gz",
+    ]
+
+
+def test_vzdump_lockwait_waits_for_the_lock_and_mail_without_sendmail(vzroot: VzRoot) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from pyvz.lock import Lock
+    from pyvz.paths import Paths
+    from tests.conftest import REPO
+
+    vzroot.ok("create", "101")
+    conf = vzroot.root / "etc/vz/vz.conf"
+    conf.write_text(conf.read_text() + 'SENDMAIL="/nonexistent/sendmail"\n')
+    lock = Lock(Paths(vzroot.root).lock_dir / "101.lck", "CT 101")
+    with lock:
+        done = vzroot.run("vzdump", "101")
+        assert done.code == 9 and "locked" in done.err  # no wait by default: vzctl's "locked"
+        started = time.monotonic()
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "pyvz.cli.vzdump", "--lockwait", "1", "--mailto", "a@example.invalid",
+             "101"],
+            env=vzroot.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(1.5)
+        assert waiting.poll() is None  # still waiting for the lock
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    assert time.monotonic() - started >= 1.5
+    lines = [line for line in err.splitlines() if "not sent" in line]
+    assert len(lines) == 1 and "/nonexistent/sendmail" in lines[0], err
