@@ -50,11 +50,6 @@ _BLOCK = 1 << 20
 # None: every minor.
 CT_DEVICES: dict[int, set[int] | None] = {1: {3, 5, 7, 8, 9}, 5: {0, 1, 2}, 10: {200, 229}, 136: None}
 
-# Old vzdump names: vzdump-openvz-101-2012_01_01-00_00_00.tar[.gz|.lzo], vzdump-101.tgz ...
-NAME_RE = re.compile(
-    r"vzdump-(?:openvz-)?(\d+)(?:-\d{4}_\d\d_\d\d-\d\d_\d\d_\d\d)?\.(?:tar|tgz|tar\.gz|tar\.lzo)"
-)
-
 
 class Packing(NamedTuple):
     """How an archive is compressed, found from its first bytes (old names vary)."""
