@@ -193,8 +193,15 @@ def remote_index(repo: Repo) -> list[IndexEntry]:
     url = repo.url_of(INDEX)
     try:
         text = fetch_small(url).decode("utf-8", errors="replace")
-    except Missing:
-        return _precreated(repo)
+    except Missing as missing:
+        entries = _precreated(repo)
+        if not entries:  # neither kind of repository: say both
+            raise VzError(
+                missing.code,
+                f"{missing.message}, and {repo.url} lists no OpenVZ precreated templates "
+                "(NAME.tar.gz or NAME.tar.xz) either",
+            ) from None
+        return entries
     return parse_index(text, url)
 
 
