@@ -115,6 +115,16 @@ def test_old_archive_restores_and_starts(
     vzroot: VzRoot, busybox_tree: Path, tmp_path: Path, compressor: str | None, name: str
 ) -> None:
     archive = old_archive(private_area(busybox_tree, tmp_path), tmp_path / name, compressor)
+    if compressor is None:  # the same archive onto layout dir: owners through the idmapped mount
+        assert vzrestore(vzroot, str(archive), "151", "--layout", "dir").code == 0
+        assert 'VE_LAYOUT="dir"' in (vzroot.conf_dir / "151.conf").read_text()
+        vzroot.ok("start", "151")
+        try:
+            assert vzroot.ok("exec", "151", "stat -c %u:%g /data/hello").strip() == "1000:1001"
+            assert vzroot.ok("exec", "151", "stat -c %u /bin").strip() == "0"
+            assert vzroot.vzctl("exec", "151", "test -e /etc/vzdump").code != 0
+        finally:
+            vzroot.ok("stop", "151")
     done = vzrestore(vzroot, str(archive), "150")
     assert done.code == 0, done.err
     assert "device node(s) under /dev are left out" in done.err and "/dev/ttyp0" in done.err
