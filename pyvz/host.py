@@ -35,10 +35,10 @@ class Host:
         configured = self.setting("LOCKDIR")
         return self.paths.host(configured) if configured else self.paths.lock_dir
 
-    def ct_lock(self, ctid: int) -> Lock | NoLock:
+    def ct_lock(self, ctid: int, wait: float = 0.0) -> Lock | NoLock:
         if self.skiplock:
             return NoLock()
-        return Lock(self.lock_dir / f"{ctid}.lck", f"CT {ctid}")
+        return Lock(self.lock_dir / f"{ctid}.lck", f"CT {ctid}", wait=wait)
 
     def root_lock(self) -> Lock:
         """Serialises what is shared by all CTs: names, id ranges, the pool, template trees."""

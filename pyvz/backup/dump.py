@@ -30,6 +30,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -41,7 +42,7 @@ from typing import TextIO, cast
 
 from pyvz.atomic import write_atomic
 from pyvz.backup import excludes as excl
-from pyvz.backup import stream
+from pyvz.backup import mail, stream
 from pyvz.backup.archive import ArchiveName, Compression, archives_of, partial_leftovers, to_prune
 from pyvz.backup.layouts import for_layout
 from pyvz.backup.metadata import CONFIG, META, META_DIR, STREAM, Metadata, SubvolRef, script_member
@@ -81,6 +82,11 @@ class DumpOptions:
     bwlimit: int | None = None  # KiB/s of the uncompressed stream
     script: Path | None = None
     incremental: bool = False
+    tmpdir: Path | None = None  # metadata staging, exclude lists, incremental send streams
+    stopwait: int | None = None  # minutes a stop-mode CT gets to stop before it is killed
+    lockwait: int | None = None  # minutes to wait for the CT's lock (default: none)
+    size: int | None = None  # MB of an LVM snapshot (old vzdump): nothing to size here
+    mailto: tuple[str, ...] = ()
 
     @property
     def patterns(self) -> tuple[str, ...]:
@@ -123,6 +129,8 @@ class Hook:
 def vzdump(host: Host, ctids: list[int], opts: DumpOptions) -> list[Path]:
     """Back up each CT in turn; one failing does not stop the others. Returns the archives."""
     excl.compile_patterns(opts.patterns)  # a bad regex is refused before anything happens
+    if opts.tmpdir is not None and not opts.tmpdir.is_dir():
+        raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"--tmpdir {opts.tmpdir} is not a directory")
     dumpdir = resolve_dumpdir(host, opts.dumpdir)
     try:
         dumpdir.mkdir(parents=True, exist_ok=True)
@@ -130,16 +138,27 @@ def vzdump(host: Host, ctids: list[int], opts: DumpOptions) -> list[Path]:
         raise VzError(
             ExitCode.CHKPNT_ERROR, f"cannot create dump directory {dumpdir}: {err.strerror}"
         ) from None
+    if opts.size is not None:
+        log.info(
+            f"--size {opts.size}: vzdump's snapshots here are btrfs snapshots or overlay copies, "
+            "which need no size set aside; ignored"
+        )
     hook = Hook(opts.script, dumpdir)
     hook("job-start")
     made: list[Path] = []
     failures: list[VzError] = []
+    outcomes: list[mail.Outcome] = []
     try:
         for ctid in ctids:
             set_ctid(ctid)
+            started = time.monotonic()
             try:
                 made.append(_dump_one(host, ctid, opts, dumpdir, hook))
+                took = time.monotonic() - started
+                outcomes.append(mail.Outcome(ctid, True, took, made[-1], "", _log_of(made[-1])))
             except VzError as err:
+                took = time.monotonic() - started
+                outcomes.append(mail.Outcome(ctid, False, took, None, err.message, None))
                 if len(ctids) == 1:
                     raise
                 log.error(f"backup of CT {ctid} failed: {err.message}")
@@ -147,11 +166,19 @@ def vzdump(host: Host, ctids: list[int], opts: DumpOptions) -> list[Path]:
             finally:
                 set_ctid(None)
     finally:
-        if sys.exc_info()[0] is not KeyboardInterrupt:
+        interrupted = sys.exc_info()[0] is KeyboardInterrupt
+        if not interrupted:
             hook("job-end")
+        if opts.mailto and not interrupted:
+            mail.send(host.setting("SENDMAIL") or mail.DEFAULT_SENDMAIL, opts.mailto, outcomes)
     if failures:
         raise VzError(failures[0].code, f"{len(failures)} of {len(ctids)} backups failed (see above)")
     return made
+
+
+def _log_of(archive: Path) -> Path | None:
+    name = ArchiveName.parse(archive.name)
+    return archive.with_name(name.log_name) if name is not None else None
 
 
 def sweep(area: Area, driver: StorageDriver, dumpdir: Path, ctid: int) -> None:
@@ -206,7 +233,7 @@ def _logging_to(path: Path) -> Iterator[TextIO]:
 
 def _dump_one(host: Host, ctid: int, opts: DumpOptions, dumpdir: Path, hook: Hook) -> Path:
     ct = Container(host, ctid)
-    with host.ct_lock(ctid):
+    with host.ct_lock(ctid, wait=60.0 * (opts.lockwait or 0)):
         area = ct.require_exists()
         driver = ct.driver()
         sweep(area, driver, dumpdir, ctid)
@@ -258,16 +285,21 @@ def _backup(
     area.backups.mkdir(mode=0o700, exist_ok=True)
     work = area.backups / f"{RUN_PREFIX}{os.getpid()}"
     work.mkdir(mode=0o700)
-    snap, mnt, staging = work / "fs", work / "mnt", work / "meta"
+    snap, mnt = work / "fs", work / "mnt"
     cgroup = ct.host.runtime.cgroups_of(ctid).container
     what = f"CT {ctid}"
     with ExitStack() as held:
+        scratch = work
+        if opts.tmpdir is not None:
+            scratch = Path(tempfile.mkdtemp(prefix=f"vzdump-{ctid}-", dir=opts.tmpdir))
+            held.callback(remove_path, scratch)
+        staging = scratch / "meta"
         if running and mode is Mode.STOP:
             hook("pre-stop", mode, ctid)
             # Killed between the stop and the start, vzdump would leave the CT down: the
             # guard starts it again then.
             with if_we_die([*VZCTL, "--quiet", "start", str(ctid)]):
-                ct.stop()
+                ct.stop(timeout=None if opts.stopwait is None else 60 * opts.stopwait)
                 try:
                     driver.snapshot(area, snap)
                 finally:
@@ -331,14 +363,14 @@ def _backup(
         elif not running and not driver.is_mounted(area) and for_layout(layout).in_place:
             # Nothing can change it: starting or mounting the CT waits for the lock we hold, so
             # its files are the snapshot's, and reading them in place finds them in the cache.
-            exclude_file = _exclude_file(work, area.private, opts.patterns)
+            exclude_file = _exclude_file(scratch, area.private, opts.patterns)
             argv = stream.create_argv(staging, members, area.private, (excl.RESERVED,), exclude_file)
             size = stream.write(argv, opts.compression, dumpdir / name.name, _meter(driver.usage(area), opts))
         else:
             mnt.mkdir()
             driver.mount_snapshot(area, snap, mnt)
             try:
-                exclude_file = _exclude_file(work, mnt, opts.patterns)
+                exclude_file = _exclude_file(scratch, mnt, opts.patterns)
                 argv = stream.create_argv(
                     staging,
                     members,

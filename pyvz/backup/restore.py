@@ -14,16 +14,23 @@ An incremental chain (btrfs send streams) is restored in a scratch area of the p
 full archive is unpacked into a subvolume that is then marked as received from the base
 snapshot it stands for, so `btrfs receive` applies each incremental on top of the one
 before; the CT gets a writable snapshot of the last (layout dir: a copy of it).
+
+An archive that is not pyvz's (its first member is not pyvz.json) is taken for one of
+OpenVZ's or Proxmox's old vzdump: legacy.py reads it through once as untrusted input, takes
+its vps.conf and scripts, and unpacks it. Its config is adopted like ours: VE_PRIVATE and
+VE_ROOT go (this host's vz.conf says where CTs live), VE_LAYOUT is this restore's, keys
+pyvz does not know are kept as they are.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from pyvz.atomic import exchange, write_atomic
-from pyvz.backup import stream, subvol
+from pyvz.backup import legacy, stream, subvol
 from pyvz.backup.layouts import Fill, for_layout
-from pyvz.backup.metadata import CONFIG, STREAM, Metadata, script_member
+from pyvz.backup.metadata import CONFIG, META, STREAM, Metadata, script_member
 from pyvz.config import (
     ConfigFile,
     CtConfig,
@@ -44,6 +51,8 @@ from pyvz.storage import pool
 from pyvz.storage.base import Area, StorageDriver, driver_for, remove_path
 from pyvz.storage.btrfs import create_subvolume, is_subvolume, set_readonly
 
+Build = Callable[[Area, Layout], None]  # makes a complete private area at area.partial
+
 
 def scratch_dir(area: Area) -> Path:
     """Where an incremental chain is received, beside the private area (same pool)."""
@@ -54,10 +63,25 @@ def vzrestore(
     host: Host, archive: Path, ctid: int, force: bool = False, layout: Layout | None = None
 ) -> None:
     archive = archive.resolve()
-    links = stream.chain(archive)  # every archive present and matching: before anything is touched
-    last_path, last = links[-1]
-    conf_text = stream.read_member(last_path, CONFIG)
-    scripts = {action: stream.read_member(last_path, script_member(action)) for action in last.scripts}
+    build: Build
+    if legacy.is_pyvz(archive, META):
+        links = stream.chain(archive)  # every archive present and matching: before anything is touched
+        last_path, last = links[-1]
+        conf_text = stream.read_member(last_path, CONFIG)
+        scripts = {action: stream.read_member(last_path, script_member(action)) for action in last.scripts}
+        kind = f"an incremental chain of {len(links)} archives" if len(links) > 1 else "a full backup"
+
+        def build(area: Area, layout: Layout) -> None:
+            _build(area, layout, links)
+
+    else:  # OpenVZ's or Proxmox's vzdump: untrusted until read through once
+        vetted = legacy.vet(archive)
+        conf_text, scripts = vetted.config, vetted.scripts
+        kind = f"an OpenVZ vzdump archive, {vetted.packing.name}"
+
+        def build(area: Area, layout: Layout) -> None:
+            for_layout(layout).build(area, lambda target: legacy.extract(archive, vetted, target))
+
     if layout is None:
         layout = LAYOUT.parse(host.setting("VE_LAYOUT") or "btrfs")
     ct = Container(host, ctid)
@@ -80,12 +104,11 @@ def vzrestore(
             old is None or old[0].private != area.private
         ):
             raise VzError(ExitCode.PRIVATE_EXISTS, f"private area {area.private} already exists")
-        kind = f"an incremental chain of {len(links)} archives" if len(links) > 1 else "a full backup"
         log.info(f"Restoring CT {ctid} from {archive.name} ({kind}, layout {layout})")
         if old is None:
-            _restore_new(host, ctid, conf, name, scripts, area, driver, links)
+            _restore_new(host, ctid, conf, name, scripts, area, driver, build)
         else:
-            _replace(host, ct, conf, name, scripts, area, driver.layout, links, old)
+            _replace(host, ct, conf, name, scripts, area, driver.layout, build, old)
         quota = cfg.get(DISKSPACE)
         if quota is not None and driver.has_quota:
             driver.set_quota(area, quota)
@@ -155,12 +178,12 @@ def _restore_new(
     scripts: dict[str, str],
     area: Area,
     driver: StorageDriver,
-    links: list[tuple[Path, Metadata]],
+    build: Build,
 ) -> None:
     with new_ct(host, ctid, conf, name, area, driver):
         _write_scripts(host, ctid, scripts)
         try:
-            _build(area, driver.layout, links)
+            build(area, driver.layout)
             area.partial.rename(area.private)
         except BaseException:
             _write_scripts(host, ctid, {})
@@ -175,12 +198,12 @@ def _replace(
     scripts: dict[str, str],
     area: Area,
     layout: Layout,
-    links: list[tuple[Path, Metadata]],
+    build: Build,
     old: tuple[Area, StorageDriver],
 ) -> None:
     old_area, old_driver = old
     try:
-        _build(area, layout, links)
+        build(area, layout)
     except BaseException:
         from pyvz.backup.layouts import clear
 

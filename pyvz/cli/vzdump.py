@@ -16,6 +16,18 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _bare_compress(argv: list[str], choices: list[str]) -> list[str]:
+    """Old vzdump's `--compress` took no value and meant gzip; pyvz's takes one. A bare
+    `--compress` (last, or before anything that is not a compression) is the old form."""
+    out: list[str] = []
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[index:]
+        following = argv[index + 1] if index + 1 < len(argv) else None
+        out.append("--compress=gzip" if arg == "--compress" and following not in choices else arg)
+    return out
+
+
 def dispatch(argv: list[str]) -> int:
     from pyvz.backup.archive import Compression
     from pyvz.backup.dump import DumpOptions, Mode
@@ -35,8 +47,12 @@ def dispatch(argv: list[str]) -> int:
         parser.add_argument(
             f"--{mode.value}", dest="mode", action="store_const", const=mode.value, help="--mode"
         )
+    compressions = [c.value for c in Compression]
     parser.add_argument(
-        "--compress", choices=[c.value for c in Compression], default="zstd", help="default zstd"
+        "--compress",
+        choices=compressions,
+        default="zstd",
+        help="default zstd; a bare --compress (old vzdump's form) is gzip",
     )
     parser.add_argument("--dumpdir", type=Path, metavar="DIR", help="default DUMPDIR from vz.conf")
     parser.add_argument(
@@ -53,11 +69,24 @@ def dispatch(argv: list[str]) -> int:
     parser.add_argument(
         "--verify", type=Path, metavar="ARCHIVE", help="check an archive without restoring it"
     )
+    parser.add_argument("--tmpdir", type=Path, metavar="DIR", help="where temporary files go")
+    parser.add_argument(
+        "--stopwait", type=_positive, metavar="MINUTES", help="stop mode: kill a CT not stopped by then"
+    )
+    parser.add_argument(
+        "--lockwait", type=_positive, metavar="MINUTES", help="wait this long for a CT's lock (default: not)"
+    )
+    parser.add_argument(
+        "--size", type=_positive, metavar="MB", help="LVM snapshot size of old vzdump: accepted, no meaning"
+    )
+    parser.add_argument(
+        "--mailto", action="append", default=[], metavar="ADDRESS", help="mail the report (through sendmail)"
+    )
     parser.add_argument("--quiet", action="store_true", help="print only errors")
     parser.add_argument("--verbose", action="store_true", help="print more")
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
     parser.add_argument("--version", action="version", version=f"vzdump (pyvz) {__version__}")
-    ns = parser.parse_args(argv)
+    ns = parser.parse_args(_bare_compress(argv, compressions))
     if ns.verify is not None:
         from pyvz.backup.stream import verify
 
@@ -85,6 +114,11 @@ def dispatch(argv: list[str]) -> int:
         bwlimit=ns.bwlimit,
         script=ns.script.resolve() if ns.script else None,
         incremental=ns.incremental,
+        tmpdir=ns.tmpdir.resolve() if ns.tmpdir else None,
+        stopwait=ns.stopwait,
+        lockwait=ns.lockwait,
+        size=ns.size,
+        mailto=tuple(address for given in ns.mailto for address in given.replace(",", " ").split()),
     )
     from pyvz.backup.dump import vzdump
 

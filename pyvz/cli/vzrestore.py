@@ -17,7 +17,10 @@ def dispatch(argv: list[str]) -> int:
 
     parser = ArgumentParser(prog="vzrestore", description="Restore a container from a backup.")
     parser.add_argument(
-        "archive", type=Path, metavar="ARCHIVE", help="a full backup or an incremental chain's last"
+        "archive",
+        type=Path,
+        metavar="ARCHIVE",
+        help="a full backup, an incremental chain's last, or an OpenVZ/Proxmox vzdump archive",
     )
     parser.add_argument("ctid", metavar="CTID", help="the restored CT's id")
     parser.add_argument("--force", action="store_true", help="replace an existing (stopped) CT")

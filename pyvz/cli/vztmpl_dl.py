@@ -8,6 +8,8 @@ from pyvz.cli.common import exit_now, run_tool
 from pyvz.cli.parser import ArgumentParser
 from pyvz.errors import ExitCode, VzError
 from pyvz.log import log
+from pyvz.paths import Paths
+from pyvz.templates import download
 from pyvz.units import human_size
 
 
@@ -22,6 +24,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--list-orphans", action="store_true", help="list cached templates that no repository has"
     )
+    parser.add_argument(
+        "--list-all", action="store_true", help="list the templates in the cache and the repositories"
+    )
+    parser.add_argument("--config", action="store_true", help="show the configuration in use")
     parser.add_argument(
         "--update",
         nargs="+",
@@ -59,23 +65,49 @@ def _print_table(rows: list[list[str]], header: list[str] | None) -> None:
         print(" ".join(cells).rstrip())
 
 
+def _size(size: int) -> str:
+    return human_size(size) if size >= 0 else "-"  # a directory of precreated templates may not say
+
+
+def _show_config(conf: download.Settings, paths: Paths) -> None:
+    from pyvz.templates import cache
+
+    keyring = cache.keyring(paths)
+    print(f"Configuration file: {conf.source}" + ("" if conf.source.exists() else " (absent: defaults)"))
+    print(f"Template cache: {paths.template_cache}")
+    print(f"Check signatures (GPG_CHECK): {'yes' if conf.gpg_check else 'no'}")
+    print(f"Trusted keyring (KEYRING): {keyring}" + ("" if keyring.exists() else " (absent)"))
+    print("Repositories, first listing a template wins (TEMPLATE_REPOS):")
+    for repo in conf.repos:
+        print(f"  {repo.name} {repo.url}")
+    if not conf.repos:
+        print("  (none)")
+
+
 def dispatch(argv: list[str]) -> int:
     ns = build_parser().parse_args(argv)
     from pyvz.host import Host
-    from pyvz.templates import cache, download
+    from pyvz.templates import cache
 
     host = Host()
     paths = host.paths
     conf = download.settings(paths)
+    if ns.config:
+        _show_config(conf, paths)
+        return 0
     updates: list[str] = list(ns.update)
     names: list[str] = list(ns.names)
-    if not (ns.list_remote or ns.list_local or ns.list_orphans or updates or ns.update_all or names):
+    listing = ns.list_remote or ns.list_local or ns.list_orphans or ns.list_all
+    if not (listing or updates or ns.update_all or names):
         raise VzError(
             ExitCode.INVALID_PARAMETER_SYNTAX,
-            "nothing to do: give template names, --update, --update-all or a --list option "
+            "nothing to do: give template names, --update, --update-all, --config or a --list option "
             "(see vztmpl-dl --help)",
         )
     needs_repos = ns.list_remote or ns.list_orphans or updates or ns.update_all or names
+    if ns.list_all and not conf.repos:
+        log.info(f"no template repository is configured (TEMPLATE_REPOS in {conf.source}): cache only")
+    needs_repos = needs_repos or (ns.list_all and conf.repos)
     if needs_repos and not conf.repos:
         raise VzError(
             ExitCode.INVALID_CONFIG,
@@ -107,7 +139,7 @@ def dispatch(argv: list[str]) -> int:
                 f.entry.name,
                 f"{f.entry.distribution} {f.entry.version}",
                 f.entry.architecture,
-                human_size(f.entry.size),
+                _size(f.entry.size),
                 f.entry.build_date,
                 f.repo.name,
             ]
@@ -132,6 +164,25 @@ def dispatch(argv: list[str]) -> int:
                 ]
             )
         _print_table(rows, header and [*header[:5], "SIGNATURE"])
+    if ns.list_all:
+        rows = []
+        for name in sorted(set(local) | set(remote)):
+            cached, found = local.get(name), remote.get(name)
+            manifest = cached.manifest if cached is not None else None
+            where = ", ".join(
+                (["cache"] if cached is not None else []) + ([found.repo.name] if found is not None else [])
+            )
+            if manifest is not None:
+                kind = (f"{manifest.distribution} {manifest.version}", manifest.architecture)
+                built = manifest.build_date
+            elif found is not None:
+                kind = (f"{found.entry.distribution} {found.entry.version}", found.entry.architecture)
+                built = found.entry.build_date
+            else:
+                kind, built = ("-", "-"), "-"
+            size = cached.archive.stat().st_size if cached is not None else found.entry.size if found else -1
+            rows.append([name, *kind, _size(size), built, where])
+        _print_table(rows, header and [*header[:5], "WHERE"])
 
     if ns.update_all:
         for name in local:

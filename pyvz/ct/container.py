@@ -459,7 +459,9 @@ class Container:
                 if mounted_here:
                     self.umount(area=area)
 
-    def stop(self, fast: bool = False, keep_mounted: bool = False) -> None:
+    def stop(self, fast: bool = False, timeout: int | None = None, keep_mounted: bool = False) -> None:
+        """`timeout`: seconds before the CT is killed, instead of its STOP_TIMEOUT;
+        `keep_mounted`: its files stay mounted at VE_ROOT (--skip-umount)."""
         area = self.require_exists()
         if not self.is_running():
             raise VzError(ExitCode.NOT_RUNNING, f"unable to stop: CT {self.ctid} is not running")
@@ -475,7 +477,8 @@ class Container:
             netdev.move_out(self, self.config.get(NETDEV) or (), strict=False)
         if self.config.get(IPADD) or self.config.get(NETIF):
             self.network_down()
-        timeout = self.config.get(STOP_TIMEOUT)
+        if timeout is None:
+            timeout = self.config.get(STOP_TIMEOUT)
         self.ran_in = self.host.runtime.foreign_netns(self.ctid)
         self.host.runtime.stop(self.ctid, DEFAULT_STOP_TIMEOUT if timeout is None else timeout, kill=fast)
         log.info("Container was stopped")

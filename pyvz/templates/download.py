@@ -6,11 +6,14 @@ Repositories are listed in $ROOT/etc/vz/download.conf (OpenVZ KEY="value" format
     KEYRING=/etc/vz/trusted.gpg
     GPG_CHECK=yes
 
-TEMPLATE_REPOS is a space-separated list of NAME=URL (or a bare URL); the first repository
-listing a template wins. An archive is downloaded into a staging directory inside the cache
-(.NAME.partial-PID), checked against index.json and its manifest (size, sha256) and against
-its GPG signature, and only then installed (pyvz.templates.cache.install renames the archive
-in last). Whatever fails or is interrupted, the cache is left as it was.
+TEMPLATE_REPOS is a space-separated list of NAME=URL (or a bare URL, or a plain directory
+path); the first repository listing a template wins. A repository without index.json is
+taken for a directory of OpenVZ precreated templates (pyvz.templates.precreated).
+
+An archive is downloaded into a staging directory inside the cache (.NAME.partial-PID),
+checked against index.json and its manifest (size, sha256) and against its GPG signature,
+and only then installed (pyvz.templates.cache.install renames the archive in last).
+Whatever fails or is interrupted, the cache is left as it was.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import re
 import shutil
 from pathlib import Path
 from typing import IO, NamedTuple
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from pyvz.errors import ExitCode, VzError
 from pyvz.log import log
@@ -71,11 +74,14 @@ def parse_repos(text: str, source: Path) -> list[Repo]:
     for number, word in enumerate(text.split(), 1):
         match = _REPO_NAME_RE.fullmatch(word)
         name, url = (match.group(1), match.group(2)) if match else (f"repo{number}", word)
+        if url.startswith("/"):  # a plain directory
+            url = Path(url).as_uri()
         scheme = urlsplit(url).scheme
         if scheme not in SCHEMES:
             raise VzError(
                 ExitCode.INVALID_CONFIG,
-                f"{source}: TEMPLATE_REPOS: {word!r} is not NAME=URL with an http, https or file URL",
+                f"{source}: TEMPLATE_REPOS: {word!r} is not NAME=URL with an http, https or file URL "
+                "or a directory path",
             )
         repos.append(Repo(name, url if url.endswith("/") else url + "/"))
     return repos
@@ -150,19 +156,19 @@ def fetch_small(url: str) -> bytes:
     return data
 
 
-def _download(url: str, target: Path, size: int, label: str) -> str:
-    """Stream `url` into `target`, exactly `size` bytes; returns the sha256."""
+def _download(url: str, target: Path, size: int | None, label: str) -> str:
+    """Stream `url` into `target`, exactly `size` bytes when it is known; returns the sha256."""
     digest = hashlib.sha256()
     done = 0
     progress = Progress(label, size)
     try:
         with _open(url) as response, open(target, "wb") as out:
             while True:
-                block = _read(response, url, min(_BLOCK, size - done + 1))
+                block = _read(response, url, _BLOCK if size is None else min(_BLOCK, size - done + 1))
                 if not block:
                     break
                 done += len(block)
-                if done > size:
+                if size is not None and done > size:
                     raise VzError(
                         ExitCode.BAD_TEMPLATE, f"{url} is larger than the {size} bytes index.json gives"
                     )
@@ -173,7 +179,7 @@ def _download(url: str, target: Path, size: int, label: str) -> str:
             os.fsync(out.fileno())
     finally:
         progress.close()
-    if done < size:
+    if size is not None and done < size:
         raise VzError(
             ExitCode.BAD_TEMPLATE, f"download of {url} stopped after {done} of {size} bytes (truncated)"
         )
@@ -185,7 +191,33 @@ def _download(url: str, target: Path, size: int, label: str) -> str:
 
 def remote_index(repo: Repo) -> list[IndexEntry]:
     url = repo.url_of(INDEX)
-    return parse_index(fetch_small(url).decode("utf-8", errors="replace"), url)
+    try:
+        text = fetch_small(url).decode("utf-8", errors="replace")
+    except Missing as missing:
+        entries = _precreated(repo)
+        if not entries:  # neither kind of repository: say both
+            raise VzError(
+                missing.code,
+                f"{missing.message}, and {repo.url} lists no OpenVZ precreated templates "
+                "(NAME.tar.gz or NAME.tar.xz) either",
+            ) from None
+        return entries
+    return parse_index(text, url)
+
+
+def _precreated(repo: Repo) -> list[IndexEntry]:
+    """A repository without index.json: OpenVZ's directory of precreated templates."""
+    from pyvz.templates import precreated
+
+    parts = urlsplit(repo.url)
+    if parts.scheme == "file":
+        directory = Path(unquote(parts.path))
+        if not directory.is_dir():
+            raise VzError(
+                ExitCode.SYSTEM_ERROR, f"template repository {repo}: {directory} is not a directory"
+            )
+        return precreated.list_directory(directory)
+    return precreated.parse_listing(fetch_small(repo.url).decode("utf-8", errors="replace"))
 
 
 def locate(repos: list[Repo], name: str) -> Found | None:
@@ -236,14 +268,19 @@ def install_from(paths: Paths, found: Found, gpg_check: bool = True) -> Path:
     staging.mkdir(mode=0o700)
     log.info(f"Downloading template {entry.name} from {repo}")
     try:
-        manifest_url = repo.url_of(entry.manifest)
-        manifest_text = fetch_small(manifest_url).decode("utf-8", errors="replace")
-        manifest = Manifest.from_json(manifest_text, manifest_url)
-        if (manifest.sha256, manifest.size) != (entry.sha256, entry.size):
-            raise VzError(
-                ExitCode.BAD_TEMPLATE,
-                f"{entry.name}: {INDEX} and {entry.manifest} in {repo.url} disagree on its size or sha256",
-            )
+        manifest: Manifest | None = None
+        if not entry.precreated:
+            manifest_url = repo.url_of(entry.manifest)
+            manifest_text = fetch_small(manifest_url).decode("utf-8", errors="replace")
+            manifest = Manifest.from_json(manifest_text, manifest_url)
+            if (manifest.sha256, manifest.size) != (entry.sha256, entry.size):
+                raise VzError(
+                    ExitCode.BAD_TEMPLATE,
+                    f"{entry.name}: {INDEX} and {entry.manifest} in {repo.url} disagree on its size "
+                    "or sha256",
+                )
+        elif not gpg_check:
+            log.warning(f"{entry.archive} comes with no checksum: nothing at all vouches for it unchecked")
         signature: Path | None = None
         if gpg_check:
             signature = staging / entry.signature
@@ -256,8 +293,9 @@ def install_from(paths: Paths, found: Found, gpg_check: bool = True) -> Path:
                     "vztmpl-dl --no-gpg-check downloads it unchecked",
                 ) from None
         archive = staging / entry.archive
-        sha256 = _download(repo.url_of(entry.archive), archive, entry.size, f"Downloading {entry.archive}")
-        if sha256 != entry.sha256:
+        size = None if entry.precreated else entry.size
+        sha256 = _download(repo.url_of(entry.archive), archive, size, f"Downloading {entry.archive}")
+        if not entry.precreated and sha256 != entry.sha256:
             raise VzError(
                 ExitCode.BAD_TEMPLATE,
                 f"{entry.archive}: sha256 {sha256} does not match the repository's (tampered or corrupted)",
@@ -265,6 +303,8 @@ def install_from(paths: Paths, found: Found, gpg_check: bool = True) -> Path:
         if signature is not None:
             signer = gpg.verify(archive, signature, cache.keyring(paths))
             log.info(f"Signature of {entry.archive} is good (key {signer})")
+        if manifest is None:
+            manifest = _made_manifest(archive, entry)
         installed = cache.install(paths, entry.name, archive, manifest, signature, move=True)
     except BaseException:
         if not had and cache.find(paths, entry.name) is None:
@@ -277,6 +317,19 @@ def install_from(paths: Paths, found: Found, gpg_check: bool = True) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
     log.info(f"Template {entry.name} is in the cache ({installed.name})")
     return installed
+
+
+def _made_manifest(archive: Path, entry: IndexEntry) -> Manifest:
+    """A precreated template's manifest, from its own os-release and the repository's name."""
+    from pyvz.run import run
+    from pyvz.templates.importing import made_manifest
+
+    if run(["tar", "-tf", str(archive)], check=False, timeout=None).returncode != 0:
+        raise VzError(ExitCode.BAD_TEMPLATE, f"{entry.archive} is not a readable tar archive")
+    manifest = made_manifest(archive, entry.name)
+    if manifest.architecture == "unknown":
+        manifest = manifest._replace(architecture=entry.architecture)
+    return manifest
 
 
 def fetch(paths: Paths, name: str, gpg_check: bool = True) -> Path:

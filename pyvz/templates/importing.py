@@ -39,7 +39,7 @@ def _os_release(archive: Path) -> dict[str, str]:
     return {}
 
 
-def _made_manifest(archive: Path, name: str) -> Manifest:
+def made_manifest(archive: Path, name: str) -> Manifest:
     release = _os_release(archive)
     return Manifest(
         name=name,
@@ -68,7 +68,7 @@ def import_archive(paths: Paths, file: Path, name: str | None, gpg_check: bool =
     if manifest is not None:
         check_archive(file, manifest)
     else:
-        manifest = _made_manifest(file, name)
+        manifest = made_manifest(file, name)
     cache.install(paths, name, file, manifest, signature if signature.exists() else None)
     return name
 

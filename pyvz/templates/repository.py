@@ -73,6 +73,12 @@ class IndexEntry(NamedTuple):
         return self.archive + gpg.SIGNATURE_SUFFIX
 
     @property
+    def precreated(self) -> bool:
+        """Listed from a directory of OpenVZ precreated templates (templates/precreated.py):
+        no index.json, so no checksum and no manifest; the signature vouches for it."""
+        return not self.sha256
+
+    @property
     def manifest(self) -> str:
         return self.name + MANIFEST_SUFFIX
 

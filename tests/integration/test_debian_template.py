@@ -7,11 +7,11 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import DEBIAN_RECIPE as RECIPE
 from tests.conftest import VzRoot
 
 pytestmark = pytest.mark.root
@@ -20,8 +20,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import crypt
 
-RECIPE = "debian-12-x86_64-minimal"
-
 
 def cache_files(vzroot: VzRoot) -> list[str]:
     cache = vzroot.root / "var/lib/vz/template/cache"
@@ -29,23 +27,9 @@ def cache_files(vzroot: VzRoot) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Build the template once for this module, in a root of its own."""
-    from tests.conftest import _cleanup_root
-
-    root = tmp_path_factory.mktemp("debian-build")
-    root.chmod(0o755)
-    env = VzRoot(root)
-    from pyvz.paths import Paths
-    from pyvz.rootinit import init_root
-
-    init_root(Paths(root))
-    done = env.run("vztmpl", "build", RECIPE, timeout=900)
-    assert done.code == 0, done.err + done.out
-    try:
-        yield root / "var/lib/vz/template/cache"
-    finally:
-        _cleanup_root(root)
+def built(debian_template: Path) -> Path:
+    """The template, built once per test session (tests/conftest.py)."""
+    return debian_template
 
 
 def install_built(built: Path, vzroot: VzRoot) -> None:
