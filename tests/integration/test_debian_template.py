@@ -96,6 +96,30 @@ def test_debian_12_boots_to_running_unprivileged(built: Path, vzroot: VzRoot) ->
     assert vzroot.ok("status", "101").strip() == "CTID 101 exist unmounted down"
 
 
+def test_free_nproc_and_uptime_inside_show_the_cts_own(built: Path, vzroot: VzRoot) -> None:
+    """procps's free, nproc and uptime read /proc and sysfs, which LXCFS gives the CT."""
+    install_built(built, vzroot)
+    vzroot.ok("create", "101", "--ostemplate", RECIPE, "--ram", "256M", "--cpus", "1")
+    vzroot.ok("set", "101", "--netfilter", "disabled", "--save")
+    vzroot.ok("start", "101", "--wait")
+    mem = vzroot.ok("exec", "101", "free -m").splitlines()[1].split()
+    assert mem[0] == "Mem:" and 250 <= int(mem[1]) <= 256, mem
+    assert vzroot.ok("exec", "101", "nproc").strip() == "1"
+    up = vzroot.ok("exec", "101", "uptime -p").strip()  # the CT's seconds, not the host's
+    assert up in ("up 0 minutes", "up 1 minute"), up
+    # --netfilter disabled: no netfilter netlink socket (how nft and iptables-nft talk).
+    nfnetlink = "perl -e 'socket(S, 16, 3, 12) or die qq($!\\n); print qq(open\\n)'"
+    refused = vzroot.vzctl("exec", "101", nfnetlink)
+    assert refused.code != 0 and "Operation not permitted" in refused.out + refused.err
+    assert (
+        vzroot.ok("exec", "101", "perl -e 'socket(S, 16, 3, 0) or die; print qq(ok)'") == "ok"
+    )  # rtnetlink is
+    vzroot.ok("set", "101", "--netfilter", "full", "--save")
+    vzroot.ok("restart", "101", "--wait")
+    assert vzroot.ok("exec", "101", nfnetlink).strip() == "open"
+    vzroot.ok("stop", "101")
+
+
 def test_a_debian_12_systemd_ct_is_checkpointed_and_restored(built: Path, vzroot: VzRoot) -> None:
     """systemd as init: its watches (/etc/localtime, its cgroups) and its processes survive."""
     install_built(built, vzroot)
