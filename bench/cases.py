@@ -17,6 +17,7 @@ from typing import Any
 from bench.backup import bench_backup
 from bench.checkpoint import bench_checkpoint
 from bench.harness import VZCTL, VZLIST, BenchRoot, Row, alternate, log
+from bench.lxcfs import bench_lxcfs_free, bench_lxcfs_start
 from bench.migrate import bench_migrate
 from bench.network import bench_throughput
 from bench.resources import bench_cpu, bench_vzlist_ubc, bench_vzubc
@@ -448,4 +449,6 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "backup": bench_backup,
     "checkpoint": bench_checkpoint,
     "migrate": bench_migrate,  # on three test hosts of their own (tests/testhosts.py)
+    "lxcfs-start": bench_lxcfs_start,
+    "lxcfs-free": bench_lxcfs_free,
 }

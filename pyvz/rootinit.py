@@ -34,6 +34,8 @@ LOCAL_GID=100000
 
 ## Defaults for every CT
 STOP_TIMEOUT=60
+# LXCFS gives each CT its own /proc/meminfo, cpuinfo, uptime ... ("no": the host's)
+LXCFS=yes
 """
 
 SAMPLES = {

@@ -50,9 +50,13 @@ def views(meminfo: bool) -> list[View]:
     return chosen
 
 
+# Empty hook keys clear the lxcfs package's hooks that common.conf pulled in: pyvz binds
+# LXCFS's files itself, or (LXCFS=no) not at all.
+CLEAR_PACKAGE_HOOKS = ("lxc.hook.mount =", "lxc.hook.post-stop =")
+
+
 def lxc_lines(chosen: Iterable[View]) -> list[str]:
-    # Empty hook keys clear the lxcfs package's hooks that common.conf pulled in.
-    lines = ["lxc.hook.mount =", "lxc.hook.post-stop ="]
+    lines: list[str] = []
     for view in chosen:
         # optional: with LXCFS absent (not installed) the CT still starts, seeing the host.
         create = "create=dir" if view.directory else "create=file"
