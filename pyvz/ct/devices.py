@@ -53,8 +53,8 @@ def shows_meminfo(cfg: CtConfig) -> bool:
 def start_lines(ct: Container, cfg: CtConfig) -> tuple[str, ...]:
     """Everything of this module a start (or restore) gives LXC."""
     lines: list[str] = list(lxcfs.CLEAR_PACKAGE_HOOKS)
-    wanted = ct.host.setting("LXCFS", "yes") != "no"  # vz.conf LXCFS=no: CTs see the host's
-    current = lxcfs.ensure() if wanted else None
+    use_lxcfs = ct.host.setting("LXCFS", "yes") != "no"  # vz.conf LXCFS=no: CTs see the host's
+    current = lxcfs.ensure() if use_lxcfs else None
     if current is not None:
         lxcfs.heal_if_restarted(ct.paths.lib_vz / "lxcfs.instance", current, _running(ct))
         lines += lxcfs.lxc_lines(lxcfs.views(shows_meminfo(cfg)))
