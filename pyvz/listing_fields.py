@@ -403,7 +403,11 @@ def _ubc_fields(name: str, header: str) -> list[Field]:
     for suffix, shown, sorted_by in _UBC_SUFFIXES:
 
         def cell(record: Record, trim: bool, index: int = shown) -> str:
-            value = _ubc(record, name)[index]
+            if name == "numproc" and index == 0:
+                # the default NPROC column: the task count every listing reads anyway
+                value = record.nproc if record.running else None
+            else:
+                value = _ubc(record, name)[index]
             return pad("-" if value is None else str(value), 10)
 
         def key(record: Record, index: int = sorted_by) -> int:

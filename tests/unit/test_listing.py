@@ -77,7 +77,8 @@ def fake(
         "ctid": ctid,
         "own": dict(own),
         "config": CtConfig.merge(ctid, GLOBAL, own, Path(f"/etc/vz/conf/{ctid}.conf")),
-        "nproc": 7 if running else 0,
+        # the task count and the numproc counter are one kernel number (pids.current)
+        "nproc": next((c.held or 0 for c in counters or () if c.name == "numproc"), 7) if running else 0,
         "status": status or ("running" if running else "stopped"),
         "name": name,
         "beancounters": counters if running else None,
