@@ -1,21 +1,24 @@
-"""What vzlist shows: one record per CT and the table of fields it can print.
+"""The CTs vzlist shows: one record per CT, each value read when first asked for.
 
-Every field is defined once here (its -o name, header, width and JSON form); vzlist only
-picks, sorts and formats. Parameter fields come from the parameter table.
+A record answers in vzlist's terms: `raw` is what the CT's own CTID.conf says (vzlist reads
+that file alone, not vz.conf), `status` is running, suspended, mounted or stopped, and a
+stopped CT whose private area is gone has no status (vzlist does not show it). The
+fields that format these values are in pyvz.listing_fields.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from pyvz.config import ConfigFile, CtConfig
+from pyvz.config import ConfigFile, CtConfig, name_owner
 from pyvz.errors import VzError
 from pyvz.host import Host
-from pyvz.params import DISKINODES, DISKSPACE, LAYOUT, PARAMS, PRIVATE, ROOT, Layout, Param
+from pyvz.params import LAYOUT, PRIVATE, ROOT, Layout, Param
 from pyvz.resources.beancounters import NAMES as UBC_NAMES
 from pyvz.resources.beancounters import Beancounter, configured
 from pyvz.resources.beancounters import read as read_beancounters
@@ -23,7 +26,9 @@ from pyvz.storage import pool
 from pyvz.storage.base import Area, driver_for
 from pyvz.storage.idmap import IdMap
 from pyvz.storage.mounts import mount_table
-from pyvz.units import UNLIMITED, BarrierLimit
+
+# vzctl skips these when it reads IP_ADDRESS (its parse_ip): "no address".
+_NO_ADDRESS = frozenset({"0.0.0.0", "::", "::0"})
 
 
 class Record:
@@ -38,14 +43,30 @@ class Record:
         self._ubc = ubc  # the beancounters anyone will ask for (None: all)
 
     @cached_property
-    def config(self) -> CtConfig | None:
+    def conf_file(self) -> ConfigFile | None:
         try:
-            conf = ConfigFile.load(self.host.paths.conf_file(self.ctid))
+            return ConfigFile.load(self.host.paths.conf_file(self.ctid))
         except VzError:
             return None
-        return CtConfig.merge(self.ctid, self.host.global_conf.items(), conf.items(), conf.path)
+
+    @cached_property
+    def own(self) -> dict[str, str]:
+        """The CT's own CTID.conf, key by key."""
+        return self.conf_file.items() if self.conf_file is not None else {}
+
+    @cached_property
+    def config(self) -> CtConfig | None:
+        """The effective settings: vz.conf overlaid by CTID.conf."""
+        if self.conf_file is None:
+            return None
+        return CtConfig.merge(self.ctid, self.host.global_conf.items(), self.own, self.conf_file.path)
+
+    def raw(self, key: str) -> str | None:
+        """KEY as the CT's CTID.conf holds it (None: not there)."""
+        return self.own.get(key)
 
     def value(self, param: Param[Any]) -> Any:
+        """The parameter's effective value; None when unset or unreadable."""
         if self.config is None:
             return None
         try:
@@ -57,6 +78,10 @@ class Record:
     def nproc(self) -> int:
         return self.host.runtime.nproc(self.ctid)
 
+    @property
+    def running(self) -> bool:
+        return self.nproc > 0
+
     @cached_property
     def mounted(self) -> bool:
         root = self.value(ROOT)
@@ -67,17 +92,68 @@ class Record:
         private = self.value(PRIVATE)
         return private is not None and self.host.paths.host(private).exists()
 
-    @property
-    def status(self) -> str:
-        if self.nproc > 0:
+    @cached_property
+    def suspended(self) -> bool:
+        """Stopped with a dump that `vzctl start` restores it from."""
+        from pyvz.ct.checkpoint import default_dump, resumable
+
+        return resumable(default_dump(self.host, self.ctid))
+
+    @cached_property
+    def status(self) -> str | None:
+        """vzlist's status; None for a stopped CT with no private area, which vzlist hides."""
+        if self.running:
             return "running"
-        if self.mounted:
+        if not self.exists:
+            return None
+        if self.mounted:  # as vzlist: mounted wins over a dump lying beside it
             return "mounted"
-        return "stopped" if self.exists else "deleted"
+        return "suspended" if self.suspended else "stopped"
 
     @property
-    def running(self) -> bool:
-        return self.nproc > 0
+    def layout(self) -> str:
+        """VE_LAYOUT as the CT (or vz.conf) sets it; pyvz's default where neither does."""
+        configured_layout = self.config.raw("VE_LAYOUT") if self.config is not None else None
+        return configured_layout or str(Layout.BTRFS)
+
+    @cached_property
+    def name(self) -> str | None:
+        """NAME, when names/NAME points back at this CT (vzlist shows no name otherwise)."""
+        name = self.raw("NAME")
+        if not name or "/" in name:
+            return None
+        return name if name_owner(self.host.paths, name) == self.ctid else None
+
+    @cached_property
+    def ip(self) -> str | None:
+        """The addresses as vzlist keeps them: a running CT's without prefixes and with the
+        kernel list's trailing blank, a stopped CT's as IP_ADDRESS holds them."""
+        words = [w for w in (self.raw("IP_ADDRESS") or "").split() if w not in _NO_ADDRESS]
+        if not words:
+            return None
+        if self.running:
+            return "".join(word.split("/")[0] + " " for word in words)
+        return " ".join(words)
+
+    @cached_property
+    def uptime(self) -> float | None:
+        """Seconds since the CT's init started; None when it is not running."""
+        if not self.running:
+            return None
+        from pyvz.net.venet import init_pid
+
+        runtime = self.host.runtime
+        pid = init_pid(runtime.cgroups.procs(runtime.cgroups_of(self.ctid).container))
+        if pid is None:
+            return None
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            since_boot = float(Path("/proc/uptime").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        # The fields after "(comm)": the 22nd of the line, starttime, is the 20th of them.
+        started = int(stat[stat.rindex(")") + 2 :].split()[19]) / os.sysconf("SC_CLK_TCK")
+        return max(0.0, since_boot - started)
 
     @property
     def state_file(self) -> Path:
@@ -109,107 +185,6 @@ class Record:
         used = driver_for(layout).usage(area)
         return None if used is None else used // 1024
 
-    def raw(self, key: str) -> str | None:
-        return None if self.config is None else self.config.raw(key)
-
-
-class Field(NamedTuple):
-    name: str
-    header: str
-    width: int  # 0: as wide as it needs to be
-    right: bool  # right-aligned (numbers)
-    get: Callable[[Record], Any]  # the JSON value
-    text: Callable[[Any], str]  # the table cell
-
-
-def _cell(value: Any) -> str:
-    if value is None or value == "" or value == []:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):
-        return " ".join(str(v) for v in value)
-    if isinstance(value, dict):
-        return ":".join("unlimited" if v >= UNLIMITED else str(v) for v in value.values())
-    return str(value)
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, tuple) and not isinstance(value, BarrierLimit):
-        return list(value)  # nameserver, searchdomain, firewall_accept: lists of words
-    if isinstance(value, BarrierLimit):
-        return {"softlimit": value.barrier, "hardlimit": value.limit}
-    if isinstance(value, str | int | bool) or value is None:
-        return value
-    return str(value)
-
-
-def _ips(record: Record) -> list[str]:
-    return (record.raw("IP_ADDRESS") or "").split()
-
-
-def _param_field(param: Param[Any], header: str, width: int = 0) -> Field:
-    assert param.field
-    return Field(param.field, header, width, False, lambda r: _json_value(r.value(param)), _cell)
-
-
-_WIDTHS = {"hostname": ("HOSTNAME", 0), "name": ("NAME", 0), "ostemplate": ("OSTEMPLATE", 24)}
-
-FIELDS: dict[str, Field] = {
-    "ctid": Field("ctid", "CTID", 10, True, lambda r: r.ctid, _cell),
-    "nproc": Field("nproc", "NPROC", 10, True, lambda r: r.nproc if r.running else None, _cell),
-    "status": Field("status", "STATUS", 7, False, lambda r: r.status, _cell),
-    "ip": Field("ip", "IP_ADDR", 15, False, _ips, _cell),
-}
-for _param in PARAMS:
-    if _param.field:
-        _header, _width = _WIDTHS.get(_param.field, (_param.field.upper(), 0))
-        FIELDS[_param.field] = _param_field(_param, _header, _width)
-FIELDS["veid"] = FIELDS["ctid"]._replace(name="veid")  # the name vzctl 3.x used
-
-
-def _ubc_fields(name: str) -> dict[str, Field]:
-    """NAME (held, or all five in JSON), NAME.m (maxheld), .b (barrier), .l (limit), .f (failcnt)."""
-
-    def getter(attr: str) -> Callable[[Record], Any]:
-        return lambda r: getattr(r.beancounter(name), attr)
-
-    fields = {
-        name: Field(name, name.upper(), 10, True, lambda r: r.beancounter(name).as_json(), _held_cell),
-    }
-    for suffix, attr in (("m", "maxheld"), ("b", "barrier"), ("l", "limit"), ("f", "failcnt")):
-        key = f"{name}.{suffix}"
-        fields[key] = Field(key, key.upper(), 10, True, getter(attr), _cell)
-    return fields
-
-
-def _held_cell(value: Any) -> str:
-    return _cell(value["held"] if isinstance(value, dict) else value)
-
-
-def _disk_fields(name: str, param: Param[Any], usage: Callable[[Record], int | None]) -> dict[str, Field]:
-    def limits(r: Record) -> tuple[int | None, int | None]:
-        value = r.value(param)
-        return (value.barrier, value.limit) if value is not None else (None, None)
-
-    def as_json(r: Record) -> dict[str, int | None]:
-        soft, hard = limits(r)
-        return {"usage": usage(r), "softlimit": soft, "hardlimit": hard}
-
-    return {
-        name: Field(name, name.upper(), 10, True, as_json, lambda v: _cell(v["usage"])),
-        f"{name}.s": Field(f"{name}.s", f"{name.upper()}.S", 10, True, lambda r: limits(r)[0], _cell),
-        f"{name}.h": Field(f"{name}.h", f"{name.upper()}.H", 10, True, lambda r: limits(r)[1], _cell),
-    }
-
-
-for _name in UBC_NAMES:
-    FIELDS.update(_ubc_fields(_name))
-FIELDS.update(_disk_fields("diskspace", DISKSPACE, lambda r: r.disk_usage))
-FIELDS.update(_disk_fields("diskinodes", DISKINODES, lambda r: None))  # btrfs counts no inodes
-
-DEFAULT_FIELDS = ("ctid", "nproc", "status", "ip", "hostname")
-
 
 def records(
     host: Host, ctids: Iterable[int] | None = None, ubc: frozenset[str] | None = None
@@ -221,6 +196,48 @@ def records(
     return [Record(host, ctid, mounted, ubc) for ctid in chosen]
 
 
+def collect(
+    host: Host, wanted: Iterable[int] | None, every: bool, stopped: bool, ubc: frozenset[str] | None
+) -> list[Record]:
+    """The CTs vzlist starts from, in CTID order: those with a config (with -a, -S or CTIDs
+    given), else the running ones. Hiding (gone, filtered) comes after."""
+    if every or stopped or wanted is not None:
+        chosen = set(wanted) if wanted is not None else None
+        return records(host, [c for c in host.ctids() if chosen is None or c in chosen], ubc)
+    return [record for record in records(host, None, ubc) if record.running]
+
+
 def ubc_names(fields: Iterable[str]) -> frozenset[str]:
     """The beancounters that vzlist fields (physpages, numproc.f, ...) need."""
     return frozenset(name.split(".")[0] for name in fields if name.split(".")[0] in UBC_NAMES)
+
+
+def glob_match(pattern: str, text: str) -> bool:
+    """fnmatch(3) with no flags, as vzlist's -h/-N/-d use it: `*`, `?`, `[...]` (`!` or `^`
+    negates) match any character, `/` and a leading `.` included; a backslash quotes."""
+    out, at = [], 0
+    while at < len(pattern):
+        char = pattern[at]
+        at += 1
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "\\" and at < len(pattern):
+            out.append(re.escape(pattern[at]))
+            at += 1
+        elif char == "[":
+            end = at + (1 if pattern[at : at + 1] in ("!", "^") else 0)
+            end += 1 if pattern[end : end + 1] == "]" else 0
+            end = pattern.find("]", end)
+            if end < 0:
+                out.append(re.escape(char))
+                continue
+            body = pattern[at:end]
+            negate = body[:1] in ("!", "^")
+            body = body[1:] if negate else body
+            out.append("[" + ("^" if negate else "") + body.replace("\\", "\\\\").replace("[", "\\[") + "]")
+            at = end + 1
+        else:
+            out.append(re.escape(char))
+    return re.fullmatch("".join(out), text, re.DOTALL) is not None

@@ -1,130 +1,211 @@
-"""vzlist: list containers, with vzlist's options, columns and JSON."""
+"""vzlist: list containers, with vzlist 4.11's options, columns, exit codes and JSON.
+
+The options are read as vzlist reads them (getopt_long: bundled, permuted, in order), so
+the last of -o, -n and -1 wins, -s takes `-FIELD`, and -L answers at once.
+"""
 
 from __future__ import annotations
 
-import fnmatch
-import json
+import getopt
+import re
 import sys
+from typing import TYPE_CHECKING
 
 from pyvz.cli.common import exit_now, run_tool
-from pyvz.cli.parser import ArgumentParser
-from pyvz.errors import ExitCode, VzError
+from pyvz.errors import VzError
+
+if TYPE_CHECKING:
+    from pyvz.listing_fields import Field
+
+_SHORT = "HtSanjN:h:d:o:s:Le1"
+_LONG = [
+    "no-header",
+    "no-trim",
+    "stopped",
+    "all",
+    "name",
+    "json",
+    "name_filter=",
+    "hostname=",
+    "description=",
+    "output=",
+    "sort=",
+    "list",
+    "help",
+]
+_LONG_TO_SHORT = {
+    "--no-header": "-H",
+    "--no-trim": "-t",
+    "--stopped": "-S",
+    "--all": "-a",
+    "--name": "-n",
+    "--json": "-j",
+    "--name_filter": "-N",
+    "--hostname": "-h",
+    "--description": "-d",
+    "--output": "-o",
+    "--sort": "-s",
+    "--list": "-L",
+    "--help": "-e",
+}
+USAGE = """\
+usage: vzlist [-a | -S] [-n] [-H] [-t] [-j] [-o FIELD[,FIELD...] | -1] [-s [-]FIELD]
+              [-h PATTERN] [-N PATTERN] [-d PATTERN] [CTID|NAME ...]
+       vzlist -L | --list
+
+  -a, --all                 all CTs (default: the running ones)
+  -S, --stopped             the CTs that are not running
+  -n, --name                SMARTNAME (the name, else the CTID) in the first column
+  -H, --no-header           no header line
+  -t, --no-trim             do not cut long values to their column
+  -j, --json                JSON (every field unless -o names some)
+  -o, --output FIELDS       these fields (vzlist -L lists them)
+  -1                        CTIDs only: -H -o veid
+  -s, --sort [-]FIELD       sort by FIELD; a leading - reverses
+  -h, --hostname PATTERN    CTs whose hostname matches a shell pattern
+  -N, --name_filter PATTERN CTs whose name matches
+  -d, --description PATTERN CTs whose description matches
+  -L, --list                the fields and their headers
+"""
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="vzlist", description="List containers.", add_help=False)
-    parser.add_argument("--help", action="help", help="show this help")
-    parser.add_argument("-a", "--all", action="store_true", help="list all CTs, not only running ones")
-    parser.add_argument("-S", "--stopped", action="store_true", help="list only stopped CTs")
-    parser.add_argument("-n", "--name", action="store_true", help="show NAME instead of HOSTNAME")
-    parser.add_argument("-H", "--no-header", action="store_true", help="no header line")
-    parser.add_argument("-t", "--no-trim", action="store_true", help="do not cut long values")
-    parser.add_argument("-o", "--output", metavar="FIELDS", help="comma-separated fields (see -L)")
-    parser.add_argument("-s", "--sort", metavar="[-]FIELD", help="sort by a field; '-' reverses")
-    parser.add_argument("-1", "--ctid-only", dest="ctid_only", action="store_true", help="print CTIDs only")
-    parser.add_argument("-j", "--json", action="store_true", help="JSON output")
-    parser.add_argument("-N", "--name_filter", metavar="PATTERN", help="only CTs whose name matches")
-    parser.add_argument("-h", "--hostname", metavar="PATTERN", help="only CTs whose hostname matches")
-    parser.add_argument("-L", "--list", action="store_true", help="list the available fields")
-    parser.add_argument("ctids", nargs="*", metavar="CTID", help="CT ids or names")
-    return parser
+def _option_error(err: getopt.GetoptError) -> str:
+    """getopt_long's wording (glibc), which scripts may match."""
+    opt = err.opt
+    long = len(opt) > 1
+    if "requires argument" in err.msg:
+        return (
+            f"vzlist: option '--{opt}' requires an argument"
+            if long
+            else f"vzlist: option requires an argument -- '{opt}'"
+        )
+    if "not a unique prefix" in err.msg:
+        return f"vzlist: option '--{opt}' is ambiguous"
+    if "must not have an argument" in err.msg:
+        return f"vzlist: option '--{opt}' doesn't allow an argument"
+    return f"vzlist: unrecognized option '--{opt}'" if long else f"vzlist: invalid option -- '{opt}'"
 
 
-def _row(values: list[str], widths: list[tuple[int, bool]], trim: bool) -> str:
-    cells = []
-    for index, (text, (width, right)) in enumerate(zip(values, widths, strict=True)):
-        last = index == len(values) - 1
-        if width and trim and not last and len(text) > width:
-            text = text[:width]
-        if last and not right:
-            cells.append(text)
-        else:
-            cells.append(text.rjust(width) if right else text.ljust(width))
-    return " ".join(cells).rstrip()
+def _ctid(text: str) -> int | None:
+    """A CTID as vzlist reads one: a non-zero number, else a name from names/."""
+    from pyvz.config import name_owner
+    from pyvz.paths import Paths
 
-
-def _join_sort(argv: list[str]) -> list[str]:
-    """`-s -ctid` means "sort by ctid, reversed"; argparse would take -ctid for an option."""
-    joined: list[str] = []
-    words = iter(argv)
-    for word in words:
-        if word in ("-s", "--sort"):
-            value = next(words, None)
-            joined.append(f"--sort={value}" if value is not None else word)
-        else:
-            joined.append(word)
-    return joined
+    match = re.fullmatch(r"\s*([+-]?\d+)", text)
+    if match and int(match.group(1)) != 0:
+        ctid = int(match.group(1))
+    elif "/" in text or not text:
+        return None
+    else:
+        ctid = name_owner(Paths.from_env(), text) or -1
+    return ctid if 0 <= ctid <= 2**31 - 1 else None
 
 
 def dispatch(argv: list[str]) -> int:
-    ns = build_parser().parse_args(_join_sort(argv))
-    from pyvz.config import resolve_ctid
+    try:
+        options, arguments = getopt.gnu_getopt(argv, _SHORT, _LONG)
+    except getopt.GetoptError as err:
+        print(_option_error(err), file=sys.stderr)
+        return 1
+    from pyvz.listing_output import field_names, sort_field
+
+    output: str | None = None
+    show_header, trim, every, stopped, as_json = True, True, False, False, False
+    patterns: dict[str, str] = {}
+    sort: tuple[Field, bool] | None = None
+    for option, value in options:
+        option = _LONG_TO_SHORT.get(option, option)
+        if option == "-L":
+            print("\n".join(field_names()))
+            return 0
+        if option == "-e":
+            print(USAGE, end="")
+            return 1  # vzlist 4.11 ends --help as it ends a bad option
+        if option == "-s":
+            try:
+                sort = sort_field(value)
+            except VzError as err:
+                print(err.message, file=sys.stderr)
+                return 1
+        elif option in ("-h", "-N", "-d"):
+            patterns[option] = value
+        elif option == "-o":
+            output = value
+        elif option == "-1":
+            output, show_header = "veid", False
+        elif option == "-n":
+            output = "smart_name,numproc,status,ip,hostname"
+        else:
+            show_header &= option != "-H"
+            trim &= option != "-t"
+            every |= option == "-a"
+            stopped |= option == "-S"
+            as_json |= option == "-j"
+    wanted: list[int] | None = None
+    if arguments:
+        wanted = []
+        for text in arguments:
+            ctid = _ctid(text)
+            if ctid is None:
+                print(f"CT ID {text} is invalid.", file=sys.stderr)
+                return 1
+            wanted.append(ctid)
+    return _list(output, as_json, show_header, trim, every, stopped, wanted, sort, patterns)
+
+
+def _list(
+    output: str | None,
+    as_json: bool,
+    show_header: bool,
+    trim: bool,
+    every: bool,
+    stopped: bool,
+    wanted: list[int] | None,
+    sort: tuple[Field, bool] | None,
+    patterns: dict[str, str],
+) -> int:
     from pyvz.host import Host
-    from pyvz.listing import DEFAULT_FIELDS, FIELDS, records, ubc_names
+    from pyvz.listing import collect, glob_match, ubc_names
+    from pyvz.listing_fields import DEFAULT_FIELDS, FIELDS
+    from pyvz.listing_output import header, json_lines, ordered, parse_fields, row
 
-    if ns.list:
-        print("\n".join(sorted(FIELDS)))
-        return 0
-    host = Host()
-    wanted = [resolve_ctid(host.paths, text) for text in ns.ctids] if ns.ctids else None
-    names = ns.output.split(",") if ns.output else list(DEFAULT_FIELDS)
-    if ns.json and not ns.output:
-        names = [n for n in FIELDS if n != "veid"]  # vzlist -j prints every field
-    if ns.name and not ns.output:
-        names[names.index("hostname")] = "name"
-    unknown = [n for n in names if n not in FIELDS]
-    if unknown:
-        raise VzError(
-            ExitCode.INVALID_PARAMETER_VALUE, f"unknown field {unknown[0]!r} (vzlist -L lists them)"
-        )
-    fields = [FIELDS[n] for n in names]
-
-    chosen = records(host, wanted, ubc_names(names))
-    if wanted is not None:
-        chosen = [r for r in chosen if r.config is not None]  # only CTs that exist
-    if not ns.all and wanted is None:
-        chosen = [r for r in chosen if (not r.running) == bool(ns.stopped)]
-    if not chosen:  # as vzlist: nothing to list is exit 1, said instead of a header
-        if ns.json:
+    fields: list[Field] | None
+    try:
+        if output is None and as_json:
+            fields = None
+        else:
+            fields = parse_fields(output if output is not None else ",".join(DEFAULT_FIELDS), as_json)
+    except VzError as err:
+        print(err.message, file=sys.stderr)
+        return 1
+    names = [f.name for f in fields] if fields is not None else list(FIELDS)
+    sort_by, reverse = sort if sort is not None else (None, False)
+    if sort_by is not None:
+        names.append(sort_by.name)
+    found = collect(Host(), wanted, every, stopped, ubc_names(names))
+    if not found:
+        if as_json:
             print("[]")
         else:
             print("Container(s) not found", file=sys.stderr)
-        return 1
-    # -N and -h only hide rows (vzlist: the header stays, and the exit is 0).
-    if ns.name_filter:
-        chosen = [r for r in chosen if fnmatch.fnmatchcase(r.raw("NAME") or "", ns.name_filter)]
-    if ns.hostname:
-        chosen = [r for r in chosen if fnmatch.fnmatchcase(r.raw("HOSTNAME") or "", ns.hostname)]
-    if ns.sort:
-        key = ns.sort.lstrip("-")
-        if key not in FIELDS:
-            raise VzError(
-                ExitCode.INVALID_PARAMETER_VALUE, f"unknown sort field {key!r} (vzlist -L lists them)"
-            )
-        getter = FIELDS[key].get
-        chosen.sort(
-            key=lambda r: (getter(r) is None, str(getter(r)) if not isinstance(getter(r), int) else getter(r))
-        )
-        if ns.sort.startswith("-"):
-            chosen.reverse()
-
-    if ns.json:
-        print(json.dumps([{f.name: f.get(r) for f in fields} for r in chosen], indent=2))
+        # vzlist 4.11: an error only when CTs were named (its bug #2149)
+        return 1 if wanted is not None else 0
+    shown = []
+    for record in found:
+        if record.status is None or (stopped and record.running):
+            continue
+        texts = {"-h": record.raw("HOSTNAME"), "-N": record.name, "-d": record.raw("DESCRIPTION")}
+        if all(texts[o] is not None and glob_match(p, texts[o] or "") for o, p in patterns.items()):
+            shown.append(record)
+    shown = ordered(shown, sort_by, reverse)
+    if as_json:
+        print(json_lines(fields, shown), end="")
         return 0
-    if ns.ctid_only:
-        for record in chosen:
-            print(str(record.ctid).rjust(10))
-        return 0
-    rows = [[f.text(f.get(record)) for f in fields] for record in chosen]
-    # Columns without a fixed width are as wide as their widest value.
-    widths = [
-        (f.width or max([len(f.header)] + [len(row[i]) for row in rows]), f.right)
-        for i, f in enumerate(fields)
-    ]
-    if not ns.no_header:
-        print(_row([f.header for f in fields], widths, False))
-    for row in rows:
-        print(_row(row, widths, not ns.no_trim))
+    assert fields is not None
+    lines = [header(fields)] if show_header else []
+    lines += [row(fields, record, trim) for record in shown]
+    if lines:
+        print("\n".join(lines))
     return 0
 
 

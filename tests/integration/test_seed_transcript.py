@@ -49,13 +49,14 @@ def test_seed_transcript(vzroot: VzRoot) -> None:
         "File resolv.conf was modified",  # NAMESERVER=inherit in vz.conf
         "Container start in progress...",
     ]
-    # 30-35: vzlist -a and -an
+    # 30-35: vzlist -a and -an. The transcript is vzctl 3.0's (VEID, STATUS in 7, -n putting
+    # NAME last); these are vzlist 4.11's columns: CTID, STATUS in 9, -n's SMARTNAME first.
     lines = vzroot.vzlist("-a").out.splitlines()
-    assert lines[0] == "      CTID      NPROC STATUS  IP_ADDR         HOSTNAME"
-    assert re.fullmatch(r"       101 {1,10}\d+ running -               wks-ve1", lines[1]), lines[1]
+    assert lines[0] == "      CTID      NPROC STATUS    IP_ADDR         HOSTNAME"
+    assert re.fullmatch(r"       101 {1,10}\d+ running   -               wks-ve1", lines[1]), lines[1]
     lines = vzroot.vzlist("-an").out.splitlines()
-    assert lines[0] == "      CTID      NPROC STATUS  IP_ADDR         NAME"
-    assert re.fullmatch(r"       101 {1,10}\d+ running -               stable", lines[1]), lines[1]
+    assert lines[0] == " SMARTNAME      NPROC STATUS    IP_ADDR         HOSTNAME"
+    assert re.fullmatch(r"    stable {1,10}\d+ running   -               wks-ve1", lines[1]), lines[1]
     # exec and enter-like commands
     assert vzroot.ok("exec", "stable", "hostname").strip() == "wks-ve1"
     out = vzroot.ok("exec", "stable", "whoami; pwd; cat /etc/os-release")
