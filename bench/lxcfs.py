@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 
 LXCFS_CT = 9801
 RUNS = 200
-_LOOP = f"s=$(date +%s%N); for i in $(seq {RUNS}); do free >/dev/null; done; e=$(date +%s%N); echo $(((e-s)/{RUNS}))"
+_LOOP = (
+    f"s=$(date +%s%N); for i in $(seq {RUNS}); do free >/dev/null; done; "
+    f"e=$(date +%s%N); echo $(((e-s)/{RUNS}))"
+)
 
 
 def _lxcfs_setting(ctx: Context, value: str) -> None:
