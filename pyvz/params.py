@@ -37,6 +37,8 @@ MAX_CTID = 2147483644
 class Layout(StrEnum):
     BTRFS = "btrfs"
     DIR = "dir"
+    SIMFS = "simfs"  # OpenVZ's: a plain directory tree, uid 0 on disk
+    PLOOP = "ploop"  # OpenVZ's image files: read by `vzctl convert`, not run
 
 
 class SetMode(StrEnum):
@@ -150,7 +152,7 @@ def _layout(text: str) -> Layout:
     try:
         return Layout(text)
     except ValueError:
-        raise bad_value("layout", text, "expected btrfs or dir") from None
+        raise bad_value("layout", text, "expected btrfs, simfs or dir") from None
 
 
 def _path(what: str) -> Callable[[str], str]:
@@ -308,8 +310,8 @@ LAYOUT: Param[Layout] = Param(
     ("--layout",),
     _layout,
     str,
-    "storage layout: btrfs (snapshots, quota) or dir (overlayfs)",
-    "btrfs|dir",
+    "storage layout: btrfs (snapshots, quota), simfs (a plain tree) or dir (overlayfs)",
+    "btrfs|simfs|dir",
     CREATE,
     Subsystem.CREATE,
     live=False,

@@ -92,6 +92,7 @@ COMMANDS: dict[str, Command] = {
     "snapshot-mount": Command("mount a snapshot read-only"),
     "snapshot-umount": Command("unmount a snapshot"),
     "clone": Command("make a new CT from a CT or from one of its snapshots"),
+    "convert": Command("move a stopped CT's files into another layout (ploop images are read)"),
     "chkpnt": Command(
         "save a running CT's memory and processes to a dump and stop it",
         (
@@ -169,6 +170,8 @@ def build_parser(only: str | None = None) -> ArgumentParser:
             p.add_argument("script", type=Path)
         elif name == "console":
             p.add_argument("tty", nargs="?", type=int, default=0, metavar="TTYNUM")
+        elif name == "convert":
+            p.add_argument("--layout", default="btrfs", metavar="btrfs|simfs|dir", help="the new layout")
     return parser
 
 
@@ -320,6 +323,10 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
         from pyvz.params import parse_ctid
 
         clone(host, ctid, parse_ctid(ns.target), _options(ns, "clone"), ns.snapshot)
+    elif command == "convert":
+        from pyvz.ct.convert import convert, parse_target
+
+        convert(host, ctid, parse_target(ns.layout))
     elif command == "set":
         from pyvz.ct.setparams import set_params
 

@@ -223,6 +223,10 @@ class Container:
     # ---- start / stop --------------------------------------------------------------------
 
     def start(self, wait: bool = False, force: bool = False, skip_setup: bool = False) -> None:
+        if (self.paths.conf_dir / f"{self.ctid}.converting").exists():  # a convert was killed
+            from pyvz.ct.convert import finish_interrupted
+
+            finish_interrupted(self)
         area = self.require_exists()
         if self.is_running():
             raise VzError(ExitCode.RUNNING, f"CT {self.ctid} is already running")

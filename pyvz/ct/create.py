@@ -169,11 +169,16 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
             if key in BY_KEY:
                 cfg.get(BY_KEY[key])
         layout = cfg.get(LAYOUT) or Layout.BTRFS
+        if layout is Layout.PLOOP:  # OpenVZ's stock vz.conf default
+            log.warning("layout ploop: mainline Linux has no ploop; the CT is made with layout btrfs")
+            layout = Layout.BTRFS
+            conf.set(LAYOUT.key or "", str(layout))
+            cfg = CtConfig.merge(ctid, host.global_conf.items(), conf.items(), conf_path)
         driver = driver_for(layout)
         if DISKSPACE.name in values and not driver.has_quota:
             raise VzError(
                 ExitCode.DISKQUOTA_SET,
-                f"--diskspace cannot be enforced with layout {layout} (overlayfs has no quota); "
+                f"--diskspace cannot be enforced with layout {layout} (it has no disk quota here); "
                 "use --layout btrfs",
             )
         archive = cache.require(host.paths, template)
@@ -200,7 +205,7 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
         if quota is not None and driver.has_quota:
             driver.set_quota(area, quota)
         elif quota is not None:
-            log.warning(f"DISKSPACE is not enforced for layout {layout} (overlayfs has no quota)")
+            log.warning(f"DISKSPACE is not enforced for layout {layout} (it has no disk quota here)")
         warn_not_enforced(cfg, cfg.values, host.runtime.cgroups.enforces)
         log.info(f"Saved parameters for CT {ctid}")
         log.info("Container private area was created")
@@ -215,6 +220,10 @@ def destroy(host: Host, ctid: int, lock: bool = True) -> None:
         if ct.is_running():
             raise VzError(ExitCode.RUNNING, f"CT {ctid} is running; stop it first")
         conf_path = host.paths.conf_file(ctid)
+        if conf_path.exists() and conf_path.with_suffix(".converting").exists():
+            from pyvz.ct.convert import finish_interrupted
+
+            finish_interrupted(ct)  # so that the config names the tree to destroy
         if conf_path.exists():
             cfg = ct.config
         else:

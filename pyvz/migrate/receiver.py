@@ -25,13 +25,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyvz import __version__
+from pyvz import __version__, faults
 from pyvz.atomic import write_atomic
 from pyvz.config import ConfigFile, CtConfig, name_owner, remove_name_link
 from pyvz.errors import ExitCode, MigrateExit, VzError
 from pyvz.host import Host, check_subids, cpu_flags
 from pyvz.log import log
-from pyvz.migrate import faults
 from pyvz.migrate.wire import VERSION, Message, Wire
 from pyvz.params import BY_KEY, DISKSPACE, IPADD, PRIVATE, ROOT, Layout, parse_ctid, parse_name
 from pyvz.run import if_we_die, piped

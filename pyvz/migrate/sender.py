@@ -26,13 +26,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+from pyvz import faults
 from pyvz.atomic import write_atomic
 from pyvz.config import remove_name_links_to
 from pyvz.ct.container import Container
 from pyvz.errors import ExitCode, MigrateExit, VzError
 from pyvz.host import Host, cpu_flags
 from pyvz.log import log
-from pyvz.migrate import faults, keys
+from pyvz.migrate import keys
 from pyvz.migrate.wire import VERSION, Wire
 from pyvz.params import IPADD, NAME, Layout
 from pyvz.progress import Progress

@@ -214,6 +214,8 @@ def remove_path(path: Path) -> None:
 _DRIVERS: dict[Layout, tuple[str, str]] = {
     Layout.BTRFS: ("pyvz.storage.btrfs", "BtrfsDriver"),
     Layout.DIR: ("pyvz.storage.overlay", "OverlayDriver"),
+    Layout.SIMFS: ("pyvz.storage.simfs", "SimfsDriver"),
+    Layout.PLOOP: ("pyvz.storage.ploopct", "PloopDriver"),
 }
 
 

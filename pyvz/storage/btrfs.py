@@ -15,8 +15,8 @@ from pyvz.errors import ExitCode, VzError
 from pyvz.log import log
 from pyvz.params import Layout
 from pyvz.run import run
-from pyvz.storage.base import Area, StorageDriver, remove_path
-from pyvz.storage.mounts import bind_mount
+from pyvz.storage.base import Area, remove_path
+from pyvz.storage.bindroot import BindRootDriver
 from pyvz.units import UNLIMITED, BarrierLimit, format_size
 
 _SUBVOLUME_INODE = 256  # every btrfs subvolume root has this inode number
@@ -166,7 +166,7 @@ SUBVOL_INFO_SIZE = 504
 _SUBVOL_INFO_CTRANSID = 344  # after treeid, name, ids, generation, flags and three uuids
 
 
-class BtrfsDriver(StorageDriver):
+class BtrfsDriver(BindRootDriver):
     layout = Layout.BTRFS
     has_quota = True
     snapshots_template = True
@@ -201,28 +201,6 @@ class BtrfsDriver(StorageDriver):
     def delete_snapshot(self, snapshot_path: Path) -> None:
         delete_and_reclaim(snapshot_path)
 
-    def mount_snapshot(self, area: Area, snapshot_path: Path, target: Path) -> None:
-        bind_mount(snapshot_path, target, readonly=True)  # stored as the CT sees it
-
-    def mount(self, area: Area) -> None:
-        bind_mount(area.private, area.root)
-
-    def lxc_rootfs_options(self, area: Area) -> str:
-        return "" if area.idmap.privileged else "idmap=container"
-
-    def mount_shifted(self, area: Area) -> None:
-        if area.idmap.privileged:
-            self.mount(area)
-            return
-        from pyvz.storage.idmount import idmapped_bind
-
-        idmapped_bind(area.private, area.root, area.idmap)
-
-    def mounted_shifted(self, area: Area) -> bool:
-        from pyvz.storage.mounts import is_idmapped
-
-        return not area.idmap.privileged and is_idmapped(area.root)
-
     def fingerprint(self, area: Area, quick: bool = False) -> dict[str, str | int]:
         """The subvolume's ctransid (the last transaction that changed a file in it; a
         snapshot of it is no change), committed first so a write a moment ago counts. An
@@ -235,9 +213,6 @@ class BtrfsDriver(StorageDriver):
         (ctransid,) = struct.unpack_from("=Q", args, _SUBVOL_INFO_CTRANSID)
         found: dict[str, str | int] = {"ctransid": f"{subvolume_id(area.private)}:{ctransid}"}
         return found if quick else {**found, **super().fingerprint(area)}
-
-    def host_owner(self, area: Area) -> tuple[int, int]:
-        return (0, 0)  # the bind mount on the host is not shifted; LXC shifts it at start
 
     def usage(self, area: Area) -> int | None:
         """Bytes the CT's quota counts (its qgroup's referenced bytes), read from sysfs."""

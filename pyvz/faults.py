@@ -1,5 +1,5 @@
-"""Named points in a migration where a test can stop a side to kill it (`kill -9`), or
-make a step fail.
+"""Named points in a migration or a conversion where a test can stop a process to kill it
+(`kill -9`), or make a step fail.
 
 A root's `var/lib/vz/.fault-point` file names one point; a process of that root reaching it
 says so on stderr and waits there to be killed. `NAME:fail` makes the point raise the error
@@ -18,6 +18,7 @@ from pyvz.paths import Paths
 
 SENDER_POINTS = ("precopy", "frozen", "final", "handover")
 RECEIVER_POINTS = ("receiving", "staged", "committed", "started")
+CONVERT_POINTS = ("convert-built", "convert-swapped")
 
 
 def point(paths: Paths, name: str) -> None:
