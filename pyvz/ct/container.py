@@ -230,6 +230,7 @@ class Container:
         area = self.require_exists()
         if self.is_running():
             raise VzError(ExitCode.RUNNING, f"CT {self.ctid} is already running")
+        area = self._own_id_range(area)
         cfg = self.config
         handing_over = self.paths.conf_dir / f"{self.ctid}.migrating"
         if handing_over.exists():
@@ -269,6 +270,24 @@ class Container:
         log.info("Container start in progress...")
         if wait:
             self.wait_booted(distro)
+
+    def _own_id_range(self, area: Area) -> Area:
+        """A CT adopted from OpenVZ has no LOCAL_UID of its own, so every such CT would run
+        in vz.conf's one range: at its first start it gets a range of its own (its files are
+        uid 0 on disk, idmapped at start, so this costs no chown)."""
+        conf = self.conf_file()
+        if conf.get(LOCAL_UID.key or "") or area.idmap.privileged or self.driver().layout is Layout.DIR:
+            return area
+        from pyvz.ct.create import taken_uids
+
+        idmap = self.host.allocate_ids(taken_uids(self.host))
+        conf.set(LOCAL_UID.key or "", str(idmap.uid))
+        conf.set(LOCAL_GID.key or "", str(idmap.gid))
+        conf.write()
+        self.reload()
+        last = idmap.uid + idmap.size - 1
+        log.info(f"CT {self.ctid} runs in an id range of its own from now on: {idmap.uid}-{last}")
+        return area._replace(idmap=idmap)
 
     def return_to_netns(self) -> None:
         """Started again after our stop(): back into the network namespace it ran in."""
