@@ -136,6 +136,7 @@ def _dm_view(disk: Disk, fs: Filesystem, work: Path, undo: Undo) -> Iterator[str
 def _fuse_view(disk: Disk, fs: Filesystem, work: Path, undo: Undo) -> Iterator[str]:
     directory = work / "disk"
     directory.mkdir()
+    undo.append(["rmdir", str(directory)])
     with ExitStack() as stack:
         stack.callback(directory.rmdir)
         file = stack.enter_context(fusefile.served(directory, disk.size, disk.read))
