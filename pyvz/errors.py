@@ -56,12 +56,17 @@ class ExitCode(IntEnum):
     INVALID_CONFIG = 85
     SET_DEVICES = 86
     OSTEMPLATE_NOT_FOUND = 91
+    PLOOP_UNSUP = 99  # a ploop image uses a feature pyvz cannot read (encryption, volumes...)
     NETDEV_ERROR = 104
     START_DISABLED = 105
     APPLY_CONFIG_ERROR = 109
     SET_NAME_ERROR = 131
     WAIT_FAILED = 133
     CONFIG_SAVE_ERROR = 139
+    # ploop images (vzctl 4.x: VZCTL_E_*_IMAGE): a damaged image is one that cannot be mounted.
+    MOUNT_IMAGE = 152
+    UMOUNT_IMAGE = 153
+    CONVERT_IMAGE = 155
     # The snapshot commands' own failures (vzctl 4.x: VZCTL_E_*_SNAPSHOT).
     CREATE_SNAPSHOT = 156
     MERGE_SNAPSHOT = 157
