@@ -56,9 +56,12 @@ LOCAL_UID=100000
 LOCAL_GID=100000
 
 VZWDOG="no"
-IPTABLES_MODULES="ipt_REJECT ipt_tos ipt_limit ipt_multiport iptable_filter iptable_mangle ipt_TCPMSS ipt_tcpmss ipt_ttl ipt_length ip6_tables ip6table_filter ip6table_mangle ip6t_REJECT"
+IPTABLES_MODULES="{modules}"
 IPV6="yes"
-"""
+""".format(
+    modules="ipt_REJECT ipt_tos ipt_limit ipt_multiport iptable_filter iptable_mangle ipt_TCPMSS "
+    "ipt_tcpmss ipt_ttl ipt_length ip6_tables ip6table_filter ip6table_mangle ip6t_REJECT"
+)
 
 # ve-vswap-256m.conf-sample's keys and values.
 VSWAP_256M = """\
