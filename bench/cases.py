@@ -16,6 +16,7 @@ from typing import Any
 
 from bench.backup import bench_backup
 from bench.checkpoint import bench_checkpoint
+from bench.convert import bench_convert
 from bench.harness import VZCTL, VZLIST, BenchRoot, Row, alternate, log
 from bench.lxcfs import bench_lxcfs_free, bench_lxcfs_start
 from bench.migrate import bench_migrate
@@ -451,4 +452,5 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "migrate": bench_migrate,  # on three test hosts of their own (tests/testhosts.py)
     "lxcfs-start": bench_lxcfs_start,
     "lxcfs-free": bench_lxcfs_free,
+    "convert": bench_convert,
 }
