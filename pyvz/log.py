@@ -29,7 +29,12 @@ class Log:
         prefix = _PREFIX.get(level, "")
         if level >= WARNING:
             print(prefix + message, file=sys.stderr, flush=True)
-        elif not self.quiet and (level >= INFO or self.verbose):
+        elif level < INFO:
+            # --verbose's extra lines go to stderr: what a command prints on stdout (status,
+            # exec's output) stays what scripts parse, verbose or not.
+            if self.verbose and not self.quiet:
+                print(message, file=sys.stderr, flush=True)
+        elif not self.quiet:
             print(message, flush=True)
         if self.file is not None:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
