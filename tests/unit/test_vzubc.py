@@ -72,7 +72,7 @@ def test_one_run(root: Path, capsys: pytest.CaptureFixture[str], name: str, args
         ("relative", ["-r"]),
         ("incremental", ["-i"]),
         ("relative-incremental-quiet", ["-r", "-i", "-q"]),
-        ("relative-new-failures", ["-r", "-q", "-qh", "2", "-qm", "2"]),  # the man page's example
+        ("relative-new-failures", ["-r", "-q", "-qh", "2", "-qm", "2"]),  # the man page: 2 is 2%
         ("verbose-incremental-color", ["-v", "-i", "-c", "101"]),
     ],
 )
