@@ -5,8 +5,8 @@ Options are read the way vzctl's vzubc script reads them: one at a time, in orde
 dash (`-qh`, `-rd`), no option prefixes, every error exit 1 with the usage text on stdout.
 The counters are the /proc/user_beancounters text: a file (`-f FILE`, `-` for stdin), or,
 since mainline has no such file, the one pyvz makes from its own counters of the running CTs
-(`--proc` prints it). What a counter this kernel does not count shows is 0, so vzubc prints
-'-' for it, as the script does for a zero.
+(`--proc` prints it). A counter this kernel does not keep is 0 in that text, so vzubc prints
+'-' for it, as the script does for any zero. docs/resources.md#vzubc has the details.
 """
 
 from __future__ import annotations
