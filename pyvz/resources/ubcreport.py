@@ -6,7 +6,11 @@ unlimited 9223372036854775807 and anything that rounds to it are the same), a pe
 is picked between two formats by comparing its text with "10" as strings (so 1.5% prints
 "2%", 5.7% prints "5%"), and the values remembered for -r/-i live in one variable each that
 keeps the last value read (a beancounter with no saved file is compared with the previous
-one's). The files in the store directory (ubc.BCID.NAME.failcnt / .held, one number each)
+one's), and a field that is missing or not a number is text, compared as text (a missing
+barrier is awk's division by zero: exit 2, right there). gawk is the reference, as on the
+RHEL-family hosts OpenVZ ran on. Each store file is read once per run: awk keeps reading an
+open file, which only matters for a name listed twice for one CT (no kernel does that).
+The files in the store directory (ubc.BCID.NAME.failcnt / .held, one number each)
 are the script's, so a store written by OpenVZ's vzubc reads here and the other way round.
 """
 
@@ -44,37 +48,63 @@ def looks_numeric(text: str) -> bool:
     return _NUMERIC.fullmatch(text) is not None
 
 
-def awk_str(value: float) -> str:
-    """A number as awk prints it in a string: integers as integers, others %.6g."""
-    if math.isfinite(value) and value == int(value):
-        return str(int(value))
-    return f"{value:.6g}"
+# A value as awk holds it: a number, or text that does not look like one (a missing field
+# is ""), which awk compares as text and reads as its numeric prefix in arithmetic.
+Value = float | str
 
 
-def _unset_or_unlimited(value: float) -> bool:
-    return value in (_LONG_MAX, _INT_MAX)
+def value(text: str) -> Value:
+    return number(text) if looks_numeric(text) else text
 
 
-def human(resource: str, value: float) -> str:
+def num(item: Value | None) -> float:
+    return item if isinstance(item, float) else number(item)
+
+
+def awk_str(item: Value) -> str:
+    """A value as awk turns it into text: integers as integers, other numbers %.6g."""
+    if isinstance(item, str):
+        return item
+    if math.isfinite(item) and item == int(item):
+        return str(int(item))
+    return f"{item:.6g}"
+
+
+def compare(a: Value, b: Value) -> int:
+    """awk's comparison: numbers as numbers, anything with text in it as text."""
+    if isinstance(a, float) and isinstance(b, float):
+        return (a > b) - (a < b)
+    left, right = awk_str(a), awk_str(b)
+    return (left > right) - (left < right)
+
+
+def _unset_or_unlimited(item: Value) -> bool:
+    return compare(item, _LONG_MAX) == 0 or compare(item, _INT_MAX) == 0
+
+
+def human(resource: str, item: Value) -> str:
     """A value in vzubc's short form: pages in bytes, then K, M, G...; 0 and unlimited '- '."""
-    if value == 0 or _unset_or_unlimited(value):
+    if compare(item, 0.0) == 0 or _unset_or_unlimited(item):
         return "- "
-    if not math.isfinite(value):
-        return awk_str(value)  # awk would divide an overflowed value by 1024 forever
+    if not math.isfinite(num(item)):
+        return awk_str(num(item))  # awk would divide an overflowed value by 1024 forever
     unit = 0
     if resource.endswith("pages"):
-        value, unit = value * 4, 1  # a page is 4 KiB
-    while value >= 1024:
-        value, unit = value / 1024, unit + 1
+        item, unit = num(item) * 4, 1  # a page is 4 KiB
+    while compare(item, 1024.0) >= 0:
+        item, unit = num(item) / 1024, unit + 1
     suffix = " KMGTPEZY"[unit] if unit < 9 else ""
-    return (f"{value:.3g}" if value < 100 else f"{int(value)}") + suffix
+    shown = num(item)
+    return (f"{shown:.3g}" if compare(item, 100.0) < 0 else f"{int(shown)}") + suffix
 
 
-def ratio(part: float, whole: float) -> str:
-    """part/whole in percent, as vzubc prints it ('- ' when it is zero or has no bound)."""
-    if whole == 0 or _unset_or_unlimited(whole):
+def ratio(part: Value, whole: Value) -> str:
+    """part/whole in percent, as vzubc prints it ('- ' when it is zero or has no bound).
+
+    ZeroDivisionError: `whole` is text (a missing field), which awk divides by as 0."""
+    if compare(whole, 0.0) == 0 or _unset_or_unlimited(whole):
         return "- "
-    text = f"{part / whole * 100:.1f}"
+    text = f"{num(part) / num(whole) * 100:.1f}"
     if not math.isfinite(float(text)):
         return f"{text}%"
     # The script compares this text with 10 as strings, so only 0.x and 1.x take one
@@ -104,35 +134,26 @@ class Result:
 
 
 class _Exit(Exception):
+    """The awk program's `exit`: its END block still runs."""
+
     def __init__(self, code: int) -> None:
         self.code = code
 
 
-def _threshold(text: str) -> float | str:
-    return number(text) if looks_numeric(text) else text
-
-
-def _greater(a: float | str, b: float | str) -> bool:
-    """awk's `a > b`: numbers compare as numbers, anything with a string as text."""
-    if isinstance(a, float) and isinstance(b, float):
-        return a > b
-    return (awk_str(a) if isinstance(a, float) else a) > (awk_str(b) if isinstance(b, float) else b)
-
-
-def _as_number(value: float | str) -> float:
-    return value if isinstance(value, float) else number(value)
+class _Fatal(Exception):
+    """What makes awk itself stop at once (no END block), exit 2."""
 
 
 def _thresholds(options: Options) -> tuple[float, float]:
-    held, maxheld = _threshold(options.held_ratio), _threshold(options.maxheld_ratio)
+    held, maxheld = value(options.held_ratio), value(options.maxheld_ratio)
     # A ratio over 1 is a percentage (-qh 80 is -qh 0.8).
-    if _greater(held, 1.0):
-        held = _as_number(held) / 100
-    if _greater(maxheld, 1.0):
-        maxheld = _as_number(maxheld) / 100
-    if _greater(held, maxheld):
+    if compare(held, 1.0) > 0:
+        held = num(held) / 100
+    if compare(maxheld, 1.0) > 0:
+        maxheld = num(maxheld) / 100
+    if compare(held, maxheld) > 0:
         held = maxheld  # held past the maxheld threshold would hide nothing more
-    return _as_number(held), _as_number(maxheld)
+    return num(held), num(maxheld)
 
 
 class _Report:
@@ -201,15 +222,18 @@ class _Report:
             self._row()
 
     def _getline(self, path: str) -> str | None:
-        """The next line of `path` (awk keeps a file open once read), None at its end."""
+        """The next line of `path`, None at its end or if it cannot be read. Once opened, awk
+        keeps reading the same stream (a value saved later in the run is not seen); an open
+        that failed is tried again next time."""
         if path not in self._readers:
             try:
                 with open(path) as handle:
-                    self._readers[path] = handle.read().split("\n")[::-1]
+                    lines = handle.read().split("\n")
             except OSError:
-                self._readers[path] = []
-            if self._readers[path][:1] == [""]:
-                self._readers[path].pop(0)  # the final newline ends a line, it starts none
+                return None
+            if lines[-1] == "":
+                lines.pop()  # the final newline ends a line, it starts none
+            self._readers[path] = lines[::-1]
         lines = self._readers[path]
         return lines.pop() if lines else None
 
@@ -223,8 +247,8 @@ class _Report:
     def _row(self) -> None:
         o, name = self.o, self.name
         held_text, maxheld_text, barrier_text, limit_text, failcnt_text = self.values
-        held, maxheld = number(held_text), number(maxheld_text)
-        barrier, limit, failcnt = number(barrier_text), number(limit_text), number(failcnt_text)
+        held, maxheld, barrier, limit = (value(t) for t in self.values[:4])
+        failcnt: Value = value(failcnt_text)
         assert self.bcid is not None
         if self.bcid < 0 and (o.relative or o.incremental):
             self.err.append("Error: can not use relative/incremental modes: BCID is unknown\n")
@@ -232,12 +256,12 @@ class _Report:
         new_failcnt = failcnt
         store = f"{o.store}/ubc.{awk_str(self.bcid)}.{name}"
         failcnt_file = store + ".failcnt"
-        if o.relative and failcnt > 0:
+        if o.relative and compare(failcnt, 0.0) > 0:
             line = self._getline(failcnt_file)
             self.old_failcnt = line if line is not None else self.old_failcnt
-            if number(self.old_failcnt) > 0:
-                failcnt -= number(self.old_failcnt)
-            if failcnt < 0:
+            if self.old_failcnt is not None and compare(value(self.old_failcnt), 0.0) > 0:
+                failcnt = num(failcnt) - num(value(self.old_failcnt))
+            if compare(failcnt, 0.0) < 0:
                 failcnt = new_failcnt  # the counter started again (the CT restarted)
         save_held, change, held_delta = False, 0.0, ""
         if o.incremental:
@@ -246,8 +270,8 @@ class _Report:
             line = self._getline(held_file)
             self.old_held = line if line is not None else self.old_held
             old = self.old_held
-            if old is None or (number(old) >= 0 if looks_numeric(old) else old >= "0"):
-                change = held - number(old)
+            if old is None or compare(value(old), 0.0) >= 0:  # never read: 0
+                change = num(held) - (0.0 if old is None else num(value(old)))
                 sign = "-" if change < 0 else "+"
                 change = abs(change)
                 if change:
@@ -267,26 +291,34 @@ class _Report:
         normal = C_NORMAL if o.color else ""
         if o.color:
             self.out.append((C_NORMAL, C_WARNING, C_ERROR)[importance])
+        try:
+            held_cells = (
+                f"{human(name, held):>5}{held_delta} {ratio(held, barrier):>5} {ratio(held, limit):>5}"
+            )
+            maxheld_cells = (
+                f"{human(name, maxheld):>5} {ratio(maxheld, barrier):>5} {ratio(maxheld, limit):>5}"
+            )
+        except ZeroDivisionError:
+            raise _Fatal(f"{name}: a barrier or limit is missing or not a number") from None
+        bounds = f"{human(name, barrier):>5}|{human(name, limit):>5}"
         self.out.append(
-            f"{name:>13}|{human(name, held):>5}{held_delta} {ratio(held, barrier):>5} {ratio(held, limit):>5}"
-            f"|{human(name, maxheld):>5} {ratio(maxheld, barrier):>5} {ratio(maxheld, limit):>5}"
-            f"|{human(name, barrier):>5}|{human(name, limit):>5}| {human('', failcnt):>5}\n{normal}"
+            f"{name:>13}|{held_cells}|{maxheld_cells}|{bounds}| {human('', failcnt):>5}\n{normal}"
         )
-        if o.relative and new_failcnt > 0:
+        if o.relative and compare(new_failcnt, 0.0) > 0:
             self._save(failcnt_file, failcnt_text)
         if save_held:
             self._save(held_file, held_text)
         self.name = ""
 
-    def _importance(self, held: float, maxheld: float, barrier: float, limit: float, failcnt: float) -> int:
+    def _importance(self, held: Value, maxheld: Value, barrier: Value, limit: Value, failcnt: Value) -> int:
         """2: a failure or over the barrier; 1: past the -qh/-qm thresholds; 0: neither."""
-        if failcnt > 0:
+        if compare(failcnt, 0.0) > 0:
             return 2
-        if barrier == 0:
+        if compare(barrier, 0.0) == 0:
             barrier = limit
-        if held > barrier:
+        if compare(held, barrier) > 0:
             return 2
-        if held > barrier * self.qheld or maxheld > barrier * self.qmaxheld:
+        if compare(held, num(barrier) * self.qheld) > 0 or compare(maxheld, num(barrier) * self.qmaxheld) > 0:
             return 1
         return 0
 
@@ -302,11 +334,16 @@ def report(text: str, options: Options) -> Result:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
+    number_of = 0
     try:
         for line in lines:
+            number_of += 1
             state.line(line)
     except _Exit as stop:
         code = stop.code
+    except _Fatal as fatal:  # awk stops where it is: no END block
+        state.err.append(f"vzubc: input line {number_of}: {fatal}\n")
+        return Result("".join(state.out), "".join(state.err), 2)
     state.end()  # awk runs its END block after an exit too
     return Result("".join(state.out), "".join(state.err), code)
 

@@ -258,6 +258,22 @@ def test_relative_needs_a_bcid(root: Path, tmp_path: Path, capsys: pytest.Captur
     assert err == "Error: can not use relative/incremental modes: BCID is unknown\n"
 
 
+def test_short_lines_as_awk_reads_them(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A missing field is text to awk, not 0: a missing failcnt prints "0 " (not "- "), and a
+    # missing barrier is a division by zero, which stops awk at once (exit 2, no last rule).
+    source = tmp_path / "ubc"
+    source.write_text("Version: 2.5\n 101: numproc 5 6 7 8 9\n numfile 1 2 3 4\n numpty 1 2 3\n")
+    code, out, err = vzubc_run(capsys, "-v", "-f", str(source))
+    assert code == 2
+    assert out.splitlines()[3:] == [
+        row("numproc", "5 ", "71%", "62%", "6 ", "85%", "75%", "7 ", "8 ", "9 "),
+        row("numfile", "1 ", "33%", "25%", "2 ", "66%", "50%", "3 ", "4 ", "0 "),
+    ]
+    assert err == "vzubc: input line 4: numpty: a barrier or limit is missing or not a number\n"
+
+
 def test_stdin(root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
