@@ -1,221 +1,272 @@
-"""vzubc: the beancounters of running CTs, read from the host.
+"""vzubc: user beancounters in vzubc 4.11's layout, with its options, messages and exit codes.
 
-The human view has vzubc's columns (held and maxheld with how close they are to the barrier
-and the limit, barrier, limit, failcnt); `--proc` prints the /proc/user_beancounters text
-that monitoring scripts parse. Beancounters whose limit this kernel does not enforce are
-marked, never shown as if they were.
+Options are read the way vzctl's vzubc script reads them: one at a time, in order (so
+`-rd DIR -rc` clears DIR and `-rc -rd DIR` the default store), several letters after one
+dash (`-qh`, `-rd`), no option prefixes, every error exit 1 with the usage text on stdout.
+The counters are the /proc/user_beancounters text: a file (`-f FILE`, `-` for stdin), or,
+since mainline has no such file, the one pyvz makes from its own counters of the running CTs
+(`--proc` prints it). A counter this kernel does not keep is 0 in that text, so vzubc prints
+'-' for it, as the script does for any zero. docs/resources.md#vzubc has the details.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 from pyvz.cli.common import exit_now, run_tool
-from pyvz.cli.parser import ArgumentParser
-from pyvz.errors import ExitCode, VzError
-from pyvz.resources.beancounters import IN_PAGES, Beancounter, remember
-from pyvz.units import UNLIMITED
+from pyvz.paths import Paths
+from pyvz.resources.ubcreport import Options, clear, report
 
-RULE = "-" * 66
-HEADER = "             | HELD Bar% Lim%| MAXH Bar% Lim%| BAR | LIM | FAIL"
-RED, YELLOW, RESET = "\033[31m", "\033[33m", "\033[0m"
+USAGE = """\
+Usage: vzubc [option ...] [<ctid> ...]
 
+ -w, --watch:
+     Redisplay the output under watch(1) until Ctrl-C.
+     -wd: highlight what changed between two displays
+     -wt: leave out watch's title
+     -wn <time>: seconds between two displays
+ -q, --quiet:
+     Only beancounters that failed or come close to their limits.
+     -qh <ratio>: held/barrier ratio that counts as close (default: 0.5)
+     -qm <ratio>: maxheld/barrier ratio that counts as close (default: 0.8)
+ -v, --verbose:
+     Unlimited beancounters too.
+ -r, --relative:
+     Fail counters as the change since the previous -r run.
+     -rc: forget the fail counters saved for -r
+     -rd <dir>: where -r and -i keep their data (default: {store})
+ -i, --incremental:
+     An extra column with the change of held since the previous -i run;
+     with -q, beancounters whose held changed are shown too.
+     -ic: forget the held values saved for -i
+     -id <dir>: the same as -rd
+ -c, --color:
+     Highlight lines (the --quiet thresholds, and failures); not with --watch.
+ -f, --file <file>:
+     Read the counters from a file in /proc/user_beancounters format
+     (- for stdin); by default, the counters of the running CTs.
+     --proc: print that text instead of the table (pyvz's own)
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="vzubc", description="Show user beancounters of running CTs.", add_help=False
-    )
-    parser.add_argument("--help", action="help", help="show this help")
-    parser.add_argument("-v", "--verbose", action="store_true", help="also show unlimited beancounters")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only show beancounters near their limits")
-    parser.add_argument(
-        "-qh", "--quiet-held", dest="quiet_held", action="store_true", help="-q, judging held only"
-    )
-    parser.add_argument(
-        "-qm", "--quiet-maxheld", dest="quiet_maxheld", action="store_true", help="-q, judging maxheld only"
-    )
-    parser.add_argument(
-        "-qp",
-        "--quiet-percent",
-        dest="percent",
-        type=int,
-        default=90,
-        metavar="PCT",
-        help="-q threshold (90)",
-    )
-    parser.add_argument("-r", "--relative", action="store_true", help="failcnt since the previous -r/-i run")
-    parser.add_argument("-i", "--incremental", action="store_true", help="add held and failcnt deltas")
-    parser.add_argument(
-        "-c", "--color", action="store_true", help="highlight failures and values near limits"
-    )
-    parser.add_argument("-w", "--watch", action="store_true", help="redisplay every 2 s (watch(1))")
-    parser.add_argument("-wd", dest="watch_diff", action="store_true", help="watch, highlighting differences")
-    parser.add_argument("-wt", dest="watch_notitle", action="store_true", help="watch, without its title")
-    parser.add_argument("-wn", dest="watch_interval", metavar="SEC", help="watch interval")
-    parser.add_argument("--proc", action="store_true", help="print the /proc/user_beancounters text")
-    parser.add_argument("ctids", nargs="*", metavar="CTID", help="CT ids or names (default: all running)")
-    return parser
+ <ctid>: the ID or name of a CT to show (may be repeated)
+"""
 
 
-def human(value: int | None, scale: int) -> str:
-    """vzubc's short form: pages in bytes, then K/M/G; zero and unlimited are '-'."""
-    if value is None:
-        return "n/a"
-    if value == 0 or value >= UNLIMITED:
-        return "-"
-    number = float(value * scale)
-    suffixes = ("", "K", "M", "G", "T", "P")
-    for index, suffix in enumerate(suffixes):
-        shown = f"{number:.1f}" if suffix and number < 9.95 else f"{number:.0f}"
-        # Round first, then decide: 1048575 bytes is 1.0M, not 1024K.
-        if float(shown) < 1024 or index == len(suffixes) - 1:
-            return f"{int(number)}" if not suffix else f"{shown}{suffix}"
-        number /= 1024
-    return str(value)
+@dataclass
+class Parsed:
+    options: Options
+    file: str | None = None
+    watch: bool = False
+    watch_args: list[str] = field(default_factory=list)
+    thresholds: bool = False
+    proc: bool = False
+    words: list[str] = field(default_factory=list)
 
 
-def percent(value: int | None, bound: int) -> str:
-    if value is None or not value or bound >= UNLIMITED or bound == 0:
-        return "-"
-    return f"{value * 100 // bound}%"
+class UsageExit(Exception):
+    """A message for stderr (none for --help), then the usage on stdout, then `code`."""
+
+    def __init__(self, message: str | None, code: int) -> None:
+        self.message, self.code = message, code
 
 
-def _watch(argv: list[str], ns: object) -> int:
-    """Run ourselves under watch(1), without the -w options."""
-    import shutil
-
-    watch = shutil.which("watch")
-    if watch is None:
-        raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, "-w needs watch(1) (Debian package procps)")
-    rest, words, interval = [], iter(argv), getattr(ns, "watch_interval", None)
-    for word in words:
-        if word == "-wn":
-            next(words, None)
-        elif word not in ("-w", "--watch", "-wd", "-wt"):
-            rest.append(word)
-    command = ["watch"]
-    if getattr(ns, "watch_diff", False):
-        command.append("-d")
-    if getattr(ns, "watch_notitle", False):
-        command.append("-t")
-    if interval:
-        command += ["-n", interval]
-    command += ["--", sys.argv[0] if os.path.isabs(sys.argv[0]) else "vzubc", *rest]
-    sys.stdout.flush()
-    os.execv(watch, command)
-    return 0  # not reached
+def _value(argv: list[str], index: int) -> str:
+    # The script tests its unquoted $2, so a value of only blanks is no value either.
+    value = argv[index + 1] if index + 1 < len(argv) else ""
+    if not value.strip(" \t\n"):
+        raise UsageExit(f"Error: option {argv[index]} requires an argument", 1)
+    return value
 
 
-def dispatch(argv: list[str]) -> int:
-    ns = build_parser().parse_args(argv)
-    if ns.watch or ns.watch_diff or ns.watch_notitle or ns.watch_interval:
-        return _watch(argv, ns)
-    if not 0 < ns.percent <= 100:
-        raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"invalid -qp value {ns.percent} (1..100)")
+_FLAGS = {
+    "-q": "quiet",
+    "--quiet": "quiet",
+    "-v": "verbose",
+    "--verbose": "verbose",
+    "-r": "relative",
+    "--relative": "relative",
+    "-i": "incremental",
+    "--incremental": "incremental",
+    "-c": "color",
+    "--color": "color",
+}
+
+
+def parse(argv: list[str], store: Path) -> Parsed:
+    """The command line, word by word; -rc and -ic take effect as they are read."""
+    parsed = Parsed(Options(store=store))
+    index = 0
+    while index < len(argv):
+        word, o = argv[index], parsed.options
+        if word in _FLAGS:
+            flag: dict[str, Any] = {_FLAGS[word]: True}
+            parsed.options = replace(o, **flag)
+        elif word == "-W":  # the run under watch: do not start watch again
+            parsed.watch = False
+        elif word in ("-w", "--watch"):
+            parsed.watch = True
+        elif word in ("-wd", "-wt"):
+            parsed.watch = True
+            parsed.watch_args.append("-d" if word == "-wd" else "-t")
+        elif word == "-wn":
+            parsed.watch = True
+            parsed.watch_args += ["-n", _value(argv, index)]
+            index += 1
+        elif word in ("-qh", "-qm"):
+            value = _value(argv, index)
+            ratio: dict[str, Any] = {"held_ratio" if word == "-qh" else "maxheld_ratio": value}
+            parsed.options, parsed.thresholds = replace(o, **ratio), True
+            index += 1
+        elif word in ("-rc", "-ic"):
+            for problem in clear(o.store, "failcnt" if word == "-rc" else "held"):
+                print(f"vzubc: {problem}", file=sys.stderr)
+        elif word in ("-rd", "-id"):
+            parsed.options = replace(o, store=Path(_value(argv, index)))
+            index += 1
+        elif word in ("-h", "--help"):
+            raise UsageExit(None, 0)
+        elif word in ("-f", "--file"):
+            parsed.file = _value(argv, index)
+            index += 1
+        elif word == "--proc":
+            parsed.proc = True
+        elif word.startswith("-"):
+            raise UsageExit(f"Unrecognized option: {word}", 1)
+        else:
+            parsed.words.append(word)
+        index += 1
+    return parsed
+
+
+def check(parsed: Parsed) -> None:
+    """The script's checks between its options, in its order."""
+    o = parsed.options
+    if parsed.watch and o.color:
+        raise UsageExit("Error: can't use --watch and --color together", 1)
+    if parsed.thresholds and not o.color and not o.quiet:
+        raise UsageExit("Error: -qh and -qm only make sense with --quiet or --color", 1)
+    if o.quiet and o.verbose:
+        raise UsageExit("Error: options --quiet and --verbose can't be used together", 1)
+
+
+def resolve(paths: Paths, words: list[str]) -> tuple[str, ...]:
+    """CT names and IDs to CTIDs; what matches no CT is kept as written (and matches none)."""
     from pyvz.config import resolve_ctid
+    from pyvz.errors import VzError
+
+    resolved = []
+    for word in words:
+        try:
+            resolved.append(str(resolve_ctid(paths, word)))
+        except VzError:
+            resolved.append(word)
+    return tuple(" ".join(resolved).split())  # the script passes them through `echo`
+
+
+def prepare_store(store: Path, default: Path) -> str | None:
+    """-r/-i need the store directory, writable; a problem as one line, or None."""
+    try:
+        if not store.is_dir():
+            # Only the default's parents are made (a throwaway PYVZ_ROOT may have no tmp/).
+            if store == default:
+                store.parent.mkdir(parents=True, exist_ok=True)
+            store.mkdir(mode=0o700)
+        probe = store / "ubc.test"
+        probe.touch(mode=0o600)
+        probe.unlink()
+    except OSError as err:
+        return f"vzubc: cannot use {store} for saved values: {err.strerror}"
+    return None
+
+
+def pyvz_counters(paths: Paths, ctids: tuple[str, ...]) -> str:
+    """The /proc/user_beancounters text of the running CTs (of `ctids`, if any)."""
     from pyvz.host import Host
     from pyvz.listing import records
     from pyvz.log import log
+    from pyvz.params import UBC_PARAMS
+    from pyvz.resources.beancounters import proc_text
+    from pyvz.resources.policy import not_enforced, warning
 
-    host = Host()
-    wanted = None
-    if ns.ctids:
-        wanted = []
-        for text in ns.ctids:
-            try:
-                wanted.append(resolve_ctid(host.paths, text))
-            except VzError as err:
-                log.warning(f"{err.message}; skipped")  # vzubc ignores unknown CTs
-    chosen = records(host, wanted)
-    for record in chosen if wanted else ():
-        if record.config is None:
-            log.warning(f"CT {record.ctid} does not exist; skipped")
-        elif not record.running:
-            log.warning(f"CT {record.ctid} is not running: it has no beancounters")
-    running = [r for r in chosen if r.running and r.beancounters is not None]
-    if ns.proc:
-        print(proc_text([(r.ctid, r.beancounters or []) for r in running]), end="")
-        return 0
-    enforced = host.runtime.cgroups.enforces
-    quiet = ns.quiet or ns.quiet_held or ns.quiet_maxheld
-    marked = False
+    host = Host(paths)
+    wanted = [int(word) for word in ctids if word.isascii() and word.isdigit()] if ctids else None
+    running = [r for r in records(host, wanted) if r.running and r.beancounters is not None]
+    keys = [param.key for param in UBC_PARAMS if param.key]
     for record in running:
-        counters = record.beancounters or []
-        previous = remember(record.state_file, counters) if ns.relative or ns.incremental else {}
-        lines = []
-        for counter in counters:
-            unlimited = counter.barrier >= UNLIMITED and counter.limit >= UNLIMITED
-            if unlimited and not ns.verbose and not (counter.failcnt or 0):
-                continue
-            scale = 4096 if counter.name in IN_PAGES else 1
-            was_held, was_fail = previous.get(counter.name, [0, 0]) if previous else [0, 0]
-            failcnt = counter.failcnt
-            if ns.relative and failcnt is not None:
-                failcnt = failcnt - was_fail if counter.name in previous else failcnt
-            near = _near(counter.held, counter.maxheld, counter.barrier, counter.limit, ns)
-            if quiet and not near and not failcnt:
-                continue
-            not_enforced = not unlimited and counter.name not in enforced
-            marked |= not_enforced
-            held, maxheld, barrier, limit = counter.held, counter.maxheld, counter.barrier, counter.limit
-            line = (
-                f"{counter.name:>13}|"
-                f"{human(held, scale):>5} {percent(held, barrier):>4} {percent(held, limit):>4}|"
-                f"{human(maxheld, scale):>5} {percent(maxheld, barrier):>4} {percent(maxheld, limit):>4}|"
-                f"{human(barrier, scale):>5}|{human(limit, scale):>5}|"
-                f"{human(failcnt, 1) if failcnt is not None else 'n/a':>6}"
-            )
-            if ns.incremental and counter.held is not None:
-                line += f" {_delta(counter.held - was_held, scale):>7}"
-            if not_enforced:
-                line += " *"
-            if ns.color and (failcnt or near):
-                line = f"{RED if failcnt else YELLOW}{line}{RESET}"
-            lines.append(line)
-        if quiet and not lines:
-            continue
-        print(RULE)
-        print(f"CT {record.ctid:<10}" + HEADER[13:] + ("   dHELD" if ns.incremental else ""))
-        print("-------------+---------------+---------------+-----+-----+------")
-        for line in lines:
-            print(line)
-        print(RULE)
-    if marked:
-        print("* saved, but not enforced on this kernel (see vzcfgvalidate)")
-    return 0
+        if record.config is not None:
+            names = not_enforced(record.config, keys, host.runtime.cgroups.enforces)
+            if names:
+                log.warning(f"CT {record.ctid}: {warning(names)}")
+    return proc_text([(r.ctid, r.beancounters or []) for r in running])
 
 
-def _near(held: int | None, maxheld: int | None, barrier: int, limit: int, ns: object) -> bool:
-    values = []
-    if not getattr(ns, "quiet_maxheld", False):
-        values.append(held)
-    if not getattr(ns, "quiet_held", False):
-        values.append(maxheld)
-    threshold = getattr(ns, "percent", 90)
-    for value in values:
-        for bound in (barrier, limit):
-            if value and bound < UNLIMITED and value * 100 >= bound * threshold:
-                return True
-    return False
+def _watch(parsed: Parsed, argv: list[str]) -> int:
+    watch = shutil.which("watch")
+    if watch is None:
+        print("vzubc: -w needs watch(1), which is not installed (Debian package procps)", file=sys.stderr)
+        return 1
+    me = sys.argv[0]
+    myself = (
+        [me]
+        if os.path.basename(me) == "vzubc" and os.access(me, os.X_OK)
+        else [sys.executable, "-m", __name__]
+    )
+    if __name__ == "__main__":
+        myself = [sys.executable, "-m", "pyvz.cli.vzubc"]
+    # watch runs its command through sh -c; -W stops the inner run from starting watch again.
+    command = shlex.join([*myself, *argv, "-W"])
+    sys.stdout.flush()
+    os.execv(watch, ["watch", *parsed.watch_args, "--", command])
+    return 1  # not reached
 
 
-def _delta(change: int, scale: int) -> str:
-    if change == 0:
-        return "0"
-    return ("+" if change > 0 else "-") + human(abs(change), scale)
+def _read(name: str) -> str:
+    if name == "-":
+        return sys.stdin.read()
+    with open(name, encoding="utf-8", errors="replace") as handle:
+        return handle.read()
 
 
-def proc_text(cts: list[tuple[int, list[Beancounter]]]) -> str:
-    """The exact /proc/user_beancounters layout (Version 2.5), unknown values as 0."""
-    columns = ("held", "maxheld", "barrier", "limit", "failcnt")
-    lines = ["Version: 2.5", f"{'uid':>10}  {'resource':<12} " + " ".join(f"{c:>20}" for c in columns)]
-    for ctid, counters in cts:
-        for index, counter in enumerate(counters):
-            uid = f"{ctid:>10}:" if index == 0 else " " * 11
-            values = (counter.held, counter.maxheld, counter.barrier, counter.limit, counter.failcnt)
-            lines.append(f"{uid} {counter.name:<12} " + " ".join(f"{v or 0:>20}" for v in values))
-    return "\n".join(lines) + "\n"
+def dispatch(argv: list[str]) -> int:
+    paths = Paths.from_env()
+    default_store = paths.host("/tmp/vzubc.store")
+    try:
+        parsed = parse(argv, default_store)
+        check(parsed)
+    except UsageExit as stop:
+        if stop.message:
+            print(stop.message, file=sys.stderr)
+        print(USAGE.format(store=default_store), end="")
+        return stop.code
+    options = replace(parsed.options, ctids=resolve(paths, parsed.words))
+    text = None
+    if parsed.file is not None and parsed.file != "-":
+        try:
+            text = _read(parsed.file)
+        except OSError as err:
+            print(f"vzubc: cannot read {parsed.file}: {err.strerror}", file=sys.stderr)
+            return 1
+    if options.relative or options.incremental:
+        problem = prepare_store(options.store, default_store)
+        if problem:
+            print(problem, file=sys.stderr)
+            return 1
+    if parsed.watch:
+        return _watch(parsed, argv)
+    if text is None:
+        text = _read("-") if parsed.file == "-" else pyvz_counters(paths, options.ctids)
+    if parsed.proc:
+        print(text, end="")
+        return 0
+    result = report(text, options)
+    sys.stdout.write(result.out)
+    sys.stderr.write(result.err)
+    return result.code
 
 
 def main() -> None:

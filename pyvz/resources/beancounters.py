@@ -113,24 +113,23 @@ def _lock_pid(line: str) -> int:
 
 
 class State:
-    """maxheld where the kernel keeps none, and the last values a relative vzubc saw."""
+    """maxheld where the kernel keeps none, per cgroup identity."""
 
-    def __init__(self, path: Path, identity: int | None) -> None:
-        """`identity`: the cgroup's inode now (None: whatever the file says)."""
+    def __init__(self, path: Path, identity: int) -> None:
+        """`identity`: the cgroup's inode now."""
         self.path = path
         data: dict[str, Any] = {}
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             pass
-        self.identity = data.get("identity") if identity is None else identity
+        self.identity = identity
         fresh = data.get("identity") != self.identity  # the CT restarted: its counters did too
         self.maxheld: dict[str, int] = {} if fresh else dict(data.get("maxheld", {}))
-        self.seen: dict[str, list[int]] = {} if fresh else dict(data.get("seen", {}))
         self._saved = None if fresh else data
 
     def save(self) -> None:
-        data = {"identity": self.identity, "maxheld": self.maxheld, "seen": self.seen}
+        data = {"identity": self.identity, "maxheld": self.maxheld}
         if data != self._saved:
             try:
                 write_atomic(self.path, json.dumps(data), durable=False)
@@ -170,12 +169,17 @@ def read(
     return counters
 
 
-def remember(state_file: Path, counters: list[Beancounter]) -> dict[str, list[int]]:
-    """Store this run's held/failcnt for the next relative run; return the previous ones."""
-    state = State(state_file, None)  # read() has just written it, with the cgroup's identity
-    if state.identity is None:
-        return {}  # the CT is not running (or its state is unreadable): nothing to compare with
-    previous = state.seen
-    state.seen = {c.name: [c.held or 0, c.failcnt or 0] for c in counters}
-    state.save()
-    return previous
+def proc_text(cts: list[tuple[int, list[Beancounter]]]) -> str:
+    """The /proc/user_beancounters text (Version 2.5) of these CTs; unknown values are 0.
+
+    Mainline has no such file: this is the one vzubc reads by default (and `vzubc --proc`
+    prints), in the OpenVZ kernel's layout, so scripts that parse that file parse this.
+    """
+    columns = ("held", "maxheld", "barrier", "limit", "failcnt")
+    lines = ["Version: 2.5", f"{'uid':>10}  {'resource':<12} " + " ".join(f"{c:>20}" for c in columns)]
+    for ctid, counters in cts:
+        for index, counter in enumerate(counters):
+            uid = f"{ctid:>10}:" if index == 0 else " " * 11
+            values = (counter.held, counter.maxheld, counter.barrier, counter.limit, counter.failcnt)
+            lines.append(f"{uid} {counter.name:<12} " + " ".join(f"{v or 0:>20}" for v in values))
+    return "\n".join(lines) + "\n"

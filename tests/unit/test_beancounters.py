@@ -1,5 +1,5 @@
 """Beancounters: kernel counters from fake cgroupfs trees (v1 and v2), their conversion to
-OpenVZ units, the remembered maxheld, and vzubc's formatting.
+OpenVZ units, the remembered maxheld, and the /proc/user_beancounters text.
 
 This machine runs cgroup v1, so the fake v2 tree is where the v2 code path is exercised.
 """
@@ -12,13 +12,10 @@ import os
 import socket
 from pathlib import Path
 
-import pytest
-
-from pyvz.cli.vzubc import human, percent, proc_text
 from pyvz.config import CtConfig
 from pyvz.params import PAGE
 from pyvz.resources import beancounters
-from pyvz.resources.beancounters import NAMES, Beancounter, process_usage, read, remember
+from pyvz.resources.beancounters import NAMES, Beancounter, proc_text, process_usage, read
 from pyvz.resources.cgroups import CgroupV1, CgroupV2, Usage, detect
 from pyvz.units import UNLIMITED
 
@@ -340,48 +337,6 @@ def test_unwritable_state_only_costs_the_remembered_maxheld(tmp_path: Path) -> N
     assert not state.exists()
 
 
-# ---- remember ------------------------------------------------------------------------------
-
-
-def test_remember_returns_the_previous_run(tmp_path: Path) -> None:
-    tree = make_v2(tmp_path / "cg")
-    state = tmp_path / "state.json"
-    counters = read(tree, REL, None, state)
-    assert counters is not None
-    assert remember(state, counters) == {}  # first relative run: nothing to compare with
-    previous = remember(state, counters)
-    assert previous["physpages"] == [11, 4]
-    assert previous["numproc"] == [7, 2]
-    assert previous["privvmpages"] == [0, 0]  # unknown values are stored as 0
-    assert set(previous) == set(UBC_ORDER)
-    # A plain read keeps what the relative run saw.
-    (tmp_path / "cg" / REL / "memory.events").write_text("max 9\noom_kill 1\n")
-    counters = read(tree, REL, None, state)
-    assert counters is not None
-    assert remember(state, counters)["physpages"] == [11, 4]
-    assert remember(state, counters)["physpages"] == [11, 9]
-
-
-def test_remember_forgets_across_a_restart(tmp_path: Path) -> None:
-    tree = make_v2(tmp_path / "cg")
-    top, state = tmp_path / "cg" / REL, tmp_path / "state.json"
-    counters = read(tree, REL, None, state)
-    assert counters is not None
-    remember(state, counters)
-    top.rename(tmp_path / "cg" / "old")
-    make_v2(tmp_path / "cg")
-    counters = read(tree, REL, None, state)
-    assert counters is not None
-    assert remember(state, counters) == {}
-
-
-def test_remember_without_state_file(tmp_path: Path) -> None:
-    state = tmp_path / "state.json"
-    counter = Beancounter("numproc", 1, 1, UNLIMITED, UNLIMITED, 0)
-    assert remember(state, [counter]) == {}
-    assert not state.exists()
-
-
 # ---- process_usage -------------------------------------------------------------------------
 
 
@@ -426,49 +381,7 @@ def test_lock_owner_parsing() -> None:
     assert lock_pid("garbage") == -1
 
 
-# ---- vzubc formatting ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "scale", "text"),
-    [
-        (None, 1, "n/a"),
-        (0, 4096, "-"),
-        (UNLIMITED, 1, "-"),
-        (UNLIMITED, 4096, "-"),
-        (1023, 1, "1023"),
-        (1024, 1, "1.0K"),
-        (1536, 1, "1.5K"),
-        (10240, 1, "10K"),
-        (1, 4096, "4.0K"),
-        (65536, 4096, "256M"),
-        (3 << 30, 1, "3.0G"),
-        (3 << 50, 1, "3.0P"),
-        (1 << 60, 1, "1024P"),
-    ],
-)
-def test_human(value: int | None, scale: int, text: str) -> None:
-    assert human(value, scale) == text
-
-
-def test_human_never_shows_1024_of_a_unit() -> None:
-    assert human(1048575, 1) == "1.0M"
-
-
-@pytest.mark.parametrize(
-    ("value", "bound", "text"),
-    [
-        (50, 100, "50%"),
-        (1, 3, "33%"),
-        (150, 100, "150%"),
-        (None, 100, "-"),
-        (0, 100, "-"),
-        (5, UNLIMITED, "-"),
-        (5, 0, "-"),
-    ],
-)
-def test_percent(value: int | None, bound: int, text: str) -> None:
-    assert percent(value, bound) == text
+# ---- the /proc/user_beancounters text -------------------------------------------------------
 
 
 def kernel_row(ctid: int | None, name: str, *values: int) -> str:
