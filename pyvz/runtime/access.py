@@ -270,9 +270,14 @@ def parse_capabilities(text: str) -> tuple[tuple[str, bool], ...]:
     return tuple((name, found[name]) for name in CAPABILITIES if name in found)
 
 
-def format_capabilities(value: tuple[tuple[str, bool], ...]) -> str:
+def _format_switches(value: tuple[tuple[str, bool], ...], order: Iterable[str]) -> str:
+    """NAME:on|off words, in vzctl's order of the names."""
     states = dict(value)
-    return " ".join(f"{n}:{'on' if states[n] else 'off'}" for n in CAPABILITIES if n in states)
+    return " ".join(f"{n}:{'on' if states[n] else 'off'}" for n in order if n in states)
+
+
+def format_capabilities(value: tuple[tuple[str, bool], ...]) -> str:
+    return _format_switches(value, CAPABILITIES)
 
 
 def merge_switches(
@@ -339,8 +344,7 @@ def parse_features(text: str) -> tuple[tuple[str, bool], ...]:
 
 
 def format_features(value: tuple[tuple[str, bool], ...]) -> str:
-    states = dict(value)
-    return " ".join(f"{n}:{'on' if states[n] else 'off'}" for n in FEATURES if n in states)
+    return _format_switches(value, FEATURES)
 
 
 def host_has(kernel: str) -> bool:

@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import VzRoot
+from tests.integration.test_netns_and_wait import netns  # noqa: F401 - a fixture
 from tests.integration.test_network import vzctl_in
 
 pytestmark = pytest.mark.root
@@ -79,21 +79,11 @@ def test_a_privileged_ct_is_not_given_what_escapes_it(vzroot: VzRoot) -> None:
     assert conf(vzroot, "101") == before
 
 
-@pytest.fixture
-def netns() -> object:
-    name = f"pyvz-dev-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
+def links(namespace: str) -> str:
+    return subprocess.run(["ip", "-n", namespace, "-o", "link"], capture_output=True, text=True).stdout
 
 
-def links(netns: str) -> str:
-    return subprocess.run(["ip", "-n", netns, "-o", "link"], capture_output=True, text=True).stdout
-
-
-def test_netdev_moves_a_host_interface_in_and_back(vzroot: VzRoot, netns: str) -> None:
+def test_netdev_moves_a_host_interface_in_and_back(vzroot: VzRoot, netns: str) -> None:  # noqa: F811
     # No dummy driver on every kernel: one end of a veth pair stands in for a spare NIC.
     subprocess.run(["ip", "-n", netns, "link", "add", "pyvzd0", "type", "veth", "peer", "pyvzd1"], check=True)
     vzroot.ok("create", "101", "--ostemplate", "busybox")
