@@ -155,6 +155,10 @@ def test_off_drop_and_the_exit_codes_scripts_test(vzroot: VzRoot) -> None:
     ]
     assert vzquota(vzroot, "drop", "101").code == 5
     assert vzquota(vzroot, "-q", "drop", "101").err == ""
+    saved = vzroot.root / "var/lib/vz/quota/101.json"
+    assert saved.exists()
+    vzroot.ok("destroy", "101")
+    assert not saved.exists()  # a new CT 101 starts with no limits of the old one
 
 
 def test_bad_input_is_one_line_and_the_right_code(vzroot: VzRoot) -> None:
