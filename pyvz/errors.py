@@ -45,7 +45,12 @@ class ExitCode(IntEnum):
     CANT_MOUNT = 50
     CANT_UMOUNT = 51
     CANT_DELETE_PRIVATE = 52
+    DQ_ON = 60  # vzctl quotaon failed
+    DQ_INIT = 61  # vzctl quotainit failed
     DISKQUOTA_SET = 62
+    DISKSPACE_NOT_SET = 63
+    DISKINODES_NOT_SET = 64
+    DQ_OFF = 66  # vzctl quotaoff failed
     BAD_HOSTNAME = 70
     INVALID_IP = 71  # a malformed address, prefix, MAC or bridge
     SET_IP_ERROR = 72  # the host refused a network change
@@ -99,10 +104,26 @@ class MigrateExit(IntEnum):
     LOCKED = 20
 
 
+class QuotaExit(IntEnum):
+    """vzquota's own exit codes (its include/common.h), which scripts and vzctl test for."""
+
+    SYSTEM = 1
+    USAGE = 2
+    VZCALL = 3
+    QUOTAFILE = 4
+    RUN = 5  # quota is running
+    NOTRUN = 6  # quota is not running (or, here, the layout has none)
+    LOCK = 7
+    UG_NOTRUN = 9  # stat -t: the CT's quota runs, per-user/group quota does not
+    QUOTADIRTY = 10
+    NOQUOTAFILE = 11
+    NOMOUNTPOINT = 13
+
+
 class VzError(Exception):
     """Every failure pyvz reports: a vzctl exit code and a one-line message saying what to do."""
 
-    def __init__(self, code: ExitCode | MigrateExit, message: str) -> None:
+    def __init__(self, code: ExitCode | MigrateExit | QuotaExit, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

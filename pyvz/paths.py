@@ -81,6 +81,11 @@ class Paths(NamedTuple):
     def conf_file(self, ctid: int) -> Path:
         return self.conf_dir / f"{ctid}.conf"
 
+    def quota_file(self, ctid: int) -> Path:
+        """What vzquota keeps of a CT's disk quota that the filesystem does not (soft limits,
+        inode limits, grace times, on/off); not OpenVZ's binary /var/vzquota/quota.CTID."""
+        return self.lib_vz / "quota" / f"{ctid}.json"
+
     def sample_file(self, name: str) -> Path:
         return self.conf_dir / f"ve-{name}.conf-sample"
 

@@ -93,6 +93,9 @@ COMMANDS: dict[str, Command] = {
     "snapshot-umount": Command("unmount a snapshot"),
     "clone": Command("make a new CT from a CT or from one of its snapshots"),
     "convert": Command("move a stopped CT's files into another layout (ploop images are read)"),
+    "quotaon": Command("turn the disk quota on: DISKSPACE's hard limit on the CT's btrfs qgroup"),
+    "quotaoff": Command("turn the disk quota off: no limit on the qgroup (usage is still counted)"),
+    "quotainit": Command("count the CT's disk usage afresh and save its quota limits (quota stays off)"),
     "chkpnt": Command(
         "save a running CT's memory and processes to a dump and stop it",
         (
@@ -327,6 +330,10 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
         from pyvz.ct.convert import convert, parse_target
 
         convert(host, ctid, parse_target(ns.layout))
+    elif command.startswith("quota"):
+        from pyvz.ct.quotacmd import quota_command
+
+        return quota_command(host, ctid, command)
     elif command == "set":
         from pyvz.ct.setparams import set_params
 

@@ -115,8 +115,22 @@ def access_notes(cfg: CtConfig, keys: Iterable[str]) -> list[str]:
     for param in (AVNUMPROC, CPUWEIGHT, QUOTATIME, QUOTAUGIDLIMIT):
         value = given(param)
         if value is not None and _is_set(value) and value != 0:
-            notes.append(f"{param.name}: saved, but not enforced on this kernel")
+            why = QUOTA_WHY.get(param.name, "on this kernel")
+            notes.append(f"{param.name}: saved, but not enforced {why}")
     return notes
+
+
+# Why the disk quota parameters beyond DISKSPACE's hard limit do nothing on pyvz's layouts.
+QUOTA_WHY = {
+    "quotatime": (
+        "(btrfs has one hard limit per CT, its qgroup's: no soft limit for a grace time to run on)"
+    ),
+    "quotaugidlimit": (
+        "(per-user/group quota inside a CT needs a filesystem of the CT's own with user quota, as "
+        "OpenVZ's second-level quota gave; a btrfs subvolume or a directory shares the host's "
+        "filesystem, whose user quotas count every CT's files by uid together)"
+    ),
+}
 
 
 def refuse_escapes(cfg: CtConfig) -> None:

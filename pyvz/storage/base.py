@@ -52,6 +52,13 @@ class Area(NamedTuple):
         return self.private.with_name(f".{self.private.name}.destroying")
 
 
+class QuotaCounts(NamedTuple):
+    """A CT's disk quota as its filesystem keeps it."""
+
+    used: int  # bytes counted against the quota
+    limit: int | None  # bytes; None: no limit is set
+
+
 class StorageDriver(ABC):
     layout: ClassVar[Layout]
     has_quota: ClassVar[bool]
@@ -151,6 +158,16 @@ class StorageDriver(ABC):
     def usage(self, area: Area) -> int | None:
         """Bytes counted against the disk quota; None where the layout keeps no count."""
         return None
+
+    def quota_counts(self, area: Area) -> QuotaCounts | None:
+        """The quota's count and limit, with a write a moment ago counted; None where the
+        filesystem keeps no count for the CT (no quota in the layout, or accounting is off)."""
+        return None
+
+    def recount_quota(self, area: Area, full: bool = False) -> None:
+        """Make the quota's count right (accounting turned on, stale numbers recounted; `full`:
+        recounted in any case) and wait until it is."""
+        raise NotImplementedError
 
     def is_mounted(self, area: Area) -> bool:
         return is_mountpoint(area.root)

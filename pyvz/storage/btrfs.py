@@ -15,7 +15,7 @@ from pyvz.errors import ExitCode, VzError
 from pyvz.log import log
 from pyvz.params import Layout
 from pyvz.run import run
-from pyvz.storage.base import Area, remove_path
+from pyvz.storage.base import Area, QuotaCounts, remove_path
 from pyvz.storage.bindroot import BindRootDriver
 from pyvz.units import UNLIMITED, BarrierLimit, format_size
 
@@ -141,6 +141,9 @@ def qgroup_dir(path: Path) -> Path | None:
     return None
 
 
+_LIMIT_MAX_RFER = 1  # BTRFS_QGROUP_LIMIT_MAX_RFER in a qgroup's limit_flags
+
+
 def quota_enable(path: Path) -> None:
     run(["btrfs", "quota", "enable", str(path)], error_code=ExitCode.DISKQUOTA_SET)
 
@@ -240,3 +243,29 @@ class BtrfsDriver(BindRootDriver):
                 ExitCode.DISKQUOTA_SET,
                 f"cannot set disk quota on {area.private}: {result.stderr.strip()}",
             )
+
+    def quota_counts(self, area: Area) -> QuotaCounts | None:
+        """The qgroup's referenced bytes and its limit on them, read from sysfs after a commit
+        (BTRFS_IOC_SYNC), which is when btrfs brings its qgroup numbers up to date."""
+        try:
+            dir_ioctl(area.private, _IOC_SYNC)
+            qgroup = qgroup_dir(area.private)
+            if qgroup is None:
+                return None
+            used = int((qgroup / "referenced").read_text())
+            limited = int((qgroup / "limit_flags").read_text()) & _LIMIT_MAX_RFER
+            limit = int((qgroup / "max_referenced").read_text()) if limited else None
+        except (OSError, ValueError):
+            return None
+        return QuotaCounts(used, limit)
+
+    def recount_quota(self, area: Area, full: bool = False) -> None:
+        # A rescan recounts the whole filesystem (btrfs has no per-subvolume one): it runs only
+        # where quotas were just turned on or btrfs marked its numbers inconsistent.
+        path = str(area.private)
+        qgroup = qgroup_dir(area.private)
+        if qgroup is None:
+            quota_enable(area.private)  # which starts a rescan of its own
+            run(["btrfs", "quota", "rescan", "-W", path], error_code=ExitCode.DISKQUOTA_SET)
+        elif full or (qgroup.parent / "inconsistent").read_text().strip() != "0":
+            run(["btrfs", "quota", "rescan", "-w", path], error_code=ExitCode.DISKQUOTA_SET)
