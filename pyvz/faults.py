@@ -19,6 +19,15 @@ from pyvz.paths import Paths
 SENDER_POINTS = ("precopy", "frozen", "final", "handover")
 RECEIVER_POINTS = ("receiving", "staged", "committed", "started")
 CONVERT_POINTS = ("convert-built", "convert-swapped")
+PULL_POINTS = (  # vzmigrate --from (migrate/pull.py)
+    "pull-disabled",
+    "pull-precopy",
+    "pull-stopped",
+    "pull-copied",
+    "pull-committed",
+    "pull-started",
+    "pull-retire",
+)
 
 
 def point(paths: Paths, name: str) -> None:

@@ -6,6 +6,8 @@ vzmigrate --pubkey                      this host's migration key (made on first
 vzmigrate --authorize "PUBKEY" [--authorized-keys FILE]
                                         let that key send CTs here, and nothing else
 vzmigrate --resolve DESTINATION CTID    settle an interrupted hand-over
+vzmigrate --from HOST [-r yes|no] [--layout btrfs|simfs] [--ssh=OPTIONS] [--rsync=OPTIONS] CTID
+                                        pull a CT from an OpenVZ host (--resolve: settle one)
 vzmigrate --receive --peer FINGERPRINT  the receiving end (sshd runs it for the key)
 """
 
@@ -21,7 +23,10 @@ from pyvz.errors import ExitCode, MigrateExit, VzError
 from pyvz.log import log
 
 if TYPE_CHECKING:
+    from argparse import Namespace
+
     from pyvz.cli.parser import ArgumentParser
+    from pyvz.host import Host
 
 # vzctl's codes, as the library raises them, onto vzmigrate's (its man page).
 _EXIT: dict[ExitCode, MigrateExit] = {
@@ -61,6 +66,9 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--resolve", action="store_true")
     parser.add_argument("--receive", action="store_true")
     parser.add_argument("--peer", metavar="FINGERPRINT")
+    parser.add_argument("--from", dest="source", metavar="HOST", help="pull CTID from this OpenVZ host")
+    parser.add_argument("--layout", choices=("btrfs", "simfs"), help="the pulled CT's layout here")
+    parser.add_argument("--rsync", default="", metavar="OPTIONS", help="more rsync options (--from)")
     parser.add_argument("destination", nargs="?")
     parser.add_argument("ctid", nargs="?", metavar="CTID")
     return parser
@@ -89,6 +97,8 @@ def dispatch(argv: list[str]) -> int:
         fingerprint = keys.authorize(host.paths, ns.authorize, target)
         log.info(f"key {fingerprint} may now migrate CTs to this host, and do nothing else ({target})")
         return 0
+    if ns.source:
+        return _pull(host, ns)
     if not ns.destination or not ns.ctid:
         raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, "usage: vzmigrate [options] DESTINATION CTID")
     from pyvz.config import resolve_ctid
@@ -116,6 +126,33 @@ def dispatch(argv: list[str]) -> int:
         times=ns.times or ns.verbose > 0,
     )
     sender.Sender(host, opts).run()
+    return 0
+
+
+def _pull(host: Host, ns: Namespace) -> int:
+    from pyvz.migrate import openvz, pull
+    from pyvz.params import Layout, parse_ctid
+
+    if not ns.destination or ns.ctid:
+        raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, "usage: vzmigrate --from HOST [options] CTID")
+    if ns.online:
+        raise VzError(
+            MigrateExit.UNSUP_CPT_VER,
+            "no live migration from OpenVZ: its kernel's checkpoint images cannot be restored on "
+            "mainline Linux; without --online the CT is stopped there and started here",
+        )
+    opts = pull.Options(
+        source=openvz.check_host(ns.source),
+        ctid=parse_ctid(ns.destination),
+        remove_area=ns.remove_area == "yes",
+        layout=Layout(ns.layout) if ns.layout else None,
+        ssh_options=tuple(shlex.split(ns.ssh)),
+        rsync_options=tuple(shlex.split(ns.rsync)),
+    )
+    if ns.resolve:
+        pull.resolve(host, opts)
+    else:
+        pull.pull(host, opts)
     return 0
 
 
