@@ -16,6 +16,7 @@ import errno
 import fcntl
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,6 +30,7 @@ from pyvz.storage.idmount import bind_into_ct
 
 LXCFS_DIR = Path("/var/lib/lxcfs")
 LOG_FILE = Path("/var/log/lxcfs.log")
+PID_FILE = Path("/run/lxcfs.pid")  # lxcfs's default
 _LOCK = Path("/run/lock/pyvz-lxcfs.lock")
 _PROC_FILES = ("cpuinfo", "diskstats", "loadavg", "meminfo", "slabinfo", "stat", "swaps", "uptime")
 _CPU_DIR = "sys/devices/system/cpu"
@@ -106,6 +108,7 @@ def ensure() -> int | None:
         current = instance()
         if current is not None:
             return current
+        _end_dying()
         if _stale_mount():  # an LXCFS that died left its mount behind
             run(["umount", "-l", str(LXCFS_DIR)], check=False)
         LXCFS_DIR.mkdir(parents=True, exist_ok=True)
@@ -117,6 +120,32 @@ def ensure() -> int | None:
                 raise VzError(ExitCode.SYSTEM_ERROR, f"LXCFS did not come up at {LXCFS_DIR}; see {LOG_FILE}")
             time.sleep(0.02)
     return current
+
+
+def _end_dying() -> None:
+    """An LXCFS whose mount no longer answers but whose process lives on (it was told to
+    stop and is winding down) still holds its pid file, and a new one would exit at once:
+    give it a moment, then end it (it serves nothing)."""
+    try:
+        pid = int(PID_FILE.read_text().split()[0])
+        if Path(f"/proc/{pid}/comm").read_text().strip() != "lxcfs":
+            return
+    except (OSError, ValueError, IndexError):
+        return
+    for signum in (0, signal.SIGKILL):  # a moment to finish, then the end
+        if signum:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                return
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+                    return  # gone, not yet reaped: its pid file lock went with it
+            except OSError:
+                return
+            time.sleep(0.02)
 
 
 def stale_in(init_pid: int) -> bool:

@@ -71,7 +71,7 @@ def test_syntax_errors_touch_nothing(vzroot: VzRoot) -> None:
     rejected(vzroot, 131, "create", "101", "--name", "123")
     rejected(vzroot, 20, "frobnicate", "101")
     rejected(vzroot, 21, "create", "101", "--layout")  # getopt: a missing value is 21 too
-    rejected(vzroot, 21, "create", "101", "--layout", "ploop")
+    rejected(vzroot, 21, "create", "101", "--layout", "zfs")  # (ploop is made as btrfs, and said)
     # None of these made the storage pool either.
     assert not (vzroot.root / "var/lib/vz/pool.img").exists()
 
