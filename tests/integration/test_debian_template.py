@@ -148,7 +148,12 @@ def test_a_debian_12_systemd_ct_is_checkpointed_and_restored(built: Path, vzroot
     assert vzroot.ok("exec", "101", "cat /root/hog.pid").strip() == before
     assert int(vzroot.ok("exec", "101", rss).split()[1]) >= 64000  # its memory came back
     assert vzroot.ok("exec", "101", "systemctl is-system-running").strip() == "running"
+    # A restored systemd stops its units but never halts (measured: it waits on, we think, a
+    # cgroup-empty notification that did not survive the restore; docs/migration.md), so
+    # the stop ends with the kill after STOP_TIMEOUT: a short one keeps the test short.
+    vzroot.ok("set", "101", "--stop-timeout", "3", "--save")
     vzroot.ok("stop", "101")
+    assert vzroot.ok("status", "101").strip() == "CTID 101 exist unmounted down"
 
 
 def test_same_o1_create_for_debian_as_for_busybox(built: Path, vzroot: VzRoot) -> None:
