@@ -107,6 +107,7 @@ def convert(host: Host, ctid: int, target: Layout) -> None:
     with host.ct_lock(ctid):
         finish_interrupted(ct)
         area = ct.require_exists()
+        sweep(area)
         source = ct.config.get(LAYOUT) or Layout.BTRFS
         if source is target:
             raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"CT {ctid} already has layout {target}")
@@ -173,8 +174,39 @@ def _complete(ct: Container, journal: dict[str, Any]) -> None:
         conf.set(PRIVATE.key or "", journal["private"])
     conf.write()
     ct.reload()
-    _remove(Path(journal["old"]))
+    _discard(Path(journal["old"]))
     _journal(ct).unlink(missing_ok=True)
+
+
+def _discard(old: Path) -> None:
+    """The old tree goes. A btrfs subvolume goes at once; a plain tree is renamed aside and
+    removed by a detached `rm -rf`, so the convert returns when the CT is ready (deleting
+    20,000 written files took 5 s on this ext4 with online discard, longer than copying
+    them). A removal cut short leaves `.CTID.converted`, which the next convert or destroy
+    of the CT sweeps."""
+    if not (old.exists() or old.is_symlink()):
+        return
+    from pyvz.storage.btrfs import is_subvolume
+
+    if is_subvolume(old):
+        _remove(old)
+        return
+    aside = _aside(old)
+    _remove(aside)  # an earlier one's, cut short
+    os.rename(old, aside)
+    from pyvz.run import daemon
+
+    daemon(["ionice", "-c", "3", "rm", "-rf", "--one-file-system", str(aside)], Path(os.devnull))
+
+
+def _aside(old: Path) -> Path:
+    name = old.name.removeprefix(".").split(".")[0]  # CTID, from CTID or .CTID.partial
+    return old.with_name(f".{name}.converted")
+
+
+def sweep(area: Area) -> None:
+    """What an interrupted background removal left beside the CT's private area."""
+    _remove(_aside(area.private))
 
 
 def finish_interrupted(ct: Container) -> None:

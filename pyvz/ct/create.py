@@ -251,6 +251,9 @@ def destroy(host: Host, ctid: int, lock: bool = True) -> None:
         if conf_path.exists():
             os.replace(conf_path, conf_path.with_name(conf_path.name + ".destroyed"))
         driver.destroy(area)
+        from pyvz.ct.convert import sweep
+
+        sweep(area)  # what a convert's background removal did not finish
         host.paths.quota_file(ctid).unlink(missing_ok=True)  # vzquota's saved limits (ct/quota.py)
         host.runtime.forget(ctid)
         from pyvz.net.firewall import remove

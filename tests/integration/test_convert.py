@@ -111,6 +111,16 @@ def layout(vzroot: VzRoot, ctid: str) -> str:
     return next(row for row in text.splitlines() if row.startswith("VE_LAYOUT=")).split("=", 1)[1].strip('"')
 
 
+def leftovers(vzroot: VzRoot, ctid: str) -> list[str]:
+    """What is beside the private area once a convert's background removal of the old tree
+    (`.CTID.converted`) is done."""
+    parent = private(vzroot, ctid).parent
+    deadline = time.monotonic() + 30
+    while (parent / f".{ctid}.converted").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [p.name for p in parent.iterdir() if p.name.startswith(f".{ctid}")]
+
+
 def tree_of(vzroot: VzRoot, ctid: str) -> Path:
     where = private(vzroot, ctid)
     return where / "fs" if layout(vzroot, ctid) == "dir" else where
@@ -144,8 +154,7 @@ def test_convert_keeps_every_byte_and_the_ct_runs(vzroot: VzRoot) -> None:
     vzroot.ok("convert", "101", "--layout", "simfs")
     assert layout(vzroot, "101") == "simfs"
     assert manifest(private(vzroot, "101")) == before
-    leftovers = [p.name for p in private(vzroot, "101").parent.iterdir() if p.name.startswith(".101")]
-    assert leftovers == []
+    assert leftovers(vzroot, "101") == []
 
 
 def test_convert_refuses_what_it_cannot_do(vzroot: VzRoot) -> None:
@@ -203,7 +212,7 @@ def test_a_killed_convert_leaves_the_ct_as_it_was_or_converted(
     assert vzroot.ok("exec", "101", "cat /root/mark") == "kept\n"
     vzroot.ok("stop", "101")
     assert not (vzroot.conf_dir / "101.converting").exists()
-    assert not [p for p in private(vzroot, "101").parent.iterdir() if p.name.startswith(".101")]
+    assert leftovers(vzroot, "101") == []
     if not converted:
         vzroot.ok("convert", "101", "--layout", "btrfs")  # and it can be done again
         assert layout(vzroot, "101") == "btrfs"
