@@ -1130,11 +1130,10 @@ DISK_QUOTA: Param[bool] = Param(
     ("--diskquota",),
     _yes_no("diskquota"),
     format_yes_no,
-    "whether the CT gets a disk quota (default: vz.conf's DISK_QUOTA)",
+    "whether the CT's DISKSPACE is applied as its disk quota (default: vz.conf's DISK_QUOTA)",
     "yes|no",
     BOTH,
-    Subsystem.CONFIG,
-    live=False,
+    Subsystem.STORAGE,
 )
 QUOTATIME: Param[int] = Param(
     "quotatime",

@@ -44,7 +44,8 @@ from pyvz.errors import ExitCode, VzError
 from pyvz.host import Host
 from pyvz.log import log
 from pyvz.net.venet import bare, owner_of
-from pyvz.params import DISKSPACE, IPADD, LAYOUT, NETIF, Layout
+from pyvz.params import IPADD, LAYOUT, NETIF, Layout
+from pyvz.resources.policy import disk_quota
 from pyvz.run import pipeline, run
 from pyvz.scripts import CT_ACTIONS, HOST_ACTIONS
 from pyvz.storage import pool
@@ -109,7 +110,7 @@ def vzrestore(
             _restore_new(host, ctid, conf, name, scripts, area, driver, build)
         else:
             _replace(host, ct, conf, name, scripts, area, driver.layout, build, old)
-        quota = cfg.get(DISKSPACE)
+        quota = disk_quota(cfg)
         if quota is not None and driver.has_quota:
             driver.set_quota(area, quota)
         elif quota is not None:

@@ -20,7 +20,8 @@ from pyvz.ct.freeze import frozen
 from pyvz.errors import ExitCode, VzError
 from pyvz.host import Host
 from pyvz.log import log
-from pyvz.params import DISKSPACE, HOSTNAME, IPADD, NAME, NETIF, parse_options
+from pyvz.params import HOSTNAME, IPADD, NAME, NETIF, parse_options
+from pyvz.resources.policy import disk_quota
 from pyvz.storage.base import Area
 from pyvz.storage.idmap import IdMap
 
@@ -111,7 +112,7 @@ def clone(host: Host, source: int, target: int, raw: dict[str, str], snapshot: s
                     driver.clone(tree, source_area, area)
             else:
                 driver.clone(tree, source_area, area)
-        quota = cfg.get(DISKSPACE)
+        quota = disk_quota(cfg)
         if quota is not None and driver.has_quota:
             driver.set_quota(area, quota)
         log.info(f"CT {target} is a clone of {what}")

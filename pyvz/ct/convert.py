@@ -24,7 +24,8 @@ from pyvz.ct.container import Container
 from pyvz.errors import ExitCode, VzError
 from pyvz.host import Host
 from pyvz.log import log
-from pyvz.params import DISKSPACE, LAYOUT, PRIVATE, Layout
+from pyvz.params import LAYOUT, PRIVATE, Layout
+from pyvz.resources.policy import disk_quota
 from pyvz.run import run
 from pyvz.storage import pool
 from pyvz.storage.base import Area, driver_for, remove_path
@@ -159,7 +160,7 @@ def convert(host: Host, ctid: int, target: Layout) -> None:
             exchange(staging, area.private)  # the old tree is at `staging` now
         faults.point(host.paths, "convert-swapped")
         _complete(ct, journal)
-        quota = ct.config.get(DISKSPACE)
+        quota = disk_quota(ct.config)
         new_driver = driver_for(target)
         if quota is not None and new_driver.has_quota:
             new_driver.set_quota(final, quota)

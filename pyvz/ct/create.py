@@ -42,7 +42,7 @@ from pyvz.params import (
     Layout,
     parse_options,
 )
-from pyvz.resources.policy import derived_changes, warn_not_enforced
+from pyvz.resources.policy import derived_changes, disk_quota, warn_not_enforced
 from pyvz.storage import pool
 from pyvz.storage.base import Area, StorageDriver, driver_for, remove_path
 from pyvz.storage.trees import unpacked_tree
@@ -201,7 +201,7 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
             tree = unpacked_tree(archive, area.private.parent, driver.snapshots_template)
             driver.create(area, tree)
         log.info("Performing postcreate actions")
-        quota = cfg.get(DISKSPACE)
+        quota = disk_quota(cfg)
         if quota is not None and driver.has_quota:
             driver.set_quota(area, quota)
         elif quota is not None:

@@ -17,6 +17,7 @@ from pyvz.params import (
     BY_NAME,
     DEVICES,
     DEVNODES,
+    DISK_QUOTA,
     DISKSPACE,
     FIREWALL_ACCEPT,
     HOSTNAME,
@@ -37,7 +38,7 @@ from pyvz.params import (
     Subsystem,
     parse_options,
 )
-from pyvz.resources.policy import derived_changes, refuse_escapes, warn_not_enforced
+from pyvz.resources.policy import derived_changes, disk_quota, refuse_escapes, warn_not_enforced
 
 
 def _from_sample(host: Host, sample: str) -> dict[str, str]:
@@ -139,7 +140,7 @@ def set_params(
             netdev.move_live(ct, values.get(NETDEV_ADD.name, ()), values.get(NETDEV_DEL.name, ()))
         if running:
             _apply_live(ct, merged, changed, setmode)
-        elif save and DISKSPACE.key in changed:
+        elif save and (DISKSPACE.key in changed or DISK_QUOTA.key in changed):
             # The quota lives on the private area itself, so a stopped CT gets it now.
             _apply_storage(ct, merged, DISKSPACE)
         if save and changes:
@@ -296,10 +297,13 @@ def _apply_resources(ct: Container, cfg: CtConfig, params: list[Param[Any]]) -> 
 
 
 def _apply_storage(ct: Container, cfg: CtConfig, param: Param[Any]) -> None:
-    if param is DISKSPACE:
-        driver = ct.driver()
-        driver.set_quota(ct.area(), cfg.get(DISKSPACE))
-        log.info("Disk quota was set")
+    """DISKSPACE or DISK_QUOTA changed: the quota the CT now gets (none with DISK_QUOTA=no)."""
+    driver = ct.driver()
+    if not driver.has_quota:
+        return  # said already: set refuses --diskspace there, and a sample's gets a warning
+    quota = disk_quota(cfg)
+    driver.set_quota(ct.area(), quota)
+    log.info("Disk quota was set" if quota is not None else "Disk quota was removed")
 
 
 def _netdevs(old: tuple[str, ...], values: dict[str, Any]) -> tuple[str, ...]:

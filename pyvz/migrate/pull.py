@@ -34,6 +34,7 @@ from pyvz.host import Host
 from pyvz.log import log
 from pyvz.migrate.openvz import DEFAULT_LOCKDIR, Remote, plain_path
 from pyvz.params import BY_KEY, IPADD, PRIVATE, ROOT, Layout, parse_name
+from pyvz.resources.policy import disk_quota
 from pyvz.run import if_we_die
 from pyvz.storage.base import Area, driver_for, remove_with_subvolumes
 from pyvz.storage.idmap import IdMap
@@ -404,7 +405,6 @@ class Puller:
     def _make(self, conf: ConfigFile) -> None:
         """create's order: config and name link, scripts, then the private area by one rename."""
         from pyvz.ct.create import new_ct
-        from pyvz.params import DISKSPACE
 
         j, ctid, area = self.journal, self.ctid, self.area
         name = j["name"]
@@ -420,7 +420,7 @@ class Puller:
                     target = target.with_name(target.name + ".migrated")
                 write_atomic(target, body, mode=0o600 if aside else 0o755)
             cfg = CtConfig.merge(ctid, self.host.global_conf.items(), conf.items(), conf.path)
-            quota = cfg.get(DISKSPACE)
+            quota = disk_quota(cfg)
             if quota is not None and driver.has_quota:
                 driver.set_quota(area._replace(private=tree), quota)
             os.rename(tree, area.private)  # the commit point: the CT is here

@@ -32,7 +32,8 @@ from pyvz.errors import ExitCode, MigrateExit, VzError
 from pyvz.host import Host, check_subids, cpu_flags
 from pyvz.log import log
 from pyvz.migrate.wire import VERSION, Message, Wire
-from pyvz.params import BY_KEY, DISKSPACE, IPADD, PRIVATE, ROOT, Layout, parse_ctid, parse_name
+from pyvz.params import BY_KEY, IPADD, PRIVATE, ROOT, Layout, parse_ctid, parse_name
+from pyvz.resources.policy import disk_quota
 from pyvz.run import if_we_die, piped
 from pyvz.storage import pool
 from pyvz.storage.base import Area, remove_path, remove_with_subvolumes
@@ -526,7 +527,7 @@ class Receiver:
         """The disk quota, on the staged subvolume: it holds from the commit point on."""
         assert self.conf is not None
         cfg = CtConfig.merge(self.ctid, self.host.global_conf.items(), self.conf.items(), self.paths.vz_conf)
-        quota = cfg.get(DISKSPACE)
+        quota = disk_quota(cfg)
         if quota is not None and driver.has_quota:
             driver.set_quota(staged, quota)
 

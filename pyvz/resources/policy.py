@@ -60,6 +60,14 @@ def not_enforced(cfg: CtConfig, keys: Iterable[str], enforced_ubc: frozenset[str
     return found
 
 
+def disk_quota(cfg: CtConfig) -> BarrierLimit | None:
+    """The disk quota a CT gets: its DISKSPACE, unless DISK_QUOTA=no (its own config or
+    vz.conf) turns disk quota off for it, as in vzctl."""
+    from pyvz.params import DISK_QUOTA, DISKSPACE
+
+    return None if cfg.get(DISK_QUOTA) is False else cfg.get(DISKSPACE)
+
+
 def _privileged(cfg: CtConfig) -> bool:
     from pyvz.params import LOCAL_UID
 

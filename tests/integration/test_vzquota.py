@@ -188,3 +188,13 @@ def test_bad_input_is_one_line_and_the_right_code(vzroot: VzRoot) -> None:
     )
     skipped = vzroot.vzctl("quotaon", "102")
     assert skipped.code == 60 and skipped.out.strip() == "Disk quota is not enabled, skipping operation"
+
+
+def test_diskquota_no_means_no_limit_and_yes_brings_it_back(vzroot: VzRoot) -> None:
+    """DISK_QUOTA is enforced, not only saved: `no` leaves the CT without a qgroup limit."""
+    vzroot.ok("create", "101", "--ostemplate", "busybox", "--diskquota", "no", "--diskspace", "1G")
+    assert qgroup(vzroot)[1] == "none"
+    vzroot.ok("set", "101", "--diskquota", "yes", "--save")
+    assert qgroup(vzroot)[1] != "none"
+    vzroot.ok("set", "101", "--diskquota", "no", "--save")
+    assert qgroup(vzroot)[1] == "none"
