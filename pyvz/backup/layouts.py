@@ -21,9 +21,9 @@ from typing import ClassVar
 
 from pyvz.errors import ExitCode
 from pyvz.params import Layout
-from pyvz.run import run
 from pyvz.storage.base import Area, StorageDriver, remove_path
 from pyvz.storage.btrfs import create_subvolume, delete_subvolume, is_subvolume, snapshot
+from pyvz.storage.copying import copy_into
 from pyvz.storage.idmount import idmapped_bind
 from pyvz.storage.mounts import umount
 from pyvz.storage.trees import TREES_DIR
@@ -31,13 +31,9 @@ from pyvz.storage.trees import TREES_DIR
 Fill = Callable[[Path], None]  # writes the CT's tree, owners as the CT sees them, into a directory
 
 
-def copy_into(tree: Path) -> Fill:
+def copy_of(tree: Path) -> Fill:
     def fill(target: Path) -> None:
-        run(
-            ["cp", "-a", "--sparse=always", f"{tree}/.", str(target)],
-            timeout=None,
-            error_code=ExitCode.RESTORE_ERROR,
-        )
+        copy_into(tree, target, error_code=ExitCode.RESTORE_ERROR)
 
     return fill
 
@@ -69,7 +65,7 @@ class LayoutBackup(ABC):
 
     def adopt(self, area: Area, tree: Path) -> None:
         """Make area.partial from a tree on the same pool (a received subvolume)."""
-        self.build(area, copy_into(tree))
+        self.build(area, copy_of(tree))
 
     def drop(self, driver: StorageDriver, snapshot: Path) -> None:
         """Delete a backup snapshot; its space may come back later (no one waits for it)."""

@@ -335,7 +335,7 @@ def dump_frozen(ct: Container, images: Path, env: dict[str, str]) -> None:
 def resume_snapshot(ct: Container, images: Path) -> None:
     """Resume the CT from the memory state saved with the snapshot its files were just
     switched to. The images are copied first: a restore consumes its dump."""
-    from pyvz.storage.overlay import copy_tree
+    from pyvz.storage.copying import copy_tree
 
     copy = dump_dir(ct.host) / f".Dump.{ct.ctid}.switch"
     remove_path(copy)

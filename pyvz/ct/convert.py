@@ -26,9 +26,9 @@ from pyvz.host import Host
 from pyvz.log import log
 from pyvz.params import LAYOUT, PRIVATE, Layout
 from pyvz.resources.policy import disk_quota
-from pyvz.run import run
 from pyvz.storage import pool
-from pyvz.storage.base import Area, driver_for, remove_path
+from pyvz.storage.base import Area, driver_for
+from pyvz.storage.copying import copy_into
 from pyvz.storage.idmap import IdMap
 
 _TARGETS = (Layout.BTRFS, Layout.SIMFS, Layout.DIR)
@@ -42,15 +42,6 @@ def parse_target(text: str) -> Layout:
             f"cannot convert to layout {layout}: pyvz writes btrfs, simfs or dir (mainline has no ploop)",
         )
     return layout
-
-
-def copy_into(source: Path, target: Path) -> None:
-    """Everything under `source` into the existing directory `target`, as cp -a keeps it."""
-    run(
-        ["cp", "-a", "--reflink=auto", "--sparse=always", f"{source}/.", str(target)],
-        error_code=ExitCode.CANT_CREATE_PRIVATE,
-        timeout=None,
-    )
 
 
 @contextmanager
@@ -235,11 +226,8 @@ def finish_interrupted(ct: Container) -> None:
 
 
 def _remove(path: Path) -> None:
-    if not (path.exists() or path.is_symlink()):
-        return
-    from pyvz.storage.btrfs import delete_subvolume, is_subvolume
+    """A tree of either kind, if it is there (delete_subvolume removes a plain one too)."""
+    if path.exists() or path.is_symlink():
+        from pyvz.storage.btrfs import delete_subvolume
 
-    if is_subvolume(path):
         delete_subvolume(path)
-    else:
-        remove_path(path)

@@ -298,8 +298,8 @@ class Puller:
 
     def _from_image(self, image: Path, tree: Path) -> None:
         """A ploop CT's files, read from its image (never written) into the new tree."""
-        from pyvz.ct.convert import copy_into
         from pyvz.storage import ploop
+        from pyvz.storage.copying import copy_into
 
         if Layout(self.journal["layout"]) is Layout.BTRFS:
             from pyvz.storage.btrfs import create_subvolume

@@ -15,19 +15,11 @@ from pyvz.errors import ExitCode, VzError
 from pyvz.params import Layout
 from pyvz.run import run
 from pyvz.storage.base import Area, StorageDriver, remove_path
+from pyvz.storage.copying import copy_tree
 from pyvz.storage.idmap import IdMap
 from pyvz.storage.idmount import idmapped_bind
 from pyvz.storage.mounts import umount
 from pyvz.units import BarrierLimit
-
-
-def copy_tree(source: Path, target: Path) -> None:
-    """A full copy that keeps owners, modes, xattrs (overlayfs whiteouts and opaque marks
-    among them), ACLs, hard links and holes; reflinked where the filesystem can."""
-    run(
-        ["cp", "-a", "--reflink=auto", "--sparse=always", str(source), str(target)],
-        error_code=ExitCode.CANT_CREATE_PRIVATE,
-    )
 
 
 def shift_ids(tree: Path, old: IdMap, new: IdMap) -> None:

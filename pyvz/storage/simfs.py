@@ -16,7 +16,7 @@ from pyvz.errors import ExitCode, VzError
 from pyvz.params import Layout
 from pyvz.storage.base import Area, remove_path
 from pyvz.storage.bindroot import BindRootDriver
-from pyvz.storage.overlay import copy_tree
+from pyvz.storage.copying import copy_tree
 from pyvz.units import BarrierLimit
 
 
