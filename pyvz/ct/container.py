@@ -276,7 +276,7 @@ class Container:
         in vz.conf's one range: at its first start it gets a range of its own (its files are
         uid 0 on disk, idmapped at start, so this costs no chown)."""
         conf = self.conf_file()
-        if conf.get(LOCAL_UID.key or "") or area.idmap.privileged or self.driver().layout is Layout.DIR:
+        if conf.get(LOCAL_UID.key or "") or area.idmap.privileged or not self.driver().ids_free:
             return area
         from pyvz.ct.create import taken_uids
 

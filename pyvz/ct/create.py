@@ -42,7 +42,7 @@ from pyvz.params import (
     Layout,
     parse_options,
 )
-from pyvz.resources.policy import derived_changes, disk_quota, warn_not_enforced
+from pyvz.resources.policy import derived_changes, disk_quota, refuse_escapes, warn_not_enforced
 from pyvz.storage import pool
 from pyvz.storage.base import Area, StorageDriver, driver_for, remove_path
 from pyvz.storage.trees import unpacked_tree
@@ -168,6 +168,7 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
         for key in cfg.values:
             if key in BY_KEY:
                 cfg.get(BY_KEY[key])
+        refuse_escapes(cfg)
         layout = cfg.get(LAYOUT) or Layout.BTRFS
         if layout is Layout.PLOOP:  # OpenVZ's stock vz.conf default
             log.warning("layout ploop: mainline Linux has no ploop; the CT is made with layout btrfs")

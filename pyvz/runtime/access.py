@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from pyvz.errors import VzError
 from pyvz.units import bad_value
 
 DEV = Path("/dev")
@@ -107,7 +108,7 @@ def resolved(device: Device) -> Device | None:
     """A DEVNODES entry with its numbers from this host, or None where the node is gone."""
     try:
         return check_devnodes((device,))[0]
-    except Exception:
+    except VzError:  # a node gone from the host: the start says so and goes on without it
         return None
 
 

@@ -64,6 +64,9 @@ class StorageDriver(ABC):
     has_quota: ClassVar[bool]
     copies_data: ClassVar[bool]  # a snapshot or clone copies every file (it is not O(1))
     snapshots_template: ClassVar[bool]  # a CT is a btrfs snapshot of the unpacked template
+    # Its files are stored with uid 0 on disk and idmapped at start, so its id range can
+    # change at no cost (btrfs, simfs); dir keeps its upper layer in the CT's host ids.
+    ids_free: ClassVar[bool] = False
 
     @abstractmethod
     def create(self, area: Area, tree: Path) -> None:

@@ -11,6 +11,8 @@ from pyvz.storage.mounts import bind_mount
 
 
 class BindRootDriver(StorageDriver):
+    ids_free = True
+
     def mount(self, area: Area) -> None:
         bind_mount(area.private, area.root)
 
