@@ -12,6 +12,8 @@ from pyvz.paths import Paths
 from pyvz.runtime.lxc import LxcRuntime
 from pyvz.storage.idmap import ID_RANGE, IdMap
 
+LOCK_WAIT_ENV = "PYVZ_LOCK_WAIT"
+
 
 class Host:
     def __init__(self, paths: Paths | None = None, skiplock: bool = False) -> None:
@@ -38,7 +40,10 @@ class Host:
     def ct_lock(self, ctid: int, wait: float = 0.0) -> Lock | NoLock:
         if self.skiplock:
             return NoLock()
-        return Lock(self.lock_dir / f"{ctid}.lck", f"CT {ctid}", wait=wait)
+        from pyvz.events import poke
+
+        wait = max(wait, _lock_wait())
+        return Lock(self.lock_dir / f"{ctid}.lck", f"CT {ctid}", wait, lambda: poke(self.paths, ctid))
 
     def root_lock(self) -> Lock:
         """Serialises what is shared by all CTs: names, id ranges, the pool, template trees."""
@@ -71,6 +76,17 @@ class Host:
         idmap = IdMap(base_uid + slot * ID_RANGE, base_gid + slot * ID_RANGE)
         check_subids(idmap)
         return idmap
+
+
+def _lock_wait() -> float:
+    """Seconds a command waits for a CT's lock (vzctl: none). pyvzd runs its commands with
+    PYVZ_LOCK_WAIT set, so an API request queues behind a vzctl instead of failing."""
+    import os
+
+    try:
+        return max(0.0, float(os.environ.get(LOCK_WAIT_ENV, "0")))
+    except ValueError:
+        return 0.0
 
 
 def _covered(path: Path, start: int) -> bool:

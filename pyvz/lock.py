@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -59,10 +60,13 @@ def _holder(text: str) -> int | None:
 
 
 class Lock:
-    def __init__(self, path: Path, what: str, wait: float = 0.0) -> None:
+    def __init__(
+        self, path: Path, what: str, wait: float = 0.0, on_release: Callable[[], None] | None = None
+    ) -> None:
         self.path = path
         self.what = what
         self.wait = wait
+        self.on_release = on_release  # told once the lock is let go (pyvzd's events)
         self.mine: str | None = None  # the text of the lock file while we hold it
 
     def __enter__(self) -> Lock:
@@ -147,6 +151,8 @@ class Lock:
             except FileNotFoundError:
                 pass
             self.mine = None
+        if self.on_release is not None:
+            self.on_release()
 
 
 class NoLock:

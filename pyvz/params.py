@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -139,8 +140,20 @@ def _yes_no(what: str) -> Callable[[str], bool]:
     return lambda text: parse_yes_no(text, what)
 
 
+@dataclass(frozen=True)
+class IntText:
+    """A whole number in a range; the range is also what the API's schema says."""
+
+    what: str
+    minimum: int
+    maximum: int
+
+    def __call__(self, text: str) -> int:
+        return parse_int(text, self.what, self.minimum, self.maximum)
+
+
 def _int(what: str, minimum: int = 0, maximum: int = 2**31 - 1) -> Callable[[str], int]:
-    return lambda text: parse_int(text, what, minimum, maximum)
+    return IntText(what, minimum, maximum)
 
 
 def _diskspace(text: str) -> BarrierLimit:

@@ -75,6 +75,29 @@ class Paths(NamedTuple):
         return self.lib_vz / "pool.img"
 
     @property
+    def run_dir(self) -> Path:
+        """Sockets of a running pyvzd (the API daemon) for this root."""
+        return self.root / "run/pyvz"
+
+    @property
+    def api_socket(self) -> Path:
+        return self.run_dir / "api.sock"
+
+    @property
+    def events_socket(self) -> Path:
+        """Where commands tell a listening pyvzd that they changed a CT (datagrams)."""
+        return self.run_dir / "events.sock"
+
+    @property
+    def api_dir(self) -> Path:
+        """pyvzd's certificate, key, tokens and trusted client certificates."""
+        return self.etc_vz / "api"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.root / "var/log/pyvz-audit.log"
+
+    @property
     def log_file(self) -> Path:
         return self.root / "var/log/vzctl.log"
 

@@ -24,6 +24,23 @@ def exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
+RESULT_FD_ENV = "PYVZ_RESULT_FD"  # pyvzd reads a failed command's code and message here
+
+
+def _report(err: VzError) -> None:
+    """Hand the error to pyvzd as it is, so an API client gets the CLI's code and text."""
+    import os
+
+    fd = os.environ.get(RESULT_FD_ENV, "")
+    if fd.isdigit():
+        import json
+
+        try:
+            os.write(int(fd), json.dumps({"code": int(err.code), "message": err.message}).encode() + b"\n")
+        except OSError:
+            pass
+
+
 def run_tool(tool: str, body: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     """Run a front end: set up logging, map VzError to its exit code, --debug for tracebacks."""
     args = sys.argv[1:] if argv is None else argv
@@ -40,6 +57,7 @@ def run_tool(tool: str, body: Callable[[list[str]], int], argv: list[str] | None
 
             traceback.print_exc()
         log.error(err.message)
+        _report(err)
         return int(err.code)
     except KeyboardInterrupt:
         log.error("interrupted; the CT is left as it was or complete (run `vzctl status`)")

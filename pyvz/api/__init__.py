@@ -1,0 +1,1 @@
+"""pyvzd: the HTTP API, the web console and /metrics (a front end beside cli/)."""
