@@ -218,9 +218,9 @@ class Daemon:
             if route.method != "GET" and not web_ui.csrf_ok(self, request):
                 raise Forbidden("missing or wrong CSRF token (X-CSRF-Token) for this session")
             call.need(route.role)
-            self._check_query(route, request)
             if route.on_ct:
                 self._resolve_ct(call)
+            self._check_query(route, request)
             if route.body is not None:
                 raw = await request.read() if request.can_read_body else b""
                 call.body = routes.body_of(route, raw)

@@ -297,7 +297,10 @@ async def migrate_ct(call: Call) -> web.StreamResponse:
 async def exec_in(call: Call) -> web.StreamResponse:
     body = call.body or {}
     command = body["command"]
-    words = command if isinstance(command, list) else ["/bin/sh", "-c", command]
+    # vzctl exec hands its words to the CT's shell as one line: a list is quoted word by word.
+    import shlex
+
+    words = [shlex.join(command) if isinstance(command, list) else command]
     stdin = body.get("stdin")
     return await _operation(call, "vzctl", ["exec2", _ct(call), *words], "exec", (stdin or "").encode())
 

@@ -1,0 +1,174 @@
+"""pyvzd: a CT's whole life through the API alone, and the API and vzctl seeing each
+other's changes at once (issue 13's first Must-hold)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.apiclient import Client, Daemon
+from tests.conftest import VzRoot
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def api(vzroot: VzRoot) -> Iterator[Daemon]:
+    daemon = Daemon(vzroot)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def test_a_ct_lives_and_dies_through_the_api(api: Daemon, vzroot: VzRoot) -> None:
+    admin = api.admin
+    body = {"ctid": 101, "params": {"ostemplate": "busybox", "hostname": "api.example", "ram": "128M"}}
+    created = admin.ok("POST", "/api/v1/cts", body)
+    assert created["command"].startswith("vzctl create 101")
+    assert admin.get("/api/v1/cts/101").body["hostname"] == "api.example"
+
+    admin.ok("POST", "/api/v1/cts/101/start")
+    assert admin.get("/api/v1/cts/101/status").body["running"] is True
+
+    ran = admin.ok("POST", "/api/v1/cts/101/exec", {"command": "hostname; echo out; echo err >&2; exit 0"})
+    assert ran["result"]["stdout"] == "api.example\nout\n"
+    assert ran["result"]["stderr"] == "err\n"
+    failed = admin.operation("POST", "/api/v1/cts/101/exec", {"command": ["/bin/sh", "-c", "exit 7"]})
+    assert failed["status"] == "failure" and failed["result"]["exit_code"] == 7
+
+    admin.ok("POST", "/api/v1/cts/101/snapshots", {"name": "before"})
+    snaps = admin.get("/api/v1/cts/101/snapshots").body
+    assert [s["name"] for s in snaps] == ["before"]
+    assert vzroot.ok("snapshot-list", "101", "-H", "-o", "name").split() == ["before"]
+
+    admin.ok("POST", "/api/v1/cts/101/backups")
+    backups = admin.get("/api/v1/cts/101/backups").body
+    assert len(backups) == 1 and backups[0]["archive"].startswith("vzdump-101-")
+    verified = admin.ok("POST", "/api/v1/cts/101/backups/verify", {"archive": backups[0]["archive"]})
+    assert "OK" in verified["result"]["stdout"]
+
+    admin.ok("POST", "/api/v1/cts/101/stop")
+    assert "down" in vzroot.ok("status", "101")
+    admin.ok("DELETE", "/api/v1/cts/101")
+    assert admin.get("/api/v1/cts/101").status == 404
+    assert "deleted" in vzroot.ok("status", "101")
+
+
+def test_the_api_gives_the_clis_code_and_message(api: Daemon, vzroot: VzRoot) -> None:
+    admin = api.admin
+    vzroot.ok("create", "101", "--ostemplate", "busybox")
+    # A bad value is refused before anything runs, with vzctl's code and words.
+    cli = vzroot.vzctl("set", "101", "--cpus", "lots")
+    reply = admin.request("PATCH", "/api/v1/cts/101", {"params": {"cpus": "lots"}})
+    assert reply.status == 400 and reply.error_code == cli.code
+    assert reply.body["error"]["message"] in cli.err
+    # A refusal from the command itself arrives in the operation's result.
+    op = admin.operation("POST", "/api/v1/cts/101/snapshots/00000000-0000-0000-0000-000000000000/switch")
+    cli = vzroot.vzctl("snapshot-switch", "101", "--id", "00000000-0000-0000-0000-000000000000")
+    assert op["status"] == "failure" and op["result"]["exit_code"] == cli.code != 0
+    assert op["result"]["message"] in cli.err
+    # Stop of a stopped CT: vzctl's message and 0.
+    assert admin.ok("POST", "/api/v1/cts/101/stop")["result"]["exit_code"] == 0
+    assert admin.get("/api/v1/cts/999").status == 404
+    assert admin.get("/api/v1/cts/bad%20name").status == 400
+    assert admin.request("POST", "/api/v1/cts/101/start", b"{not json").status == 400
+    assert admin.request("POST", "/api/v1/cts", {"ctid": 5}).status == 400
+    assert Client(api.port, None, api.fingerprint).get("/api/v1/cts").status == 401
+    assert Client(api.port, "pyvz_000000000000_nope", api.fingerprint).get("/api/v1/cts").status == 401
+
+
+def _events(api: Daemon, found: list[dict[str, Any]], stop: threading.Event) -> None:
+    """Follow /api/v1/events (SSE) and collect what arrives, with its arrival time."""
+    import ssl
+
+    raw = socket.create_connection(("127.0.0.1", api.port))
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    conn = context.wrap_socket(raw)
+    conn.sendall(
+        f"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api.admin_token}\r\n\r\n".encode()
+    )
+    conn.settimeout(0.2)
+    buffer = b""
+    while not stop.is_set():
+        try:
+            chunk = conn.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        buffer += chunk
+        for line in buffer.split(b"\n"):
+            if line.startswith(b"data: "):
+                event = json.loads(line[6:])
+                if event not in [f["event"] for f in found]:
+                    found.append({"event": event, "at": time.time()})
+    conn.close()
+
+
+def test_vzctl_and_the_api_see_each_others_changes(api: Daemon, vzroot: VzRoot) -> None:
+    found: list[dict[str, Any]] = []
+    stop = threading.Event()
+    follower = threading.Thread(target=_events, args=(api, found, stop), daemon=True)
+    follower.start()
+    time.sleep(0.5)
+    try:
+        vzroot.ok("create", "101", "--ostemplate", "busybox", "--hostname", "one")
+        assert api.admin.get("/api/v1/cts/101").body["hostname"] == "one"  # at once, no cache
+        vzroot.ok("set", "101", "--hostname", "two", "--save")
+        assert api.admin.get("/api/v1/cts/101").body["hostname"] == "two"
+        api.admin.ok("PATCH", "/api/v1/cts/101", {"params": {"hostname": "three"}, "save": True})
+        assert 'HOSTNAME="three"' in (vzroot.conf_dir / "101.conf").read_text()
+        vzroot.ok("start", "101")
+        deadline = time.time() + 10
+        while time.time() < deadline and not any(
+            f["event"]["type"] == "ct-state" and f["event"]["status"] == "running" for f in found
+        ):
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        follower.join(5)
+        vzroot.vzctl("stop", "101", "--fast")
+    kinds = [(f["event"]["type"], f["event"]["ctid"]) for f in found]
+    assert ("ct-created", 101) in kinds
+    config = [f["event"] for f in found if f["event"]["type"] == "ct-config"]
+    assert any("HOSTNAME" in e["keys"] and "vzctl" in e["actor"] for e in config)
+    assert any("HOSTNAME" in e["keys"] and e["actor"].startswith("token admin") for e in config)
+    running = [f["event"] for f in found if f["event"]["type"] == "ct-state" and f["event"]["status"] == "running"]
+    assert running and "start 101" in running[0]["command"]
+
+
+def test_the_unix_socket_is_roots(api: Daemon, vzroot: VzRoot) -> None:
+    """On the socket, the caller is who the kernel says it is (SO_PEERCRED)."""
+    import http.client
+    import os
+    import subprocess
+    import sys
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.connect(str(api.socket_path))
+
+    connection = UnixConnection("localhost")
+    connection.request("GET", "/api/v1")
+    reply = json.loads(connection.getresponse().read())
+    assert reply["you"]["role"] == "admin" and reply["you"]["who"].startswith("root")
+    # Another user cannot even connect (the socket is root:pyvz 0660).
+    probe = (
+        "import socket,sys; s=socket.socket(socket.AF_UNIX)\n"
+        "try: s.connect(sys.argv[1]); print('connected')\n"
+        "except PermissionError: print('refused')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(api.socket_path)],
+        capture_output=True, text=True, user=65534, group=65534, extra_groups=[], env={"PATH": os.environ["PATH"]},
+    )  # fmt: skip
+    assert done.stdout.strip() == "refused", done.stderr
