@@ -366,6 +366,11 @@ def listing_rows(store: Store, fields: tuple[str, ...], header: bool, only: str 
     return lines
 
 
+def field_names() -> str:
+    """snapshot-list -L: each field -o takes and its column's title, as vzctl lays them out."""
+    return "\n".join(f"{f:<15} {'C' if f == 'current' else f.upper():<15}" for f in FIELDS)
+
+
 def parse_fields(text: str | None) -> tuple[str, ...]:
     if not text:
         return DEFAULT_FIELDS
