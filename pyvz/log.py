@@ -18,7 +18,7 @@ _PREFIX = {WARNING: "WARNING: ", ERROR: "Error: "}
 # The tools whose OpenVZ originals print through vzctl's logger (src/lib/logger.c), which adds
 # no prefix: each message carries its own words ("Unable to ...", "Error: ..."), so ours do too.
 # The others (vzubc, vzdump, vzmigrate, vztmpl-dl... scripts in OpenVZ) keep "Error: ".
-BARE_TOOLS = frozenset({"vzctl", "vzlist", "vzcfgvalidate", "vzcalc", "vzsplit", "vzmemcheck", "vzcpucheck"})
+BARE_TOOLS = frozenset({"vzctl", "vzlist"})
 
 
 class Log:

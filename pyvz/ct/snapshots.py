@@ -125,7 +125,7 @@ class Store:
         for snapshot in self.all():
             if snapshot.uuid == uuid:
                 return snapshot
-        raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"snapshot {shown(uuid)} not found")
+        raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"Unable to find snapshot by uuid {shown(uuid)}")
 
     def files(self, uuid: str) -> Path:
         return self.dir / uuid / "fs"
