@@ -99,3 +99,18 @@ def test_vzctl_says_what_vzctl_411_says(vzroot: VzRoot) -> None:
             check(vzroot, "running", case)
     finally:
         vzroot.vzctl("stop", "101", "--fast")
+
+
+def test_exec3_compact_and_snapshot_fields(vzroot: VzRoot) -> None:
+    """vzctl 4.11's commands pyvz lacked: exec3 runs a program with no shell between."""
+    vzroot.ok("create", "101")
+    listed = vzroot.vzctl("snapshot-list", "101", "-L")
+    assert listed.code == 0 and listed.out.splitlines()[0] == f"{'parent_uuid':<15} {'PARENT_UUID':<15}"
+    vzroot.ok("start", "101")
+    try:
+        done = vzroot.vzctl("exec3", "101", "/bin/echo", "$HOME", "a;b")
+        assert (done.code, done.out) == (0, "$HOME a;b\n")  # no shell: no expansion, no split
+        assert vzroot.vzctl("exec3", "101", "/bin/sh", "-c", "exit 3").code == 3
+        assert vzroot.vzctl("exec", "101", "echo", "$((1+2))").out == "3\n"  # exec: a shell line
+    finally:
+        vzroot.vzctl("stop", "101", "--fast")
