@@ -79,6 +79,7 @@ class ExitCode(IntEnum):
     SWITCH_SNAPSHOT = 159
     MOUNT_SNAPSHOT = 160
     UMOUNT_SNAPSHOT = 161
+    COMPACT_IMAGE = 166
     LIST_SNAPSHOT = 167
 
 
@@ -121,12 +122,16 @@ class QuotaExit(IntEnum):
 
 
 class VzError(Exception):
-    """Every failure pyvz reports: a vzctl exit code and a one-line message saying what to do."""
+    """Every failure pyvz reports: a vzctl exit code and a one-line message saying what to do.
 
-    def __init__(self, code: ExitCode | MigrateExit | QuotaExit, message: str) -> None:
+    `stdout`: vzctl says this failure as a notice, on stdout ("Container is currently running.
+    Stop it first."), and scripts read it there."""
+
+    def __init__(self, code: ExitCode | MigrateExit | QuotaExit, message: str, stdout: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.stdout = stdout
 
     def __str__(self) -> str:
         return self.message

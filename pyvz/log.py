@@ -15,6 +15,10 @@ from typing import TextIO
 # NOTE: on stderr without a prefix, where vzctl says something there and still succeeds.
 DEBUG, INFO, WARNING, NOTE, ERROR = 10, 20, 30, 35, 40
 _PREFIX = {WARNING: "WARNING: ", ERROR: "Error: "}
+# The tools whose OpenVZ originals print through vzctl's logger (src/lib/logger.c), which adds
+# no prefix: each message carries its own words ("Unable to ...", "Error: ..."), so ours do too.
+# The others (vzubc, vzdump, vzmigrate, vztmpl-dl... scripts in OpenVZ) keep "Error: ".
+BARE_TOOLS = frozenset({"vzctl", "vzlist"})
 
 
 class Log:
@@ -24,9 +28,10 @@ class Log:
         self.verbose = False
         self.file: TextIO | None = None
         self.ctid = ""
+        self.prefixes = _PREFIX
 
     def emit(self, level: int, message: str) -> None:
-        prefix = _PREFIX.get(level, "")
+        prefix = self.prefixes.get(level, "")
         if level >= WARNING:
             print(prefix + message, file=sys.stderr, flush=True)
         elif level < INFO:
@@ -66,6 +71,7 @@ def set_ctid(ctid: int | None) -> None:
 
 def setup(tool: str, log_file: Path | None, quiet: bool = False, verbose: int = 0) -> None:
     log.tool, log.quiet, log.verbose = tool, quiet, bool(verbose)
+    log.prefixes = {WARNING: _PREFIX[WARNING]} if tool in BARE_TOOLS else _PREFIX
     if log.file is not None:
         log.file.close()
         log.file = None

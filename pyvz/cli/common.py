@@ -56,7 +56,10 @@ def run_tool(tool: str, body: Callable[[list[str]], int], argv: list[str] | None
             import traceback
 
             traceback.print_exc()
-        log.error(err.message)
+        if err.stdout:
+            log.info(err.message)
+        else:
+            log.error(err.message)
         _report(err)
         return int(err.code)
     except KeyboardInterrupt:

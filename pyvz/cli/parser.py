@@ -19,6 +19,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
     option_code = ExitCode.INVALID_PARAMETER_SYNTAX
     commands: dict[str, ArgumentParser]  # a parser with subcommands: their parsers by name
+    getopt_words = False  # say a bad option as glibc's getopt_long does (vzctl's commands)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("allow_abbrev", False)
@@ -35,4 +36,31 @@ class ArgumentParser(argparse.ArgumentParser):
         getopt_error = ("unrecognized arguments", "ambiguous option", "expected one", "invalid choice")
         if any(what in message for what in getopt_error):
             code = self.option_code
+        if self.getopt_words:
+            words = getopt_words(self.prog.split()[0], message)
+            if words is not None:
+                if words.startswith("Invalid extra arguments"):
+                    code = ExitCode.INVALID_PARAMETER_SYNTAX  # vzctl: after its options are read
+                raise VzError(code, words)
         raise VzError(code, f"{message} (see {self.prog} --help)")
+
+
+def getopt_words(prog: str, message: str) -> str | None:
+    """argparse's complaint in the words glibc's getopt_long prints for it, or None."""
+    match = re.fullmatch(r"unrecognized arguments: (.*)", message)
+    if match:
+        extra = match.group(1).split(" ")
+        first = extra[0]
+        if first.startswith("--"):
+            return f"{prog}: unrecognized option '{first}'"
+        if first.startswith("-") and len(first) > 1:
+            return f"{prog}: invalid option -- '{first[1]}'"
+        return "Invalid extra arguments: " + "".join(f"{word} " for word in extra)
+    match = re.fullmatch(r"argument ([^ :/]+)(?:/[^ :]+)*: expected one argument", message)
+    if match:
+        return f"{prog}: option '{match.group(1)}' requires an argument"
+    match = re.fullmatch(r"ambiguous option: (\S+?)(?:=\S*)? could match (.*)", message)
+    if match:
+        possible = " ".join(f"'{option}'" for option in match.group(2).split(", "))
+        return f"{prog}: option '{match.group(1)}' is ambiguous; possibilities: {possible}"
+    return None

@@ -45,6 +45,7 @@ _SKIP_SETUP = ("--skip_ve_setup", "do not write hostname, addresses and DNS into
 _SKIP_FSCK = ("--skip-fsck", "accepted; pyvz's layouts need no fsck before a start")
 _SKIP_REMOUNT = ("--skip-remount", "accepted; a running CT's files are never remounted")
 _SKIP_UMOUNT = ("--skip-umount", "leave the CT's files mounted at VE_ROOT after it stops")
+_SKIP_ARP = ("--skip_arpdetect", "accepted; pyvz does not probe for address conflicts by ARP")
 
 COMMANDS: dict[str, Command] = {
     "create": Command("create a CT"),
@@ -63,11 +64,14 @@ COMMANDS: dict[str, Command] = {
             ("--save", "store the parameters in the CT config"),
             ("--reset_ub", "apply the config's resource limits to the running CT again (nothing else)"),
             ("--force", "accepted, as vzctl"),
-            ("--skip_arpdetect", "accepted; pyvz does not probe for address conflicts by ARP"),
+            _SKIP_ARP,
+            ("--offline-resize", "with --diskspace: accepted (only a ploop image is resized offline)"),
+            ("--offline", "the same as --offline-resize"),
         ),
     ),
     "exec": Command("run a command in a CT (exit 8 if it fails)"),
     "exec2": Command("run a command in a CT, return its exit code"),
+    "exec3": Command("run a program in a CT without a shell, return its exit code"),
     "enter": Command("open a root shell in a CT"),
     "runscript": Command("run a host script inside a CT"),
     "console": Command("attach to a CT console (Esc . detaches)"),
@@ -79,10 +83,11 @@ COMMANDS: dict[str, Command] = {
             ("--skip-config", "do not save the CT config with the snapshot"),
         ),
     ),
-    "snapshot-list": Command("list a CT's snapshots", (("-H", "no header"),)),
+    "snapshot-list": Command("list a CT's snapshots"),
     "snapshot-switch": Command(
         "roll a CT back to a snapshot (a running CT is restarted from it)",
         (
+            _SKIP_ARP,
             ("--skip-resume", "leave the CT stopped"),
             ("--must-resume", "fail rather than restart a running CT (no memory state is saved)"),
             ("--skip-config", "keep the CT's present config"),
@@ -93,6 +98,7 @@ COMMANDS: dict[str, Command] = {
     "snapshot-umount": Command("unmount a snapshot"),
     "clone": Command("make a new CT from a CT or from one of its snapshots"),
     "convert": Command("move a stopped CT's files into another layout (ploop images are read)"),
+    "compact": Command("give a ploop image's unused space back (other layouts need no compacting)"),
     "quotaon": Command("turn the disk quota on: DISKSPACE's hard limit on the CT's btrfs qgroup"),
     "quotaoff": Command("turn the disk quota off: no limit on the qgroup (usage is still counted)"),
     "quotainit": Command("count the CT's disk usage afresh and save its quota limits (quota stays off)"),
@@ -103,6 +109,7 @@ COMMANDS: dict[str, Command] = {
             ("--dump", "dump the frozen CT; it stays frozen"),
             ("--kill", "stop the frozen CT whose dump was taken"),
             ("--resume", "thaw the frozen CT"),
+            _SKIP_ARP,
         ),
         aliases=("suspend",),
     ),
@@ -112,14 +119,17 @@ COMMANDS: dict[str, Command] = {
             ("--undump", "restore the processes frozen"),
             ("--kill", "stop the undumped CT"),
             ("--resume", "thaw the undumped CT"),
+            _SKIP_ARP,
+            _SKIP_REMOUNT,
+            _SKIP_FSCK,
         ),
         aliases=("resume",),
     ),
 }
 ALIASES = {alias: name for name, cmd in COMMANDS.items() for alias in cmd.aliases}
 # Commands read without argparse (see _fast_parse): only on/off flags, or a command line.
-PASS_THROUGH = frozenset({"exec", "exec2"})
-FLAGS_ONLY = frozenset({"destroy", "start", "stop", "restart", "status", "mount", "umount"})
+PASS_THROUGH = frozenset({"exec", "exec2", "exec3"})
+FLAGS_ONLY = frozenset({"destroy", "start", "stop", "restart", "status", "mount", "umount", "compact"})
 # vzctl reads these commands' options with getopt_long (its parse_opt): an unknown option
 # or one without its value is exit 21 there, not 20.
 GETOPT_COMMANDS = frozenset(
@@ -153,6 +163,7 @@ def build_parser(only: str | None = None) -> ArgumentParser:
         )
         if name in GETOPT_COMMANDS:
             p.option_code = ExitCode.INVALID_PARAMETER_VALUE
+        p.getopt_words = True
         parser.commands[name] = p
         if name != "boot":
             p.add_argument("ctid", metavar="CTID", help="CT id or name")
@@ -174,25 +185,42 @@ def build_parser(only: str | None = None) -> ArgumentParser:
         elif name == "console":
             p.add_argument("tty", nargs="?", type=int, default=0, metavar="TTYNUM")
         elif name == "convert":
-            p.add_argument("--layout", default="btrfs", metavar="btrfs|simfs|dir", help="the new layout")
+            p.add_argument(
+                "--layout",
+                "--ve_layout",
+                "--velayout",
+                default="btrfs",
+                metavar="btrfs|simfs|dir",
+                help="the new layout",
+            )
     return parser
 
 
 def _add_snapshot_args(p: argparse.ArgumentParser, name: str) -> None:
     """What the snapshot commands and clone take besides the CTID and their on/off flags."""
     if name == "snapshot":
-        p.add_argument("--id", metavar="UUID", help="the new snapshot's UUID (default: a new one)")
+        p.add_argument("--id", "--uuid", metavar="UUID", help="the new snapshot's UUID (default: a new one)")
         p.add_argument("--name", dest="snapshot_name", default="", help="a name to show in snapshot-list")
         p.add_argument("--description", default="", help="a description (snapshot-list -o desc)")
     elif name == "snapshot-list":
+        p.add_argument("-H", "--no-header", dest="H", action="store_true", help="no header")
         p.add_argument("-o", "--output", metavar="FIELDS", help="uuid,parent_uuid,current,date,name,desc")
-        p.add_argument("--id", metavar="UUID", help="only this snapshot")
+        p.add_argument("-u", "--id", "--uuid", dest="id", metavar="UUID", help="only this snapshot")
+        p.add_argument("-L", "--list", action="store_true", help="list the field names -o takes")
     elif name in ("snapshot-switch", "snapshot-delete", "snapshot-mount", "snapshot-umount"):
-        p.add_argument("--id", required=True, metavar="UUID", help="the snapshot")
+        p.add_argument("--id", "--uuid", required=True, metavar="UUID", help="the snapshot")
         if name == "snapshot-mount":
             p.add_argument("--target", required=True, type=Path, metavar="DIR", help="where to mount it")
     elif name in ("chkpnt", "restore"):
         p.add_argument("--dumpfile", type=Path, metavar="PATH", help="the dump (default DUMPDIR/Dump.CTID)")
+        p.add_argument(
+            "--flags", metavar="N", help="CPU flags of the destination: only 0 (CRIU checks the CPU itself)"
+        )
+        p.add_argument(
+            "--context",
+            metavar="HEX",
+            help="the checkpoint context: only the CT's own (0 or its CTID in hex)",
+        )
     elif name == "clone":
         p.add_argument("target", metavar="NEWCTID", help="the clone's CTID")
         p.add_argument("--snapshot", metavar="UUID", help="clone this snapshot of the CT")
@@ -238,7 +266,7 @@ def _fast_parse(argv: list[str]) -> argparse.Namespace | None:
     known = {flag for flag, _help in COMMANDS[name].flags}
     values.update({_dest(flag): False for flag in known})
     if name in WITH_DUMPFILE:
-        values["dumpfile"] = None
+        values.update(dumpfile=None, flags=None, context=None)
         if "--dumpfile" in rest:
             at = rest.index("--dumpfile")
             if at + 1 >= len(rest) or rest[at + 1].startswith("-"):
@@ -259,35 +287,52 @@ def parse_argv(argv: list[str]) -> argparse.Namespace:
         return ns
     words = [a for a in argv if a not in GLOBAL_FLAGS]
     first = ALIASES.get(words[0], words[0]) if words else None
+    if first in COMMANDS and first != "boot" and len(words) == 1:
+        raise VzError(ExitCode.INVALID_PARAMETER_VALUE, "CT ID missing")
     parser = build_parser(first if first in COMMANDS else None)
     ns, extra = parser.parse_known_args(argv)
     if extra:  # said by the command's parser, with the command's code
-        parser.commands[ns.command].error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.commands[ALIASES.get(ns.command, ns.command)].error(
+            f"unrecognized arguments: {' '.join(extra)}"
+        )
     return ns
+
+
+# The commands vzctl runs without a CTID.conf (its main()); destroy is pyvz's too, so that
+# it can clean up a half-made CT (ct/create.py says vzctl's words when nothing is there).
+WITHOUT_CONFIG = frozenset({"create", "status", "set", "destroy", "delete"})
 
 
 def dispatch(argv: list[str]) -> int:
     ns = parse_argv(argv)
-    from pyvz.config import resolve_ctid
-
     host = Host(skiplock=ns.skiplock)
     command: str = ns.command
     if command == "boot":
         from pyvz.ct.boot import boot
 
         return boot(host)
-    if command == "create":
-        from pyvz.params import parse_ctid
-
-        ctid = parse_ctid(ns.ctid)
-    else:
-        ctid = resolve_ctid(host.paths, ns.ctid)
+    ctid = _ctid(host, ns.ctid, command)
     set_ctid(ctid)
+    if command not in WITHOUT_CONFIG and not host.paths.conf_file(ctid).exists():
+        raise VzError(ExitCode.NO_CT_CONFIG, "Container config file does not exist")
     return _run(host, command, ctid, ns)
 
 
+def _ctid(host: Host, text: str, command: str) -> int:
+    """The CTID word as vzctl reads it: a number, or a name a CT has (create: a number)."""
+    from pyvz.config import resolve_ctid
+    from pyvz.params import MIN_CTID, parse_ctid
+
+    try:
+        return parse_ctid(text) if command == "create" else resolve_ctid(host.paths, text)
+    except VzError:
+        if text.isascii() and text.isdigit() and int(text) < MIN_CTID:
+            raise  # pyvz's own rule (ids up to 100 are the system's) says why
+        raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"Bad CT ID {text}") from None
+
+
 def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
-    if command in ("exec", "exec2", "enter", "runscript", "console"):
+    if command in ("exec", "exec2", "exec3", "enter", "runscript", "console"):
         return _inside(host, command, ctid, ns)
     from pyvz.ct.container import Container
 
@@ -330,6 +375,10 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
         from pyvz.ct.convert import convert, parse_target
 
         convert(host, ctid, parse_target(ns.layout))
+    elif command == "compact":
+        from pyvz.ct.compact import compact
+
+        compact(ct)
     elif command.startswith("quota"):
         from pyvz.ct.quotacmd import quota_command
 
@@ -337,6 +386,10 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
     elif command == "set":
         from pyvz.ct.setparams import set_params
 
+        if ns.offline_resize or ns.offline:
+            from pyvz.ct.setparams import offline_resize
+
+            offline_resize(ct, "diskspace" in _options(ns, "set"))
         if ns.reset_ub:
             from pyvz.ct.setparams import reset_ub
 
@@ -354,6 +407,9 @@ def _snapshot(ct: Container, command: str, ns: argparse.Namespace) -> None:
     # Bad values are 21, as vzctl says when it reads its options; then the command's own code.
     if ns.id:
         snapshots.parse_uuid(ns.id)
+    if command == "snapshot-list" and ns.list:
+        print(snapshots.field_names())
+        return
     fields = snapshots.parse_fields(ns.output) if command == "snapshot-list" else ()
     with snapshots.failing_as(command):
         _snapshot_command(ct, command, ns, fields)
@@ -380,13 +436,17 @@ def _snapshot_command(ct: Container, command: str, ns: argparse.Namespace, field
 def _checkpoint(ct: Container, command: str, ns: argparse.Namespace) -> None:
     from pyvz.ct import checkpoint
 
-    flags = [flag[2:] for flag, _help in COMMANDS[command].flags if getattr(ns, flag[2:])]
+    stages = {stage.value for stage in checkpoint.Stage}
+    flags = [
+        flag[2:] for flag, _help in COMMANDS[command].flags if flag[2:] in stages and getattr(ns, flag[2:])
+    ]
     if len(flags) > 1:
         raise VzError(
             ExitCode.INVALID_PARAMETER_SYNTAX,
             f"only one of --{' --'.join(flags)} may be given (they are stages of one {command})",
         )
     stage = checkpoint.Stage(flags[0]) if flags else None
+    checkpoint.check_cpt_options(ct.ctid, command, ns.flags, ns.context)
     if command == "chkpnt":
         checkpoint.chkpnt(ct, ns.dumpfile, stage)
     else:
@@ -397,9 +457,15 @@ def _inside(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
     """Commands that run something in a running CT; they need no storage or distro code."""
     from pyvz.ct import inside
 
-    if command in ("exec", "exec2"):
-        code = inside.exec_in(host, ctid, ns.args)
-        if command == "exec2":
+    if command in ("exec", "exec2", "exec3"):
+        try:
+            code = inside.exec_in(host, ctid, ns.args, shell=command != "exec3")
+        except VzError as err:
+            if command != "exec":
+                raise
+            # vzctl's exec says why and exits 8 for any failure, its own or the command's.
+            raise VzError(ExitCode.COMMAND_EXECUTION_ERROR, err.message) from None
+        if command != "exec":
             return code
         return int(ExitCode.COMMAND_EXECUTION_ERROR) if code else 0
     if command == "enter":

@@ -45,6 +45,38 @@ class Stage(StrEnum):
     UNDUMP = "undump"
 
 
+def check_cpt_options(ctid: int, command: str, flags: str | None, context: str | None) -> None:
+    """chkpnt/restore --flags and --context, which OpenVZ's kernel took: what CRIU already does
+    is accepted, anything else refused in one line (they are read before anything happens)."""
+    code = ExitCode.CHKPNT_ERROR if command == "chkpnt" else ExitCode.RESTORE_ERROR
+    if flags is not None and _c_number(flags, 0) != 0:
+        raise VzError(
+            code,
+            f"--flags {flags}: CRIU takes no CPU flags of the destination; it checks the CPU "
+            "itself when it restores (leave --flags out)",
+        )
+    if context is not None and _c_number(context, 16) not in (0, ctid):
+        raise VzError(
+            code,
+            f"--context {context}: a CRIU checkpoint has no kernel context; each CT has one "
+            f"checkpoint, named by its dump file (leave --context out or give {ctid:x})",
+        )
+
+
+def _c_number(text: str, base: int) -> int:
+    """strtoul(text, NULL, base), as vzctl reads these: the leading digits, else 0."""
+    import re
+
+    text = text.strip()
+    if base == 0:
+        base = 16 if re.match(r"0[xX][0-9a-fA-F]", text) else 8 if text.startswith("0") else 10
+    if base == 16:
+        text = re.sub(r"^0[xX]", "", text)
+    digits = {16: "[0-9a-fA-F]", 10: "[0-9]", 8: "[0-7]"}[base]
+    match = re.match(f"{digits}+", text)
+    return int(match.group(0), base) if match else 0
+
+
 def dump_dir(host: Host) -> Path:
     configured = host.setting("DUMPDIR")
     return host.paths.host(configured) if configured else host.paths.dump_dir

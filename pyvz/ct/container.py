@@ -153,8 +153,7 @@ class Container:
         if not area.private.exists():
             raise VzError(
                 ExitCode.NO_PRIVATE,
-                f"CT {self.ctid}'s private area {area.private} does not exist "
-                "(a failed create? `vzctl destroy` cleans up)",
+                f"Container private area {area.private} does not exist",
             )
         return area
 
@@ -175,7 +174,7 @@ class Container:
             driver.umount(area)  # what a restored CT that died leaves; a start mounts it anew
         if driver.is_mounted(area):
             if explicit:
-                raise VzError(ExitCode.MOUNTED, f"CT {self.ctid} is already mounted")
+                log.note("Container is already mounted")  # and 0, as vzctl
             return False
         env = self.script_env(area)
         scripts.run_host_action(self.paths, self.ctid, "premount", env)
@@ -198,10 +197,10 @@ class Container:
         area = area or self.require_exists()
         driver = self.driver()
         if self.is_running():
-            raise VzError(ExitCode.RUNNING, f"CT {self.ctid} is running; stop it first")
+            raise VzError(ExitCode.RUNNING, "Container is running -- stop it first")
         if not driver.is_mounted(area):
             if explicit:
-                raise VzError(ExitCode.NOT_MOUNTED, f"CT {self.ctid} is not mounted")
+                raise VzError(ExitCode.NOT_MOUNTED, "CT is not mounted")
             return
         env = self.script_env(area)
         scripts.run_host_action(self.paths, self.ctid, "umount", env)
@@ -229,7 +228,7 @@ class Container:
             finish_interrupted(self)
         area = self.require_exists()
         if self.is_running():
-            raise VzError(ExitCode.RUNNING, f"CT {self.ctid} is already running")
+            raise VzError(ExitCode.RUNNING, "Container is already running")
         area = self._own_id_range(area)
         cfg = self.config
         handing_over = self.paths.conf_dir / f"{self.ctid}.migrating"

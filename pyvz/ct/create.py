@@ -114,7 +114,7 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
         elif ORIGIN_SAMPLE.name in values:
             raise VzError(
                 ExitCode.CP_CONFIG,
-                f"container config file {conf_path} already exists, can not use --config option",
+                f"Error: container config file {conf_path} already exists, can not use --config option",
             )
         else:
             # As vzctl: a config written ahead (`vzctl set --save`, or by hand) is the CT's.
@@ -185,7 +185,7 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
         archive = cache.require(host.paths, template)
         area = ct.area(cfg)
         if area.private.exists() or area.private.is_symlink():
-            raise VzError(ExitCode.PRIVATE_EXISTS, f"private area {area.private} already exists")
+            raise VzError(ExitCode.PRIVATE_EXISTS, f"Private area already exists in {area.private}")
         if LOCAL_UID.name in values or conf.get("LOCAL_UID"):
             # An explicit range (0: privileged) from the command line or the sample.
             if not area.idmap.privileged:
@@ -219,7 +219,7 @@ def destroy(host: Host, ctid: int, lock: bool = True) -> None:
     ct = Container(host, ctid)
     with host.ct_lock(ctid) if lock else nullcontext():
         if ct.is_running():
-            raise VzError(ExitCode.RUNNING, f"CT {ctid} is running; stop it first")
+            raise VzError(ExitCode.RUNNING, "Container is currently running. Stop it first.", stdout=True)
         conf_path = host.paths.conf_file(ctid)
         if conf_path.exists() and conf_path.with_suffix(".converting").exists():
             from pyvz.ct.convert import finish_interrupted
@@ -239,7 +239,7 @@ def destroy(host: Host, ctid: int, lock: bool = True) -> None:
             if p.exists() or p.is_symlink()
         ]
         if not conf_path.exists() and not leftovers:
-            raise VzError(ExitCode.NO_PRIVATE, f"CT {ctid} does not exist")
+            raise VzError(ExitCode.NO_CT_CONFIG, "Container config file does not exist")
         if driver.is_mounted(area):
             ct.umount()
         from pyvz.ct.snapshots import release_mounts

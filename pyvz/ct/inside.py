@@ -29,15 +29,17 @@ def _command(args: Sequence[str]) -> list[str]:
 
 def require_running(host: Host, ctid: int) -> None:
     if not host.runtime.is_running(ctid):
-        raise VzError(ExitCode.NOT_RUNNING, f"CT {ctid} is not running")
+        raise VzError(ExitCode.NOT_RUNNING, "Container is not running")
 
 
-def exec_in(host: Host, ctid: int, args: Sequence[str]) -> int:
-    """Run a command in the CT with our stdio; returns its exit code."""
+def exec_in(host: Host, ctid: int, args: Sequence[str], shell: bool = True) -> int:
+    """Run a command in the CT with our stdio; returns its exit code. `shell=False`
+    (exec3): the words are the program and its arguments, with no shell between."""
     if not args:
-        raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, "exec: no command given")
+        raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, "No command line given for exec")
     require_running(host, ctid)
-    argv = host.runtime.attach_argv(ctid, _command(args), own_session=not os.isatty(0))
+    command = _command(args) if shell else list(args)
+    argv = host.runtime.attach_argv(ctid, command, own_session=not os.isatty(0))
     return run(argv, check=False, inherit_stdio=True, timeout=None).returncode
 
 

@@ -31,6 +31,10 @@ from pyvz.params import (
     NETIF,
     NETIF_OPTIONS,
     NOT_APPLIED_FROM_SAMPLE,
+    PCI_ADD,
+    PCI_DEL,
+    PRIVATE,
+    ROOT,
     SEARCHDOMAIN,
     USERPASSWD,
     Param,
@@ -58,6 +62,12 @@ def set_params(
     values: dict[str, Any] = parse_options(raw)
     if not values:
         raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, "set: no parameters given (see vzctl --help)")
+    if PCI_ADD.name in values or PCI_DEL.name in values:
+        raise VzError(
+            ExitCode.SET_DEVICES,
+            "Unable to configure PCI devices: mainline Linux cannot pass a PCI device through to "
+            "an unprivileged container",
+        )
     ct = Container(host, ctid)
     with host.ct_lock(ctid):
         if save and not ct.has_config():
@@ -86,6 +96,7 @@ def set_params(
             netdevs = _netdevs(ct.config.get(NETDEV) or (), values)
             changes[NETDEV.key or ""] = NETDEV.fmt(netdevs)
         running = ct.is_running()
+        _check_moved_area(ct, values, running)
         old_addresses = tuple((conf.get(IPADD.key or "") or "").split())
         if IPADD.name in values or IPDEL.name in values:
             add, delete = values.get(IPADD.name, ()), values.get(IPDEL.name, ())
@@ -165,6 +176,30 @@ def set_params(
             ct.reload()
             ct.stop()
             ct.start()
+
+
+def _check_moved_area(ct: Container, values: dict[str, Any], running: bool) -> None:
+    """--private/--root say where a stopped CT's files were moved to (set moves nothing)."""
+    for param, key in ((PRIVATE, "VE_PRIVATE"), (ROOT, "VE_ROOT")):
+        if param.name not in values:
+            continue
+        if running:
+            raise VzError(ExitCode.RUNNING, f"Unable to change {key} on a running container")
+        if ct.has_config() and ct.driver().is_mounted(ct.area()):
+            raise VzError(
+                ExitCode.MOUNTED,
+                f"Unable to change {key} on a mounted container: `vzctl umount {ct.ctid}` first",
+            )
+
+
+def offline_resize(ct: Container, diskspace: bool) -> None:
+    """--offline-resize: a ploop image is resized unmounted; no other layout has an image."""
+    if not diskspace:
+        raise VzError(
+            ExitCode.INVALID_PARAMETER_SYNTAX,
+            "Error: option --offline-resize can only be used with --diskspace",
+        )
+    log.info("Warning: option --offline-resize only makes sense for a ploop CT")
 
 
 def _link_config_name(host: Host, ct: Container, conf: ConfigFile) -> None:

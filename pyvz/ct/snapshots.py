@@ -125,7 +125,7 @@ class Store:
         for snapshot in self.all():
             if snapshot.uuid == uuid:
                 return snapshot
-        raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"snapshot {shown(uuid)} not found")
+        raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"Unable to find snapshot by uuid {shown(uuid)}")
 
     def files(self, uuid: str) -> Path:
         return self.dir / uuid / "fs"
@@ -364,6 +364,11 @@ def listing_rows(store: Store, fields: tuple[str, ...], header: bool, only: str 
         }
         lines.append(row([values[f] for f in fields]))
     return lines
+
+
+def field_names() -> str:
+    """snapshot-list -L: each field -o takes and its column's title, as vzctl lays them out."""
+    return "\n".join(f"{f:<15} {'C' if f == 'current' else f.upper():<15}" for f in FIELDS)
 
 
 def parse_fields(text: str | None) -> tuple[str, ...]:

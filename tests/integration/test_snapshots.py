@@ -197,21 +197,25 @@ def test_bad_input_is_refused_and_changes_nothing(vzroot: VzRoot) -> None:
     before = sorted(os.listdir(snapshot_dir(vzroot, "101"))), conf(vzroot, "101")
     cases = [
         (("snapshot-switch", "101", "--id", "not-a-uuid"), 21, "invalid snapshot id"),
-        (("snapshot-delete", "101", "--id", GONE), 158, "not found"),
-        (("snapshot-switch", "101", "--id", GONE), 159, "not found"),
+        (("snapshot-delete", "101", "--id", GONE), 158, "Unable to find snapshot by uuid"),
+        (("snapshot-switch", "101", "--id", GONE), 159, "Unable to find snapshot by uuid"),
         (
             ("snapshot-mount", "101", "--id", GONE, "--target", str(vzroot.root / "m")),
             160,
-            "not found",
+            "Unable to find snapshot by uuid",
         ),
         (("snapshot-mount", "101", "--id", uuid), 20, "--target"),
         (("snapshot-list", "101", "-o", "uuid,bogus"), 21, "bogus"),
-        (("snapshot", "999"), 14, "999"),
+        (("snapshot", "999"), 14, "Container config file does not exist"),
         (("snapshot-switch", "101"), 20, "--id"),
         (("clone", "101", "101"), 21, "itself"),
         (("clone", "101", "abc"), 21, "invalid CTID"),
-        (("clone", "101", "102", "--ipadd", "10.1.2.300"), 71, "10.1.2.300"),
-        (("clone", "101", "102", "--snapshot", "0a1b2c3d-0000-4000-8000-00000000dead"), 21, "not found"),
+        (("clone", "101", "102", "--ipadd", "10.1.2.300"), 21, "Bad parameter for --ipadd: 10.1.2.300"),
+        (
+            ("clone", "101", "102", "--snapshot", "0a1b2c3d-0000-4000-8000-00000000dead"),
+            21,
+            "Unable to find snapshot",
+        ),
     ]
     for args, code, words in cases:
         done = vzroot.vzctl(*args)
