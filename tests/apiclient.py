@@ -52,7 +52,9 @@ class Client:
         assert ":".join(digest[i : i + 2] for i in range(0, 64, 2)) == self.fingerprint
         return connection
 
-    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Reply:
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> Reply:
         connection = self._connection()
         sent = dict(headers or {})
         if self.token is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import ssl
@@ -288,6 +289,17 @@ class Daemon:
         )
 
 
+class _NotOurs(logging.Filter):
+    """A request the HTTP parser refuses (a NUL in a header, say) is answered 400 by aiohttp
+    and is the client's fault: it is not logged with a traceback as if it were a bug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, HttpProcessingError)
+
+
 def _host(paths: Paths) -> Any:
     from pyvz.host import Host
 
@@ -297,6 +309,7 @@ def _host(paths: Paths) -> Any:
 async def serve(paths: Paths, listen: Listen, ready: asyncio.Event | None = None) -> None:
     """Run until cancelled (SIGTERM/SIGINT in the entry point)."""
     daemon = Daemon(paths)
+    logging.getLogger("aiohttp.server").addFilter(_NotOurs())
     runner = web.AppRunner(daemon.app(), access_log=None, handle_signals=False, shutdown_timeout=5)
     await runner.setup()
     sites: list[web.BaseSite] = []

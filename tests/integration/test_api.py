@@ -141,7 +141,9 @@ def test_vzctl_and_the_api_see_each_others_changes(api: Daemon, vzroot: VzRoot) 
     config = [f["event"] for f in found if f["event"]["type"] == "ct-config"]
     assert any("HOSTNAME" in e["keys"] and "vzctl" in e["actor"] for e in config)
     assert any("HOSTNAME" in e["keys"] and e["actor"].startswith("token admin") for e in config)
-    running = [f["event"] for f in found if f["event"]["type"] == "ct-state" and f["event"]["status"] == "running"]
+    running = [
+        f["event"] for f in found if f["event"]["type"] == "ct-state" and f["event"]["status"] == "running"
+    ]
     assert running and "start 101" in running[0]["command"]
 
 
@@ -169,6 +171,7 @@ def test_the_unix_socket_is_roots(api: Daemon, vzroot: VzRoot) -> None:
     )
     done = subprocess.run(
         [sys.executable, "-c", probe, str(api.socket_path)],
-        capture_output=True, text=True, user=65534, group=65534, extra_groups=[], env={"PATH": os.environ["PATH"]},
+        capture_output=True, text=True, user=65534, group=65534, extra_groups=[],
+        env={"PATH": os.environ["PATH"]},
     )  # fmt: skip
     assert done.stdout.strip() == "refused", done.stderr

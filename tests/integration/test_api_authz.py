@@ -1,4 +1,4 @@
-"""Who may do what over the API: every endpoint × every role × a CT in and out of the
+"""Who may do what over the API: every endpoint x every role x a CT in and out of the
 token's scope (issue 13's authorization matrix), checked without changing anything: a
 request that gets past authorization is stopped by an unknown query parameter (400)."""
 
