@@ -1,7 +1,7 @@
 # `make demo` and `make test` set up a fresh Debian 12 machine from scratch (as root).
 SHELL := /bin/bash
 APT_PACKAGES := lxc btrfs-progs busybox-static uidmap zstd tar python3-venv python3-dev mmdebstrap gnupg \
-	iproute2 procps util-linux e2fsprogs nftables iperf3 openssh-server openssh-client rsync lxcfs lzop dmsetup
+	iproute2 procps util-linux e2fsprogs nftables iperf3 openssh-server openssh-client rsync lxcfs lzop dmsetup xfsprogs
 VENV := .venv
 PY := $(VENV)/bin/python3
 STAMP := $(VENV)/.installed

@@ -23,7 +23,7 @@ from pyvz.resources.beancounters import NAMES as UBC_NAMES
 from pyvz.resources.beancounters import Beancounter, configured
 from pyvz.resources.beancounters import read as read_beancounters
 from pyvz.storage import pool
-from pyvz.storage.base import Area, driver_for
+from pyvz.storage.base import Area, StorageDriver, driver_for
 from pyvz.storage.idmap import IdMap
 from pyvz.storage.mounts import mount_table
 
@@ -176,14 +176,24 @@ class Record:
         return Beancounter(name, None, None, limits.barrier, limits.limit, None)
 
     @cached_property
-    def disk_usage(self) -> int | None:
-        """KiB counted against DISKSPACE, as vzlist's diskspace shows it."""
+    def _quota_area(self) -> tuple[StorageDriver, Area] | None:
         private, layout = self.value(PRIVATE), self.value(LAYOUT) or Layout.BTRFS
         if private is None or not self.exists:
             return None
-        area = Area(self.host.paths.host(private), Path("/"), IdMap(0, 0))
-        used = driver_for(layout).usage(area)
+        return driver_for(layout), Area(self.host.paths.host(private), Path("/"), IdMap(0, 0))
+
+    @cached_property
+    def disk_usage(self) -> int | None:
+        """KiB counted against DISKSPACE, as vzlist's diskspace shows it."""
+        if self._quota_area is None:
+            return None
+        used = self._quota_area[0].usage(self._quota_area[1])
         return None if used is None else used // 1024
+
+    @cached_property
+    def inode_usage(self) -> int | None:
+        """Inodes counted against DISKINODES, where the layout counts them (vzlist's diskinodes)."""
+        return None if self._quota_area is None else self._quota_area[0].inode_usage(self._quota_area[1])
 
 
 def records(

@@ -419,12 +419,13 @@ def _ubc_fields(name: str, header: str) -> list[Field]:
 
 def _quota(record: Record) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
     """(usage, soft, hard) of disk space (KiB) and of inodes; None: no quota at all.
-    Usage is what the storage layout counts (btrfs: the qgroup); inodes are not counted."""
+    Usage is what the storage layout counts (btrfs: the qgroup; simfs: the project quota, which
+    counts inodes too)."""
     space, inodes = _pair(record, DISKSPACE), _pair(record, DISKINODES)
-    usage = record.disk_usage
+    usage, used_inodes = record.disk_usage, record.inode_usage
     if space is None and inodes is None and usage is None:
         return None
-    return (usage or 0, *(space or (0, 0))), (0, *(inodes or (0, 0)))
+    return (usage or 0, *(space or (0, 0))), (used_inodes or 0, *(inodes or (0, 0)))
 
 
 def _quota_fields(name: str, header: str, which: int) -> list[Field]:

@@ -110,11 +110,7 @@ def vzrestore(
             _restore_new(host, ctid, conf, name, scripts, area, driver, build)
         else:
             _replace(host, ct, conf, name, scripts, area, driver.layout, build, old)
-        quota = disk_quota(cfg)
-        if quota is not None and driver.has_quota:
-            driver.set_quota(area, quota)
-        elif quota is not None:
-            log.warning(f"DISKSPACE is not enforced for layout {layout} (overlayfs has no quota)")
+        driver.apply_quota(area, disk_quota(cfg))
         log.info(f"CT {ctid} was restored from {archive.name}")
 
 

@@ -1,5 +1,6 @@
 """vzquota: OpenVZ's disk quota tool (quota id = CTID), its options, output and exit codes,
-on pyvz's disk quota (a btrfs CT's qgroup). See pyvz.ct.quota for what is enforced."""
+on pyvz's disk quota (a btrfs CT's qgroup, a simfs CT's project quota). See pyvz.ct.quota for
+what is enforced."""
 
 from __future__ import annotations
 
@@ -65,11 +66,11 @@ _U64 = 2**63 - 1
 
 HELP = """\
 usage: vzquota [-b] [-q] [-v] [-V] COMMAND QUOTAID [OPTIONS]
-Disk quota of a CT (QUOTAID = CTID), on pyvz's disk quota (a btrfs CT's qgroup).
+Disk quota of a CT (QUOTAID = CTID): a btrfs CT's qgroup, a simfs CT's project quota.
 
   init QUOTAID -p PRIVATE -b N -B N -i N -I N -e T -n T
                            count the usage afresh, save the limits (quota stays off)
-  on QUOTAID [limits] [-f] put the block hard limit on the qgroup (-f: count afresh)
+  on QUOTAID [limits] [-f] put the limits on the CT's files (-f: count afresh)
   off QUOTAID [-f]         take the limit off (usage is still counted)
   setlimit QUOTAID limits  change limits (at once where the quota runs)
   drop QUOTAID [-f]        forget the saved limits of a quota that is off
@@ -81,8 +82,8 @@ limits: -b/--block-softlimit, -B/--block-hardlimit (1K blocks), -i/--inode-softl
         -I/--inode-hardlimit, -e/--block-exptime, -n/--inode-exptime (seconds, dd:hh:mm:ss,
         or N with h, d, w, m, y); -s 1|0 and -u N: per-user/group quota (saved only)
 global: -b batch output, -q errors only, -v more messages, -V version
-btrfs enforces the block hard limit only: soft limits, inode limits and grace times are
-saved and shown, and said to be not enforced.
+btrfs enforces the block hard limit only, project quota (simfs on ext4/xfs) all four limits;
+what is not enforced (and per-CT grace times) is saved and shown, and said so.
 """
 
 

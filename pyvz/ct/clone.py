@@ -112,7 +112,5 @@ def clone(host: Host, source: int, target: int, raw: dict[str, str], snapshot: s
                     driver.clone(tree, source_area, area)
             else:
                 driver.clone(tree, source_area, area)
-        quota = disk_quota(cfg)
-        if quota is not None and driver.has_quota:
-            driver.set_quota(area, quota)
+        driver.apply_quota(area, disk_quota(cfg))
         log.info(f"CT {target} is a clone of {what}")

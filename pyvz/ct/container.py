@@ -36,7 +36,7 @@ from pyvz.params import (
 )
 from pyvz.resources.limits import Limits, has_io_limits
 from pyvz.resources.limits import from_config as limits_from_config
-from pyvz.resources.policy import refuse_escapes, warn_not_enforced
+from pyvz.resources.policy import disk_quota, refuse_escapes, warn_not_enforced
 from pyvz.rootview import RootView
 from pyvz.runtime.lxc import RuntimeSpec
 from pyvz.storage import pool
@@ -256,7 +256,7 @@ class Container:
             distro = self.distro()
             if not skip_setup:  # --skip_ve_setup: the CT's files as they are
                 self.apply_distro_files(distro, cfg)
-            # The disk quota is not set here: qgroup limits live on disk, set by create and set.
+            self.driver().start_quota(area, disk_quota(cfg))  # limits live on disk: mostly nothing
             spec, limits = self.runtime_spec(area, cfg, distro.halt_signal)
             self.host.runtime.start(spec)
             self.host.runtime.cgroups.apply_inner(spec.cgroups.container, limits)

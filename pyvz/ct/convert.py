@@ -151,10 +151,7 @@ def convert(host: Host, ctid: int, target: Layout) -> None:
             exchange(staging, area.private)  # the old tree is at `staging` now
         faults.point(host.paths, "convert-swapped")
         _complete(ct, journal)
-        quota = disk_quota(ct.config)
-        new_driver = driver_for(target)
-        if quota is not None and new_driver.has_quota:
-            new_driver.set_quota(final, quota)
+        driver_for(target).apply_quota(final, disk_quota(ct.config))
         log.info(f"Container was converted to layout {target}")
 
 

@@ -176,14 +176,13 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
             conf.set(LAYOUT.key or "", str(layout))
             cfg = CtConfig.merge(ctid, host.global_conf.items(), conf.items(), conf_path)
         driver = driver_for(layout)
-        if DISKSPACE.name in values and not driver.has_quota:
-            raise VzError(
-                ExitCode.DISKQUOTA_SET,
-                f"--diskspace cannot be enforced with layout {layout} (it has no disk quota here); "
-                "use --layout btrfs",
-            )
         archive = cache.require(host.paths, template)
         area = ct.area(cfg)
+        if DISKSPACE.name in values and (why := driver.quota_missing(area)) is not None:
+            raise VzError(
+                ExitCode.DISKQUOTA_SET,
+                f"--diskspace cannot be enforced with layout {layout}: {why}; use --layout btrfs",
+            )
         if area.private.exists() or area.private.is_symlink():
             raise VzError(ExitCode.PRIVATE_EXISTS, f"Private area already exists in {area.private}")
         if LOCAL_UID.name in values or conf.get("LOCAL_UID"):
@@ -202,11 +201,7 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
             tree = unpacked_tree(archive, area.private.parent, driver.snapshots_template)
             driver.create(area, tree)
         log.info("Performing postcreate actions")
-        quota = disk_quota(cfg)
-        if quota is not None and driver.has_quota:
-            driver.set_quota(area, quota)
-        elif quota is not None:
-            log.warning(f"DISKSPACE is not enforced for layout {layout} (it has no disk quota here)")
+        driver.apply_quota(area, disk_quota(cfg))
         warn_not_enforced(cfg, cfg.values, host.runtime.cgroups.enforces)
         log.info(f"Saved parameters for CT {ctid}")
         log.info("Container private area was created")

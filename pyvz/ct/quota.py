@@ -1,10 +1,11 @@
 """A CT's disk quota as vzquota sees it (quota id = CTID), on pyvz's real disk quota.
 
 What is enforced lives on the filesystem: a btrfs CT's qgroup counts the bytes its subvolume
-references and holds one limit on them (vzquota's block hard limit). vzquota has more (a block
-soft limit, inode limits, grace times, an on/off switch): btrfs cannot enforce those, so they
-are kept in a small file of pyvz's own (Paths.quota_file), shown back as vzquota shows them,
-and said to be not enforced whenever they are set. Without that file a CT whose qgroup has a
+references and holds one limit on them (vzquota's block hard limit); a simfs CT's project quota
+(ext4/xfs) counts blocks and inodes and holds all four of vzquota's limits. What the layout
+cannot enforce (btrfs: the soft limit, inode limits; both: per-CT grace times) and the on/off
+switch are kept in a small file of pyvz's own (Paths.quota_file), shown back as vzquota shows
+them, and said to be not enforced whenever they are set. Without that file a CT whose qgroup has a
 limit has a running quota all the same (pyvz sets the limit at create), read from its config.
 
 Messages go through `say(level, text)` with vzquota's own texts, so that the vzquota front end
@@ -26,6 +27,7 @@ from pyvz.atomic import write_atomic
 from pyvz.errors import QuotaExit, VzError
 from pyvz.params import DISKINODES, DISKSPACE, LAYOUT, QUOTATIME, QUOTAUGIDLIMIT, Layout
 from pyvz.resources.policy import QUOTA_WHY
+from pyvz.storage.base import DiskQuota
 from pyvz.units import UNLIMITED, BarrierLimit
 
 if TYPE_CHECKING:
@@ -49,10 +51,10 @@ Say = Callable[[Level, str], None]
 # Why a layout has no quota here, said in place of vzquota's numbers.
 NO_QUOTA = {
     Layout.DIR: "layout dir (overlayfs) has no disk quota",
-    Layout.SIMFS: "a simfs private area is a plain directory, and pyvz has no directory quota for it",
     Layout.PLOOP: "pyvz runs no ploop CT (vzctl convert copies it into btrfs)",
 }
 UGID_WHY = QUOTA_WHY["quotaugidlimit"].strip("()")
+SIMFS_UGID_WHY = QUOTA_WHY["quotaugidlimit:simfs"].strip("()")
 
 
 class Limits(NamedTuple):
@@ -172,6 +174,7 @@ class CtQuota:
         from pyvz.storage import pool
 
         self.ctid, self.say, self.now = ctid, say, now
+        self.ugid_why = UGID_WHY
         self.path = host.paths.quota_file(ctid)
         self.ct = Container(host, ctid)
         self.exists = self.ct.has_config()
@@ -187,6 +190,9 @@ class CtQuota:
             )
         pool.mount_existing(host.paths)
         self.area: Area = self.ct.area()
+        self.ugid_why = SIMFS_UGID_WHY if layout is Layout.SIMFS else UGID_WHY
+        if self.area.private.is_dir() and (why := self.driver.quota_missing(self.area)) is not None:
+            raise VzError(QuotaExit.NOTRUN, f"Quota accounting is not available for id {ctid}: {why}")
         if not self.area.private.is_dir():
             raise VzError(
                 QuotaExit.NOMOUNTPOINT, f"CT {ctid}'s private area {self.area.private} does not exist"
@@ -228,7 +234,7 @@ class CtQuota:
         return QuotaFile(True, limits, ugid_on=ugid > 0, ugid_limit=ugid, saved=False)
 
     def running(self, qf: QuotaFile | None, counts: QuotaCounts | None) -> bool:
-        """The quota runs where btrfs counts for the CT and it was turned on (or a limit is set:
+        """The quota runs where the filesystem counts for the CT and it was turned on (or a limit is set:
         a limit in force is a running quota, whatever the file says)."""
         if counts is None:
             return False
@@ -243,7 +249,8 @@ class CtQuota:
 
     def measure(self, qf: QuotaFile, counts: QuotaCounts) -> QuotaFile:
         """The file with the present usage, and the grace clocks started or stopped by it."""
-        blocks, inodes = blocks_of(counts.used), count_inodes(self.area.private)
+        blocks = blocks_of(counts.used)
+        inodes = count_inodes(self.area.private) if counts.inodes is None else counts.inodes
         now = int(self.now())
         lim = qf.limits
 
@@ -265,21 +272,24 @@ class CtQuota:
     def not_enforced(self, qf: QuotaFile) -> None:
         lim = qf.limits
         unenforced = []
-        if lim.block_soft and lim.block_soft != lim.block_hard:
+        full = self.driver.full_quota
+        if lim.block_soft and lim.block_soft != lim.block_hard and not full:
             unenforced.append("the block soft limit")
-        if lim.inode_soft or lim.inode_hard:
+        if (lim.inode_soft or lim.inode_hard) and not full:
             unenforced.append("inode limits (btrfs has no inode quota)")
         if (lim.block_exptime or lim.inode_exptime) and (lim.block_soft or lim.inode_soft):
             unenforced.append("grace times")
         if unenforced:
-            self.say(
-                Level.NOTE,
-                f"saved, not enforced for id {self.ctid}: {', '.join(unenforced)}; a btrfs qgroup has "
-                "one limit, the block hard limit\n",
+            why = (
+                "the filesystem keeps one project grace time for every CT"
+                if full
+                else "a btrfs qgroup has one limit, the block hard limit"
             )
+            self.say(Level.NOTE, f"saved, not enforced for id {self.ctid}: {', '.join(unenforced)}; {why}\n")
         if qf.ugid_on and qf.ugid_limit:
             self.say(
-                Level.NOTE, f"per-user/group quota of id {self.ctid} is saved, not enforced: {UGID_WHY}\n"
+                Level.NOTE,
+                f"per-user/group quota of id {self.ctid} is saved, not enforced: {self.ugid_why}\n",
             )
 
     def check_limits(self, qf: QuotaFile, given: Changes | None) -> None:
@@ -318,9 +328,19 @@ class CtQuota:
             )
 
     def enforce(self, qf: QuotaFile) -> None:
-        """Put the block hard limit on the qgroup (0: no limit)."""
-        hard = qf.limits.block_hard
-        self.driver.set_quota(self.area, BarrierLimit(hard, hard) if hard else None)
+        """Put the limits on the CT's files: the block hard limit alone on a qgroup, all four on
+        a project quota (0: no limit)."""
+        lim = qf.limits
+        if not self.driver.full_quota:
+            hard = lim.block_hard
+            self.driver.set_quota(self.area, DiskQuota(BarrierLimit(hard, hard) if hard else None))
+            return
+
+        def pair(soft: int, hard: int) -> BarrierLimit:
+            return BarrierLimit(soft or hard or UNLIMITED, hard or UNLIMITED)
+
+        blocks, inodes = pair(lim.block_soft, lim.block_hard), pair(lim.inode_soft, lim.inode_hard)
+        self.driver.set_quota(self.area, DiskQuota(blocks, inodes))
 
     def check_path(self, path: Path | None) -> None:
         """-p names the CT's private area (or its root); pyvz finds it from the CT's config."""
@@ -393,7 +413,7 @@ class CtQuota:
         self.driver.recount_quota(self.area, full=recount)
         counts = self.counts()
         if counts is None:
-            raise VzError(QuotaExit.VZCALL, f"Quota on for id {self.ctid}: btrfs keeps no count for it")
+            raise VzError(QuotaExit.VZCALL, f"Quota on for id {self.ctid}: no count is kept for it")
         qf = self.measure(replace(qf, dirty=False), counts)
         self.check_limits(qf, None)
         self.enforce(qf)
@@ -446,7 +466,7 @@ class CtQuota:
         self.driver.recount_quota(self.area, full=False)
         counts = self.counts()
         if counts is None:
-            raise VzError(QuotaExit.VZCALL, f"Quota init for id {self.ctid}: btrfs keeps no count for it")
+            raise VzError(QuotaExit.VZCALL, f"Quota init for id {self.ctid}: no count is kept for it")
         qf = self.measure(QuotaFile(False, limits, ugid_on=ugid_on, ugid_limit=ugid_limit), counts)
         self.check_limits(qf, None)
         self.save(qf)
@@ -476,7 +496,7 @@ class CtQuota:
         running = self.running(qf, counts)
         if running and counts is not None:
             qf = self.measure(qf, counts)
-            if "block_hard" in changes.limits:
+            if "block_hard" in changes.limits or (self.driver.full_quota and changes.limits):
                 self.enforce(qf)
         if force:
             qf = replace(qf, dirty=True)
@@ -490,5 +510,5 @@ class CtQuota:
         if not self.running(self.load(counts), counts):
             self.say(Level.ERROR, "Quota accounting is off")
             raise VzError(QuotaExit.NOTRUN, "")
-        self.say(Level.ERROR, f"Second level quota accounting is off: {UGID_WHY}")
+        self.say(Level.ERROR, f"Second level quota accounting is off: {self.ugid_why}")
         raise VzError(QuotaExit.NOTRUN, "")

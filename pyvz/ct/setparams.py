@@ -18,6 +18,7 @@ from pyvz.params import (
     DEVICES,
     DEVNODES,
     DISK_QUOTA,
+    DISKINODES,
     DISKSPACE,
     FIREWALL_ACCEPT,
     HOSTNAME,
@@ -77,11 +78,8 @@ def set_params(
             ct.config = ct_config(host.paths, host.global_conf, conf, ctid)
         else:
             conf = ct.conf_file()
-        if DISKSPACE.name in values and not ct.driver().has_quota:
-            raise VzError(
-                ExitCode.DISKQUOTA_SET,
-                f"--diskspace cannot be enforced for CT {ctid}: its layout has no disk quota",
-            )
+        if DISKSPACE.name in values and (why := ct.driver().quota_missing(ct.area())) is not None:
+            raise VzError(ExitCode.DISKQUOTA_SET, f"--diskspace cannot be enforced for CT {ctid}: {why}")
         changes: dict[str, str] = {}  # config key -> new text
         if APPLYCONFIG.name in values:
             changes.update(_from_sample(host, values[APPLYCONFIG.name]))
@@ -151,9 +149,10 @@ def set_params(
             netdev.move_live(ct, values.get(NETDEV_ADD.name, ()), values.get(NETDEV_DEL.name, ()))
         if running:
             _apply_live(ct, merged, changed, setmode)
-        elif save and (DISKSPACE.key in changed or DISK_QUOTA.key in changed):
+        elif save and {DISKSPACE.key, DISKINODES.key, DISK_QUOTA.key} & changed.keys():
             # The quota lives on the private area itself, so a stopped CT gets it now.
-            _apply_storage(ct, merged, DISKSPACE)
+            which = next(p for p in (DISKSPACE, DISKINODES, DISK_QUOTA) if p.key in changed)
+            _apply_storage(ct, merged, which)
         if save and changes:
             old_name = conf.get("NAME")
             if new_name:
@@ -332,12 +331,15 @@ def _apply_resources(ct: Container, cfg: CtConfig, params: list[Param[Any]]) -> 
 
 
 def _apply_storage(ct: Container, cfg: CtConfig, param: Param[Any]) -> None:
-    """DISKSPACE or DISK_QUOTA changed: the quota the CT now gets (none with DISK_QUOTA=no)."""
-    driver = ct.driver()
-    if not driver.has_quota:
-        return  # said already: set refuses --diskspace there, and a sample's gets a warning
+    """DISKSPACE, DISKINODES or DISK_QUOTA changed: the quota the CT now gets (none with
+    DISK_QUOTA=no)."""
+    driver, area = ct.driver(), ct.area()
+    if (why := driver.quota_missing(area)) is not None:
+        if param is not DISKSPACE:  # set refuses --diskspace there
+            log.warning(f"{param.key} not enforced: {why}")
+        return
     quota = disk_quota(cfg)
-    driver.set_quota(ct.area(), quota)
+    driver.set_quota(area, quota)
     log.info("Disk quota was set" if quota is not None else "Disk quota was removed")
 
 

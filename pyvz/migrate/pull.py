@@ -420,9 +420,7 @@ class Puller:
                     target = target.with_name(target.name + ".migrated")
                 write_atomic(target, body, mode=0o600 if aside else 0o755)
             cfg = CtConfig.merge(ctid, self.host.global_conf.items(), conf.items(), conf.path)
-            quota = disk_quota(cfg)
-            if quota is not None and driver.has_quota:
-                driver.set_quota(area._replace(private=tree), quota)
+            driver.apply_quota(area._replace(private=tree), disk_quota(cfg))
             os.rename(tree, area.private)  # the commit point: the CT is here
 
     # ---- phase here: the source retires -------------------------------------------------

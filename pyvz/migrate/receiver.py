@@ -527,9 +527,7 @@ class Receiver:
         """The disk quota, on the staged subvolume: it holds from the commit point on."""
         assert self.conf is not None
         cfg = CtConfig.merge(self.ctid, self.host.global_conf.items(), self.conf.items(), self.paths.vz_conf)
-        quota = disk_quota(cfg)
-        if quota is not None and driver.has_quota:
-            driver.set_quota(staged, quota)
+        driver.apply_quota(staged, disk_quota(cfg))
 
     def _install_scripts(self) -> None:
         for action, body in self.scripts.items():

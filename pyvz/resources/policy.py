@@ -9,12 +9,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyvz.config import CtConfig
 from pyvz.log import log
 from pyvz.params import BY_KEY, DISKINODES, PHYSPAGES, SWAPPAGES, UBC_PARAMS, VM_OVERCOMMIT, Param, ubc_name
 from pyvz.units import UNLIMITED, BarrierLimit
+
+if TYPE_CHECKING:
+    from pyvz.storage.base import DiskQuota
 
 PRIVVMPAGES_KEY = "PRIVVMPAGES"
 _VSWAP_KEYS = frozenset({PHYSPAGES.key, SWAPPAGES.key, VM_OVERCOMMIT.key})
@@ -53,6 +56,8 @@ def not_enforced(cfg: CtConfig, keys: Iterable[str], enforced_ubc: frozenset[str
         value = cfg.get(param)
         if not _is_set(value):
             continue
+        if param is DISKINODES and _simfs(cfg):
+            continue  # a project quota may hold it: the layout says at start where it cannot
         if param is DISKINODES or param is VM_OVERCOMMIT:
             found.append(param.name)
         elif param in _UBC and ubc_name(param) not in enforced_ubc:
@@ -60,12 +65,22 @@ def not_enforced(cfg: CtConfig, keys: Iterable[str], enforced_ubc: frozenset[str
     return found
 
 
-def disk_quota(cfg: CtConfig) -> BarrierLimit | None:
-    """The disk quota a CT gets: its DISKSPACE, unless DISK_QUOTA=no (its own config or
-    vz.conf) turns disk quota off for it, as in vzctl."""
+def disk_quota(cfg: CtConfig) -> DiskQuota | None:
+    """The disk quota a CT gets: its DISKSPACE and DISKINODES (None: neither is set), unless
+    DISK_QUOTA=no (its own config or vz.conf) turns disk quota off for it, as in vzctl."""
     from pyvz.params import DISK_QUOTA, DISKSPACE
+    from pyvz.storage.base import DiskQuota
 
-    return None if cfg.get(DISK_QUOTA) is False else cfg.get(DISKSPACE)
+    space, inodes = cfg.get(DISKSPACE), cfg.get(DISKINODES)
+    if cfg.get(DISK_QUOTA) is False or (space is None and inodes is None):
+        return None
+    return DiskQuota(space, inodes)
+
+
+def _simfs(cfg: CtConfig) -> bool:
+    from pyvz.params import LAYOUT, Layout
+
+    return cfg.get(LAYOUT) is Layout.SIMFS
 
 
 def _privileged(cfg: CtConfig) -> bool:
@@ -123,7 +138,8 @@ def access_notes(cfg: CtConfig, keys: Iterable[str]) -> list[str]:
     for param in (AVNUMPROC, CPUWEIGHT, QUOTATIME, QUOTAUGIDLIMIT):
         value = given(param)
         if value is not None and _is_set(value) and value != 0:
-            why = QUOTA_WHY.get(param.name, "on this kernel")
+            why = QUOTA_WHY.get(f"{param.name}:simfs" if _simfs(cfg) else param.name)
+            why = why or QUOTA_WHY.get(param.name, "on this kernel")
             notes.append(f"{param.name}: saved, but not enforced {why}")
     return notes
 
@@ -137,6 +153,14 @@ QUOTA_WHY = {
         "(per-user/group quota inside a CT needs a filesystem of the CT's own with user quota, as "
         "OpenVZ's second-level quota gave; a btrfs subvolume or a directory shares the host's "
         "filesystem, whose user quotas count every CT's files by uid together)"
+    ),
+    "quotatime:simfs": (
+        "(a simfs CT's project quota has the grace time of its filesystem, one for every CT)"
+    ),
+    "quotaugidlimit:simfs": (
+        "(an unprivileged CT cannot set quotas: quotactl(2) wants CAP_SYS_ADMIN in the host's user "
+        "namespace, and user/group quotas on VE_PRIVATE's filesystem would count every simfs CT's "
+        "files together, all stored with the same unshifted uids)"
     ),
 }
 

@@ -57,11 +57,26 @@ class QuotaCounts(NamedTuple):
 
     used: int  # bytes counted against the quota
     limit: int | None  # bytes; None: no limit is set
+    inodes: int | None = None  # inodes counted, where the filesystem counts them (project quota)
+
+
+class DiskQuota(NamedTuple):
+    """What a CT's disk quota is to hold: DISKSPACE (1K blocks) and DISKINODES."""
+
+    space: BarrierLimit | None
+    inodes: BarrierLimit | None = None
+
+    def names(self) -> str:
+        given = (("DISKSPACE", self.space), ("DISKINODES", self.inodes))
+        return ", ".join(name for name, value in given if value)
 
 
 class StorageDriver(ABC):
     layout: ClassVar[Layout]
-    has_quota: ClassVar[bool]
+    has_quota: ClassVar[bool]  # it can have a disk quota (where its filesystem allows: quota_missing)
+    # Its disk quota holds DISKSPACE's barrier and DISKINODES too (project quota), not only
+    # DISKSPACE's limit (a btrfs qgroup).
+    full_quota: ClassVar[bool] = False
     copies_data: ClassVar[bool]  # a snapshot or clone copies every file (it is not O(1))
     snapshots_template: ClassVar[bool]  # a CT is a btrfs snapshot of the unpacked template
     # Its files are stored with uid 0 on disk and idmapped at start, so its id range can
@@ -88,8 +103,31 @@ class StorageDriver(ABC):
     def host_owner(self, area: Area) -> tuple[int, int]:
         """Host uid/gid a file written through area.root needs to be owned by CT root."""
 
-    def set_quota(self, area: Area, quota: BarrierLimit | None) -> None:
+    def quota_missing(self, area: Area) -> str | None:
+        """Why the CT at `area` can have no disk quota here, one phrase; None: it can."""
+        return None if self.has_quota else f"layout {self.layout} has no disk quota"
+
+    def set_quota(self, area: Area, quota: DiskQuota | None) -> None:
+        """Put `quota` on the CT's files (None: no limit, usage still counted)."""
         raise NotImplementedError
+
+    def apply_quota(self, area: Area, quota: DiskQuota | None) -> None:
+        """The quota of a CT whose files were just made or replaced (create, clone, convert,
+        restore, migration); where it can have none, that is said by name, once."""
+        if quota is None:
+            return
+        why = self.quota_missing(area)
+        if why is None:
+            self.set_quota(area, quota)
+        else:
+            from pyvz.log import log
+
+            log.warning(f"{quota.names()} not enforced: {why}")
+
+    def start_quota(self, area: Area, quota: DiskQuota | None) -> None:
+        """What the CT's disk quota needs at start. Limits live on disk, set by create and set,
+        so by default nothing (and a quota turned off stays off until quotaon)."""
+        return None
 
     # ---- snapshots and clones ----------------------------------------------------------------
     # A snapshot is kept at a path of its own (`fs` in the snapshot's directory) and holds the
@@ -160,6 +198,10 @@ class StorageDriver(ABC):
 
     def usage(self, area: Area) -> int | None:
         """Bytes counted against the disk quota; None where the layout keeps no count."""
+        return None
+
+    def inode_usage(self, area: Area) -> int | None:
+        """Inodes counted against DISKINODES; None where the layout keeps no count."""
         return None
 
     def quota_counts(self, area: Area) -> QuotaCounts | None:

@@ -15,9 +15,9 @@ from pyvz.errors import ExitCode, VzError
 from pyvz.log import log
 from pyvz.params import Layout
 from pyvz.run import run
-from pyvz.storage.base import Area, QuotaCounts, remove_path
+from pyvz.storage.base import Area, DiskQuota, QuotaCounts, remove_path
 from pyvz.storage.bindroot import BindRootDriver
-from pyvz.units import UNLIMITED, BarrierLimit, format_size
+from pyvz.units import UNLIMITED, format_size
 
 _SUBVOLUME_INODE = 256  # every btrfs subvolume root has this inode number
 
@@ -225,13 +225,15 @@ class BtrfsDriver(BindRootDriver):
         except (OSError, ValueError):
             return None
 
-    def set_quota(self, area: Area, quota: BarrierLimit | None) -> None:
-        # btrfs has one hard limit per qgroup: OpenVZ's limit is enforced, the barrier is not.
-        limit = "none" if quota is None or quota.limit >= UNLIMITED else str(quota.limit * 1024)
-        if quota is not None and quota.barrier < quota.limit:
+    def set_quota(self, area: Area, quota: DiskQuota | None) -> None:
+        # btrfs has one hard limit per qgroup: OpenVZ's limit is enforced, the barrier is not
+        # (nor DISKINODES: policy names it as not enforced).
+        space = quota.space if quota is not None else None
+        limit = "none" if space is None or space.limit >= UNLIMITED else str(space.limit * 1024)
+        if space is not None and space.barrier < space.limit:
             log.warning(
-                f"DISKSPACE barrier {format_size(quota.barrier, 1024)} is not enforced (btrfs has one "
-                f"hard limit per subvolume); the limit {format_size(quota.limit, 1024)} is"
+                f"DISKSPACE barrier {format_size(space.barrier, 1024)} is not enforced (btrfs has one "
+                f"hard limit per subvolume); the limit {format_size(space.limit, 1024)} is"
             )
         argv = ["btrfs", "qgroup", "limit", limit, str(area.private)]
         result = run(argv, check=False)

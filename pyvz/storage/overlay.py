@@ -14,12 +14,11 @@ from pyvz.atomic import exchange
 from pyvz.errors import ExitCode, VzError
 from pyvz.params import Layout
 from pyvz.run import run
-from pyvz.storage.base import Area, StorageDriver, remove_path
+from pyvz.storage.base import Area, DiskQuota, StorageDriver, remove_path
 from pyvz.storage.copying import copy_tree
 from pyvz.storage.idmap import IdMap
 from pyvz.storage.idmount import idmapped_bind
 from pyvz.storage.mounts import umount
-from pyvz.units import BarrierLimit
 
 
 def shift_ids(tree: Path, old: IdMap, new: IdMap) -> None:
@@ -145,7 +144,7 @@ class OverlayDriver(StorageDriver):
     def host_owner(self, area: Area) -> tuple[int, int]:
         return (area.idmap.uid, area.idmap.gid)
 
-    def set_quota(self, area: Area, quota: BarrierLimit | None) -> None:
+    def set_quota(self, area: Area, quota: DiskQuota | None) -> None:
         raise VzError(
             ExitCode.DISKQUOTA_SET,
             "disk quota is not enforced for layout dir (overlayfs has no quota); use --layout btrfs",

@@ -12,8 +12,7 @@ from typing import NoReturn
 
 from pyvz.errors import ExitCode, VzError
 from pyvz.params import Layout
-from pyvz.storage.base import Area, StorageDriver, remove_path
-from pyvz.units import BarrierLimit
+from pyvz.storage.base import Area, DiskQuota, StorageDriver, remove_path
 
 
 def _convert_first(area: Area) -> NoReturn:
@@ -45,7 +44,7 @@ class PloopDriver(StorageDriver):
     def host_owner(self, area: Area) -> tuple[int, int]:
         _convert_first(area)
 
-    def set_quota(self, area: Area, quota: BarrierLimit | None) -> None:
+    def set_quota(self, area: Area, quota: DiskQuota | None) -> None:
         _convert_first(area)
 
     def snapshot(self, area: Area, target: Path) -> None:

@@ -69,6 +69,7 @@ def fake(
     counters: list[Beancounter] | None = None,
     usage: int | None = None,
     uptime: float | None = None,
+    inodes: int | None = None,
     status: str | None = None,
 ) -> Record:
     """A record whose host-side answers are given; its config values are read for real."""
@@ -83,6 +84,7 @@ def fake(
         "name": name,
         "beancounters": counters if running else None,
         "disk_usage": usage,
+        "inode_usage": inodes,
         "uptime": uptime,
     }
     record.__dict__.update(values)
