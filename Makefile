@@ -13,9 +13,12 @@ install: apt criu $(STAMP)
 	@tools/setup-lxcfs $(PY)
 	@tools/install-launchers
 	@PYVZ_ROOT=/ $(PY) -m pyvz.rootinit
+	@getent group pyvz >/dev/null || groupadd --system pyvz
+	@PYVZ_ROOT=/ /usr/local/sbin/pyvzd fingerprint >/dev/null
 	@if [ -d /etc/systemd/system ]; then \
 		install -m 644 tools/pyvz-boot.service /etc/systemd/system/pyvz-boot.service; \
-		if [ -d /run/systemd/system ]; then systemctl daemon-reload && systemctl enable pyvz-boot.service >/dev/null 2>&1 || true; fi; \
+		install -m 644 tools/pyvzd.service /etc/systemd/system/pyvzd.service; \
+		if [ -d /run/systemd/system ]; then systemctl daemon-reload && systemctl enable pyvz-boot.service pyvzd.service >/dev/null 2>&1 || true; fi; \
 	fi
 
 apt:

@@ -36,6 +36,10 @@ LOCAL_GID=100000
 STOP_TIMEOUT=60
 # LXCFS gives each CT its own /proc/meminfo, cpuinfo, uptime ... ("no": the host's)
 LXCFS=yes
+
+## The API daemon (pyvzd): HTTPS on this address besides its unix socket /run/pyvz/api.sock
+## ("": the socket only). pyvzd fingerprint prints its certificate's fingerprint.
+API_LISTEN="127.0.0.1:8443"
 """
 
 SAMPLES = {

@@ -23,6 +23,7 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--no-socket", action="store_true", help="no unix socket")
     sub.add_parser("fingerprint", help="the server certificate's SHA-256 fingerprint (made if missing)")
+    sub.add_parser("status", help="whether pyvzd serves this root (exit 3 if not)")
     token = sub.add_parser("token", help="API tokens").add_subparsers(
         dest="action", metavar="ACTION", parser_class=ArgumentParser, required=True
     )
@@ -46,6 +47,33 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+DEFAULT_LISTEN = "127.0.0.1:8443"
+
+
+def _status(paths: object) -> int:
+    """Ask the daemon on its socket who it is; 3 (as a service's status) if nobody answers."""
+    import json
+    import socket
+
+    from pyvz.paths import Paths
+
+    assert isinstance(paths, Paths)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(paths.api_socket))
+            s.sendall(b"GET /api/v1 HTTP/1.0\r\nHost: pyvzd\r\n\r\n")
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        body = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+        print(f"pyvzd is running (socket {paths.api_socket}; you are {body['you']['who']})")
+        return 0
+    except (OSError, ValueError, KeyError, IndexError):
+        print(f"pyvzd is not running (no answer on {paths.api_socket})")
+        return 3
+
+
 def _listen(text: str | None) -> tuple[str, int] | None:
     if not text:
         return None
@@ -65,6 +93,8 @@ def dispatch(argv: list[str]) -> int:
     command = ns.command or "serve"
     if command == "serve":
         return _serve(paths, getattr(ns, "listen", None), getattr(ns, "no_socket", False))
+    if command == "status":
+        return _status(paths)
     if command == "fingerprint":
         from pyvz.api.tls import ensure_certificate, server_fingerprint
 
@@ -119,7 +149,10 @@ def _serve(paths: object, listen_text: str | None, no_socket: bool) -> int:
     from pyvz.paths import Paths
 
     assert isinstance(paths, Paths)
-    configured = listen_text if listen_text is not None else Host(paths).setting("API_LISTEN")
+    # API_LISTEN absent: the local default; set but empty: the unix socket only
+    configured = listen_text if listen_text is not None else Host(paths).global_conf.get("API_LISTEN")
+    if configured is None:
+        configured = DEFAULT_LISTEN
     listen = Listen(None if no_socket else paths.api_socket, _listen(configured))
     if listen.socket_path is None and listen.https is None:
         raise VzError(ExitCode.INVALID_PARAMETER_VALUE, "nothing to serve: no socket and no --listen")
