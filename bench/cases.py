@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench.api import bench_api_clients, bench_api_event, bench_api_list, bench_api_start
 from bench.backup import bench_backup
 from bench.checkpoint import bench_checkpoint
 from bench.convert import bench_convert
@@ -453,4 +454,8 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "lxcfs-start": bench_lxcfs_start,
     "lxcfs-free": bench_lxcfs_free,
     "convert": bench_convert,
+    "api-list": bench_api_list,
+    "api-start": bench_api_start,
+    "api-event": bench_api_event,
+    "api-clients": bench_api_clients,
 }

@@ -68,7 +68,7 @@ class Watcher:
         self.bus = bus
         self.look = look  # reads the CTs' state and config: all of them, or one
         self.seen: dict[int, Snapshot] = {}
-        self._pending: dict[int, tuple[str, str]] = {}
+        self._pending: dict[int, tuple[str, str, float]] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._poller: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -101,18 +101,19 @@ class Watcher:
             message = json.loads(data)
             ctid = int(message["ctid"])
             actor, command = str(message.get("actor", "?"))[:200], str(message.get("command", ""))[:300]
+            when = float(message.get("time", 0.0))
         except (ValueError, KeyError, TypeError):
             return  # anyone local may write here: what is not ours is dropped
         first = ctid not in self._pending
-        self._pending[ctid] = (actor, command)
+        self._pending[ctid] = (actor, command, when)
         if first:
             asyncio.get_running_loop().create_task(self._check(ctid))
 
     async def _check(self, ctid: int) -> None:
         async with self._lock:
-            actor, command = self._pending.pop(ctid, ("?", ""))
+            actor, command, when = self._pending.pop(ctid, ("?", "", 0.0))
             now = await asyncio.to_thread(self.look, ctid)
-            self._compare({ctid: self.seen.get(ctid)}, now, actor, command)
+            self._compare({ctid: self.seen.get(ctid)}, now, actor, command, when)
 
     async def _poll(self) -> None:
         while True:
@@ -122,9 +123,15 @@ class Watcher:
                 self._compare(dict(self.seen), now, "the CT itself", "")
 
     def _compare(
-        self, before: dict[int, Snapshot | None], now: dict[int, Snapshot], actor: str, command: str
+        self,
+        before: dict[int, Snapshot | None],
+        now: dict[int, Snapshot],
+        actor: str,
+        command: str,
+        when: float = 0.0,
     ) -> None:
-        extra = {"command": command} if command else {}
+        # changed_at: when the command that made the change let go of the CT (its datagram)
+        extra: dict[str, Any] = {"command": command, "changed_at": when} if command else {}
         for ctid in sorted(set(before) | set(now)):
             old, new = before.get(ctid), now.get(ctid)
             if old == new:
