@@ -328,3 +328,33 @@ def test_changes_without_the_csrf_token_are_refused(vzroot: VzRoot, daemon: Daem
     assert done == "success"
     assert 'DESCRIPTION="allowed"' in (vzroot.conf_dir / "103.conf").read_text()
     assert errors == []
+
+
+def test_a_failcnt_rise_is_marked_until_looked_at(vzroot: VzRoot, daemon: Daemon, browser: Any) -> None:
+    vzroot.ok("create", "104", "--ostemplate", "busybox")
+    vzroot.ok("set", "104", "--numproc", "6:6", "--save")
+    vzroot.ok("start", "104")
+    page = browser.new_page()
+    errors: list[str] = []
+    log_in(page, daemon, errors)
+    row = "tr[data-ctid='104']"
+    page.wait_for_selector(row)
+    wait_js(page, "localStorage.getItem('pyvz.failcnt.104') !== null")  # first sight: the baseline
+    assert page.query_selector(f"{row} .fail-mark") is None
+
+    forked = vzroot.vzctl("exec", "104", "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 2 & done; wait")
+    assert "can't fork" in forked.err + forked.out
+    mark = page.wait_for_selector(f"{row} .fail-mark", timeout=15_000)
+    assert re.search(r"numproc failcnt 0 → [1-9]", mark.get_attribute("title") or "")
+
+    page.click(f"{row} a.button")  # the CT's page shows its beancounters: that is looking
+    page.wait_for_selector("table.ubc tr.rose td.failcnt")
+    page.click("#nav a[data-view=list]")
+    page.wait_for_selector(row)
+    time.sleep(3.5)  # the next sample
+    assert page.query_selector(f"{row} .fail-mark") is None
+    page.reload()
+    page.wait_for_selector(row)
+    time.sleep(1)
+    assert page.query_selector(f"{row} .fail-mark") is None  # remembered across page loads
+    assert errors == []

@@ -44,9 +44,7 @@ function facts(ct) {
         el("figcaption", {}, cpuValues.length ? `CPU ${cpuValues[cpuValues.length - 1].toFixed(1)} %` : usage.cpuNote))));
 }
 
-function beancounters(ct) {
-  const rose = new Set(risen(ct).map(([name]) => name));
-  looked(ct); // the page shows them: this is looking
+function beancounters(ct, rose) {
   const rows = UBC.filter((name) => ct[name]).map((name) => {
     const c = ct[name];
     return el("tr", { class: rose.has(name) ? "rose" : null },
@@ -128,11 +126,14 @@ export async function showCt(main, ctid) {
   const factsBox = el("div", {});
   const ubcBox = el("div", {});
   const terminal = new Console(ct.ctid);
+  const rose = new Set(); // counters that rose since last looked, marked while the page is open
   const draw = (fresh) => {
     ct = fresh;
+    for (const [name] of risen(ct)) rose.add(name);
+    looked(ct); // the page shows the beancounters: this is looking
     clear(top, header(ct));
     clear(factsBox, facts(ct));
-    clear(ubcBox, beancounters(ct));
+    clear(ubcBox, beancounters(ct, rose));
   };
   draw(ct);
   const settings = el("div", {}, settingsForm(ct));
