@@ -191,6 +191,10 @@ def test_console_creates_starts_types_snapshots_stops_and_destroys(
     listed = vzroot.ok("snapshot-list", "101")
     assert "before-change" in listed
 
+    page.click("#backup-run button[type=submit]")
+    archive = page.wait_for_selector("table.backups td.mono:has-text('vzdump-')", timeout=60_000)
+    assert (archive.text_content() or "").startswith("vzdump-")
+
     page.goto(daemon.url + "/#/")
     row = page.wait_for_selector("table.cts tr[data-ctid='101']")
     assert "webtest101" in row.inner_text()
@@ -206,6 +210,15 @@ def test_console_creates_starts_types_snapshots_stops_and_destroys(
     page.click("#ct-stop")
     page.wait_for_selector("#ct-start")
     assert ct_status(vzroot, "101") == "CTID 101 exist unmounted down"
+
+    snapshot = "table.snapshots tr:has(td.snapshot-name:has-text('before-change'))"
+    page.click(f"{snapshot} button:has-text('Switch')")
+    page.click("#confirm-ok")
+    page.wait_for_selector(".notice:has-text('Switch to before-change: done')")
+    page.click(f"{snapshot} button:has-text('Delete')")
+    page.click("#confirm-ok")
+    page.wait_for_selector("table.snapshots td:has-text('No snapshots.')")
+    assert "before-change" not in vzroot.ok("snapshot-list", "101")
 
     page.click("#ct-destroy")
     assert "Destroy CT 101" in page.inner_text("#confirm-text")

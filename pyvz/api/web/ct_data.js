@@ -97,7 +97,7 @@ export function backupsSection(ct) {
     await run("POST", base, body);
     refresh();
     return "backup done";
-  }, { disabled: !may("operator") });
+  }, { disabled: !may("operator"), id: "backup-run" });
   refresh();
   const node = el("div", {}, el("table", { class: "backups cards" },
     el("thead", {}, el("tr", {}, ["Archive", "Date", "Size", ""].map((h) => el("th", {}, h)))), body), backup);
