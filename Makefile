@@ -1,14 +1,17 @@
 # `make demo` and `make test` set up a fresh Debian 12 machine from scratch (as root).
 SHELL := /bin/bash
 APT_PACKAGES := lxc btrfs-progs busybox-static uidmap zstd tar python3-venv python3-dev mmdebstrap gnupg \
-	iproute2 procps util-linux e2fsprogs nftables iperf3 openssh-server openssh-client rsync lxcfs lzop dmsetup xfsprogs
+	iproute2 procps util-linux e2fsprogs nftables iperf3 openssh-server openssh-client rsync lxcfs lzop dmsetup \
+	xfsprogs nodejs chromium
 VENV := .venv
 PY := $(VENV)/bin/python3
 STAMP := $(VENV)/.installed
+# xterm.js for the web console, as package-lock.json pins it (npm ci writes this file last).
+NODE_STAMP := node_modules/.package-lock.json
 
 .PHONY: install apt criu demo test unit integration lint bench clean
 
-install: apt criu $(STAMP)
+install: apt criu $(STAMP) $(NODE_STAMP)
 	@tools/setup-subids
 	@tools/setup-lxcfs $(PY)
 	@tools/install-launchers
@@ -27,6 +30,13 @@ apt:
 		echo "Installing Debian packages:" $$missing; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+
+# npm is Debian's package unless the installed nodejs brings its own (NodeSource's does, and
+# conflicts with Debian's npm), so it is not in APT_PACKAGES.
+$(NODE_STAMP): package.json package-lock.json | apt
+	@command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm
+	npm ci --omit=dev --no-audit --no-fund
+	@touch $@
 
 # CRIU >= 4.2 (Debian 12's 3.17 and 13's 4.1 fail on current kernels): nothing to do when it is there,
 # else Debian's package if the host's suite has one, else built from a newer suite's source.

@@ -137,7 +137,8 @@ async def _list_alternately(ctx: Context, daemon: Daemon) -> tuple[list[float], 
             theirs.append(await asyncio.to_thread(ctx.vz.timed, [VZLIST, "-a", "-j"]))
             if (index + 1) % 10 == 0:
                 log(
-                    f"api-list {index + 1}/{LIST_SAMPLES}: api {ours[-1] * 1000:.1f} ms, cli {theirs[-1] * 1000:.1f} ms"
+                    f"api-list {index + 1}/{LIST_SAMPLES}: "
+                    f"api {ours[-1] * 1000:.1f} ms, cli {theirs[-1] * 1000:.1f} ms"
                 )
     return ours, theirs, count
 

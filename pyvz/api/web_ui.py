@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import mimetypes
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,11 @@ if TYPE_CHECKING:
 COOKIE = "pyvz_session"
 IDLE = 8 * 3600.0  # seconds a session lasts unused
 STATIC = Path(__file__).parent / "web"
+# xterm.js as `npm ci` (make install) puts it beside pyproject.toml, pinned by package-lock.json.
 XTERM = Path(__file__).resolve().parents[2] / "node_modules" / "@xterm"
+# ES modules must be served as JavaScript (nosniff); not every host's mime.types knows .mjs.
+mimetypes.add_type("text/javascript", ".mjs")
+mimetypes.add_type("text/javascript", ".js")
 
 
 @dataclass
