@@ -62,7 +62,7 @@ class Daemon:
         self.bus = Bus()
         self.operations = Operations(paths, self._operation_changed)
         self.watcher = Watcher(paths, self.bus, self._look)
-        self.sessions = web_ui.Sessions()
+        self.sessions = web_ui.Sessions(self.grants.for_token)
         self.started = time.time()
 
     # -- what the routes use ---------------------------------------------------------

@@ -10,6 +10,7 @@ import json
 import mimetypes
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,17 +38,19 @@ mimetypes.add_type("text/javascript", ".js")
 class Session:
     grant: Grant
     csrf: str
+    token: str  # what it logged in with, checked again at each use: a revoked token ends it
     used: float = field(default_factory=time.monotonic)
 
 
 class Sessions:
-    def __init__(self) -> None:
+    def __init__(self, verify: Callable[[str], Grant | None]) -> None:
         self.by_id: dict[str, Session] = {}
+        self.verify = verify
 
-    def new(self, grant: Grant) -> tuple[str, Session]:
+    def new(self, grant: Grant, token: str) -> tuple[str, Session]:
         self._expire()
         key = secrets.token_urlsafe(32)
-        session = Session(grant, secrets.token_urlsafe(32))
+        session = Session(grant, secrets.token_urlsafe(32), token)
         self.by_id[key] = session
         return key, session
 
@@ -61,6 +64,11 @@ class Sessions:
         session = self.by_id.get(key) if key else None
         if session is None or time.monotonic() - session.used > IDLE:
             return None
+        grant = self.verify(session.token)
+        if grant is None:  # revoked (or changed) since the log-in
+            self.by_id.pop(key or "", None)
+            return None
+        session.grant = grant
         session.used = time.monotonic()
         return session
 
@@ -114,7 +122,7 @@ async def _login(daemon: Daemon, request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(wait)
         return error_response(401, int(ExitCode.NO_ACCESS), "that token is not valid")
     daemon.throttle.succeeded(address)
-    key, session = daemon.sessions.new(grant)
+    key, session = daemon.sessions.new(grant, token)
     daemon.audit.write(actor=f"{grant.who} from {address}", request="web log-in")
     response = ok(_session_json(session))
     response.set_cookie(COOKIE, key, httponly=True, secure=True, samesite="Strict", path="/")

@@ -102,3 +102,14 @@ def test_failed_logins_are_slowed_down(api: Daemon) -> None:
     assert times[4] >= 1.5, times
     audit = (api.vz.root / "var/log/pyvz-audit.log").read_text()
     assert audit.count('"refused"') >= 5
+
+
+def test_a_revoked_token_ends_its_web_sessions(api: Daemon, vzroot: VzRoot) -> None:
+    client = api.token("browser", "viewer")
+    login = api.admin.request("POST", "/ui/login", {"token": client.token}, headers={"Authorization": ""})
+    assert login.status == 200
+    cookie = login.headers["Set-Cookie"].split(";")[0]
+    cookie_only = Client(api.port, None, api.fingerprint)
+    assert cookie_only.request("GET", "/api/v1/cts", headers={"Cookie": cookie}).status == 200
+    assert vzroot.run("pyvzd", "token", "remove", "browser").code == 0
+    assert cookie_only.request("GET", "/api/v1/cts", headers={"Cookie": cookie}).status == 401
