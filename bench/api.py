@@ -215,6 +215,8 @@ async def _event_delays(ctx: Context, daemon: Daemon, ct: str) -> list[float]:
             ))  # fmt: skip
             while True:
                 line = await asyncio.wait_for(stream.content.readline(), timeout=30)
+                if not line:
+                    raise RuntimeError(f"the event stream ended (HTTP {stream.status})")
                 if line.startswith(b"data: "):
                     event = json.loads(line[6:])
                     if event.get("changed_at"):

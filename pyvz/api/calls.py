@@ -12,6 +12,8 @@ from aiohttp import web
 from pyvz.api.grants import Grant, Role
 from pyvz.errors import ExitCode, VzError
 
+PREFIX = "/api/v1"
+
 if TYPE_CHECKING:
     from pyvz.api.daemon import Daemon
 

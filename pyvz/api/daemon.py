@@ -25,7 +25,7 @@ from aiohttp import web
 from pyvz.api import routes, web_ui
 from pyvz.api.audit import Audit
 from pyvz.api.bus import Bus, Snapshot, Watcher
-from pyvz.api.calls import Call, Forbidden, error_response, vz_error_response
+from pyvz.api.calls import PREFIX, Call, Forbidden, error_response, vz_error_response
 from pyvz.api.grants import Grant, Grants, fingerprint, gids_of, local_grant
 from pyvz.api.operations import Operation, Operations, tool_argv
 from pyvz.api.throttle import Throttle
@@ -120,7 +120,7 @@ class Daemon:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._headers])
         for route in routes.ROUTES:
-            app.router.add_route(route.method, routes.PREFIX + route.path, self._endpoint(route))
+            app.router.add_route(route.method, PREFIX + route.path, self._endpoint(route))
         app.router.add_get("/metrics", self._metrics)
         web_ui.add_routes(app, self)
         app.on_startup.append(self._on_startup)

@@ -7,7 +7,8 @@ from functools import cache
 from typing import Any
 
 from pyvz import __version__
-from pyvz.api.routes import PREFIX, ROUTES, Route
+from pyvz.api.calls import PREFIX
+from pyvz.api.routes import ROUTES, Route
 from pyvz.api.schema import JSON
 
 ERROR: JSON = {

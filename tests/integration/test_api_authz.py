@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from pyvz.api.calls import PREFIX
 from pyvz.api.grants import Role
-from pyvz.api.routes import PREFIX, ROUTES
+from pyvz.api.routes import ROUTES
 from tests.apiclient import Client, Daemon
 from tests.conftest import VzRoot
 
