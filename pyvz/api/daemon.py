@@ -26,6 +26,7 @@ from pyvz.api import routes, web_ui
 from pyvz.api.audit import Audit
 from pyvz.api.bus import Bus, Snapshot, Watcher
 from pyvz.api.calls import PREFIX, Call, Forbidden, error_response, vz_error_response
+from pyvz.api.coalesce import SharedReads
 from pyvz.api.grants import Grant, Grants, fingerprint, gids_of, local_grant
 from pyvz.api.operations import Operation, Operations, tool_argv
 from pyvz.api.throttle import Throttle
@@ -63,6 +64,7 @@ class Daemon:
         self.operations = Operations(paths, self._operation_changed)
         self.watcher = Watcher(paths, self.bus, self._look)
         self.sessions = web_ui.Sessions(self.grants.for_token)
+        self.shared_reads = SharedReads()
         self.started = time.time()
 
     # -- what the routes use ---------------------------------------------------------

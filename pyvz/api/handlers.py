@@ -24,7 +24,9 @@ async def _in_thread(function: Any, *args: Any) -> Any:
 
 async def list_cts(call: Call) -> web.StreamResponse:
     query = {k: v for k, v in call.request.query.items()}
-    return ok(await _in_thread(views.list_cts, call.daemon.paths, call.grant, query))
+    key = tuple(sorted(query.items()))
+    listed = await call.daemon.shared_reads.get(key, lambda: views.list_cts(call.daemon.paths, query))
+    return ok(views.in_scope(listed, call.grant))
 
 
 async def get_ct(call: Call) -> web.StreamResponse:

@@ -27,9 +27,17 @@ def _fields(names: str | None) -> list[Any]:
     return [f for f in VZLIST_FIELDS if not f.suffixed]
 
 
-def list_cts(paths: Paths, grant: Grant, query: dict[str, str]) -> list[dict[str, Any]]:
+Listed = list[tuple[int, str | None, dict[str, Any]]]  # (ctid, name, its fields)
+
+
+def in_scope(listed: Listed, grant: Grant) -> list[dict[str, Any]]:
+    """A listing cut to the caller's scope: a CT out of scope is not listed at all."""
+    return [fields for ctid, name, fields in listed if grant.covers(ctid, name)]
+
+
+def list_cts(paths: Paths, query: dict[str, str]) -> Listed:
     """vzlist -a -j, filtered as vzlist filters (-h/-N/-d patterns, running or stopped
-    only), and cut to the caller's scope: a CT out of scope is not listed at all."""
+    only)."""
     from pyvz.listing import collect, glob_match, ubc_names
 
     fields = _fields(query.get("fields"))
@@ -43,15 +51,13 @@ def list_cts(paths: Paths, grant: Grant, query: dict[str, str]) -> list[dict[str
     for record in records:
         if record.status is None or (state == "stopped" and record.running):
             continue
-        if not grant.covers(record.ctid, record.name):
-            continue
         texts = {
             "hostname": record.raw("HOSTNAME"),
             "name": record.name,
             "description": record.raw("DESCRIPTION"),
         }
         if all(texts[k] is not None and glob_match(p, texts[k] or "") for k, p in patterns.items()):
-            shown.append(_record_json(record, fields))
+            shown.append((record.ctid, record.name, _record_json(record, fields)))
     return shown
 
 
