@@ -10,8 +10,8 @@ STAMP := $(VENV)/.installed
 
 install: apt criu $(STAMP)
 	@tools/setup-subids
-	@tools/setup-lxcfs $(PY)
 	@tools/install-launchers
+	@tools/setup-lxcfs $(PY)  # after the launchers: its drop-in runs pyvz-lxcfs-heal
 	@PYVZ_ROOT=/ $(PY) -m pyvz.rootinit
 	@if [ -d /etc/systemd/system ]; then \
 		install -m 644 tools/pyvz-boot.service /etc/systemd/system/pyvz-boot.service; \
