@@ -64,8 +64,9 @@ def test_packing_is_found_from_the_first_bytes(tmp_path: Path) -> None:
 
 
 def test_bare_compress_is_the_old_gzip() -> None:
-    choices = ["zstd", "gzip", "none"]
+    choices = ["zstd", "gzip", "lzo", "none"]
     assert _bare_compress(["--compress", "101"], choices) == ["--compress=gzip", "101"]
+    assert _bare_compress(["--compress", "lzo", "101"], choices) == ["--compress", "lzo", "101"]
     assert _bare_compress(["101", "--compress"], choices) == ["101", "--compress=gzip"]
     assert _bare_compress(["--compress", "none", "101"], choices) == ["--compress", "none", "101"]
     assert _bare_compress(["--compress=zstd", "101"], choices) == ["--compress=zstd", "101"]
