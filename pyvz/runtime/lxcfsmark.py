@@ -31,9 +31,13 @@ def record(current: int) -> None:
 
 
 def unchanged() -> bool:
-    """Whether what is mounted at LXCFS_DIR is the instance last healed for (an LXCFS that
-    is down, or none at all, counts as changed: the caller looks closer)."""
+    """Whether there is nothing to heal with: the LXCFS mounted is the instance last healed
+    for, or none answers (down, dead, never installed: nothing to bind in). One stat, and a
+    second one only when the first does not match."""
     try:
-        return os.stat(LXCFS_DIR).st_dev == healed()
+        mounted = os.stat(LXCFS_DIR).st_dev
+        if mounted == healed():
+            return True
+        return mounted == os.stat(LXCFS_DIR.parent).st_dev  # not a mount: no LXCFS up
     except OSError:
-        return False
+        return True  # missing, or a dead LXCFS's mount (ENOTCONN)

@@ -72,10 +72,16 @@ def test_monitor_titles_name_pyvz_cts_of_any_root_only() -> None:
 
 def test_the_healed_instance_is_recorded_as_a_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lxcfsmark, "HEALED", tmp_path / "lock/healed")
-    monkeypatch.setattr(lxcfsmark, "LXCFS_DIR", tmp_path)
+    monkeypatch.setattr(lxcfsmark, "LXCFS_DIR", Path("/proc"))  # a mount of its own
     assert lxcfsmark.healed() is None and not lxcfsmark.unchanged()
     lxcfsmark.record(54)
-    assert lxcfsmark.healed() == 54
-    lxcfsmark.record(tmp_path.stat().st_dev)
-    assert lxcfsmark.unchanged() and (tmp_path / "lock/healed").is_symlink()
+    assert lxcfsmark.healed() == 54 and not lxcfsmark.unchanged()
+    lxcfsmark.record(Path("/proc").stat().st_dev)
+    assert lxcfsmark.unchanged()
+    monkeypatch.setattr(lxcfsmark, "LXCFS_DIR", tmp_path / "absent")
+    lxcfsmark.record(61)
+    assert lxcfsmark.unchanged()  # no LXCFS at all: nothing to heal with
+    monkeypatch.setattr(lxcfsmark, "LXCFS_DIR", tmp_path / "lock")
+    assert lxcfsmark.unchanged()  # a plain directory: LXCFS is down
+    assert lxcfsmark.healed() == 61 and (tmp_path / "lock/healed").is_symlink()
     assert [p.name for p in (tmp_path / "lock").iterdir()] == ["healed"]  # no temporary left
