@@ -13,8 +13,8 @@ NODE_STAMP := node_modules/.package-lock.json
 
 install: apt criu $(STAMP) $(NODE_STAMP)
 	@tools/setup-subids
-	@tools/setup-lxcfs $(PY)
 	@tools/install-launchers
+	@tools/setup-lxcfs $(PY)  # after the launchers: its drop-in runs pyvz-lxcfs-heal
 	@PYVZ_ROOT=/ $(PY) -m pyvz.rootinit
 	@getent group pyvz >/dev/null || groupadd --system pyvz
 	@PYVZ_ROOT=/ /usr/local/sbin/pyvzd fingerprint >/dev/null

@@ -138,6 +138,17 @@ class ConfigFile:
                 result[line.key] = value
         return result
 
+    def assignments(self) -> list[tuple[str, str]]:
+        """Every KEY=value line in order, repeats included (for files a shell sources,
+        where a later line may build on an earlier one)."""
+        found = []
+        for line in self.lines:
+            match = _LINE_RE.match(line.raw) if line.key else None
+            value = _unquote(match.group(2)) if match else None
+            if line.key and value is not None:
+                found.append((line.key, value))
+        return found
+
     def render(self) -> str:
         return "".join(line.raw + "\n" for line in self.lines)
 

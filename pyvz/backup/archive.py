@@ -1,6 +1,6 @@
 """Archive file names, compression, and which old archives pruning removes.
 
-An archive is `vzdump-CTID-YYYY_MM_DD-HH_MM_SS.tar.zst` (`.tar.gz`, `.tar`) with the log of
+An archive is `vzdump-CTID-YYYY_MM_DD-HH_MM_SS.tar.zst` (`.tar.gz`, `.tar.lzo`, `.tar`) with the log of
 the run that wrote it beside it (`.log`), as OpenVZ's vzdump named them. While it is being
 written it has a hidden partial name, so only complete archives ever carry the real one.
 """
@@ -20,11 +20,12 @@ from pyvz.errors import ExitCode, VzError
 class Compression(StrEnum):
     ZSTD = "zstd"
     GZIP = "gzip"
+    LZO = "lzo"  # Proxmox-era vzdump's `--compress lzo` (lzop), for scripts that say so
     NONE = "none"
 
     @property
     def suffix(self) -> str:
-        return {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}[self.value]
+        return {"zstd": ".tar.zst", "gzip": ".tar.gz", "lzo": ".tar.lzo", "none": ".tar"}[self.value]
 
     @property
     def compressor(self) -> tuple[str, ...] | None:
@@ -33,6 +34,8 @@ class Compression(StrEnum):
             return ("zstd", "-T0", "-q", "-c")  # every core; zstd's default level 3
         if self is Compression.GZIP:
             return ("gzip", "-c")
+        if self is Compression.LZO:
+            return ("lzop", "-c")  # lzop's default level, as old vzdump ran it
         return None
 
     @property
@@ -42,6 +45,8 @@ class Compression(StrEnum):
             return ("--zstd",)
         if self is Compression.GZIP:
             return ("--gzip",)
+        if self is Compression.LZO:
+            return ("--lzop",)
         return ()
 
     @property
@@ -51,11 +56,13 @@ class Compression(StrEnum):
             return ("zstd", "-t", "-q")
         if self is Compression.GZIP:
             return ("gzip", "-t")
+        if self is Compression.LZO:
+            return ("lzop", "-t", "-q")
         return None
 
 
 _STAMP = "%Y_%m_%d-%H_%M_%S"
-_NAME_RE = re.compile(r"vzdump-(\d+)-(\d{4}_\d\d_\d\d-\d\d_\d\d_\d\d)(\.tar(?:\.zst|\.gz)?)")
+_NAME_RE = re.compile(r"vzdump-(\d+)-(\d{4}_\d\d_\d\d-\d\d_\d\d_\d\d)(\.tar(?:\.zst|\.gz|\.lzo)?)")
 _BY_SUFFIX = {c.suffix: c for c in Compression}
 
 
@@ -100,7 +107,7 @@ def compression_of(path: Path) -> Compression:
             return _BY_SUFFIX[suffix]
     raise VzError(
         ExitCode.RESTORE_ERROR,
-        f"{path.name} is not a vzdump archive name (expected .tar.zst, .tar.gz or .tar)",
+        f"{path.name} is not a vzdump archive name (expected .tar.zst, .tar.gz, .tar.lzo or .tar)",
     )
 
 

@@ -52,7 +52,7 @@ def dispatch(argv: list[str]) -> int:
         "--compress",
         choices=compressions,
         default="zstd",
-        help="default zstd; a bare --compress (old vzdump's form) is gzip",
+        help="default zstd; a bare --compress (old vzdump's form) is gzip; lzo is lzop (Proxmox-era)",
     )
     parser.add_argument("--dumpdir", type=Path, metavar="DIR", help="default DUMPDIR from vz.conf")
     parser.add_argument(

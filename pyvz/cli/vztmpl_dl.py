@@ -76,6 +76,8 @@ def _show_config(conf: download.Settings, paths: Paths) -> None:
     print(f"Configuration file: {conf.source}" + ("" if conf.source.exists() else " (absent: defaults)"))
     print(f"Template cache: {paths.template_cache}")
     print(f"Check signatures (GPG_CHECK): {'yes' if conf.gpg_check else 'no'}")
+    if conf.unused:
+        print(f"OpenVZ vztmpl-dl settings not used by pyvz: {', '.join(conf.unused)}")
     print(f"Trusted keyring (KEYRING): {keyring}" + ("" if keyring.exists() else " (absent)"))
     print("Repositories, first listing a template wins (TEMPLATE_REPOS):")
     for repo in conf.repos:

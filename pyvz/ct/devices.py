@@ -54,9 +54,8 @@ def start_lines(ct: Container, cfg: CtConfig) -> tuple[str, ...]:
     """Everything of this module a start (or restore) gives LXC."""
     lines: list[str] = list(lxcfs.CLEAR_PACKAGE_HOOKS)
     use_lxcfs = ct.host.setting("LXCFS", "yes") != "no"  # vz.conf LXCFS=no: CTs see the host's
-    current = lxcfs.ensure() if use_lxcfs else None
-    if current is not None:
-        lxcfs.heal_if_restarted(ct.paths.lib_vz / "lxcfs.instance", current, _running(ct))
+    # ensure() also heals the running CTs (of every root) if LXCFS is new to them.
+    if use_lxcfs and lxcfs.ensure() is not None:
         lines += lxcfs.lxc_lines(lxcfs.views(shows_meminfo(cfg)))
     cgroup_key = ct.host.runtime.cgroups.lxc_key("devices").rsplit(".", 1)[0]
     wanted = wanted_devices(cfg)
@@ -69,22 +68,6 @@ def start_lines(ct: Container, cfg: CtConfig) -> tuple[str, ...]:
         write_atomic(profile, text, durable=False)
     lines.append(f"lxc.seccomp.profile = {profile}")
     return tuple(lines)
-
-
-def _running(ct: Container) -> list[tuple[int, int, bool]]:
-    """(ctid, init pid, meminfo shown) of this root's running CTs, for an LXCFS heal."""
-    from pyvz.ct.container import Container
-    from pyvz.net import venet
-
-    runtime = ct.host.runtime
-    found = []
-    for ctid in ct.host.ctids():
-        if ctid == ct.ctid or not runtime.is_running(ctid):
-            continue
-        pid = venet.init_pid(runtime.cgroups.procs(runtime.cgroups_of(ctid).container))
-        if pid is not None:
-            found.append((ctid, pid, shows_meminfo(Container(ct.host, ctid).config)))
-    return found
 
 
 def apply_live(ct: Container, cfg: CtConfig) -> None:

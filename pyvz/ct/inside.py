@@ -32,12 +32,24 @@ def require_running(host: Host, ctid: int) -> None:
         raise VzError(ExitCode.NOT_RUNNING, "Container is not running")
 
 
+def _lxcfs_refresh() -> None:
+    """A restarted LXCFS's files, given to the running CTs before we go into one (one stat
+    and one readlink when nothing changed)."""
+    from pyvz.runtime import lxcfsmark
+
+    if not lxcfsmark.unchanged():
+        from pyvz.runtime import lxcfs
+
+        lxcfs.refresh()
+
+
 def exec_in(host: Host, ctid: int, args: Sequence[str], shell: bool = True) -> int:
     """Run a command in the CT with our stdio; returns its exit code. `shell=False`
     (exec3): the words are the program and its arguments, with no shell between."""
     if not args:
         raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, "No command line given for exec")
     require_running(host, ctid)
+    _lxcfs_refresh()
     command = _command(args) if shell else list(args)
     argv = host.runtime.attach_argv(ctid, command, own_session=not os.isatty(0))
     return run(argv, check=False, inherit_stdio=True, timeout=None).returncode
@@ -45,6 +57,7 @@ def exec_in(host: Host, ctid: int, args: Sequence[str], shell: bool = True) -> i
 
 def enter(host: Host, ctid: int, command: Sequence[str] | None) -> int:
     require_running(host, ctid)
+    _lxcfs_refresh()
     script = LOGIN_SHELL if not command else f"{' '.join(command)}; {LOGIN_SHELL}"
     argv = host.runtime.attach_argv(ctid, ["/bin/sh", "-c", script])
     log.info(f"entered into CT {ctid}")

@@ -193,6 +193,8 @@ class Puller:
         remote_private = plain_path(source, "VE_PRIVATE", value, ctid)
         lockdir = plain_path(source, "LOCKDIR", vzconf.get("LOCKDIR") or DEFAULT_LOCKDIR, ctid)
         probe = remote.probe(ctid, remote_private)
+        if not probe.rsync:
+            log.info(f"{source} has no rsync: the files come with tar, in one copy after any stop")
         ids = self._adopt(conf, layout, defaults)
         scripts = {}
         allow_host = (self.host.setting("MIGRATE_HOST_SCRIPTS") or "no").lower() == "yes"

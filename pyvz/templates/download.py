@@ -10,6 +10,16 @@ TEMPLATE_REPOS is a space-separated list of NAME=URL (or a bare URL, or a plain 
 path); the first repository listing a template wins. A repository without index.json is
 taken for a directory of OpenVZ precreated templates (pyvz.templates.precreated).
 
+OpenVZ's vztmpl-dl sourced vz.conf and then download.conf, so an old host's settings are
+read the same way: vz.conf's keys first, download.conf's after them, line by line, with
+`$TMPL_REPO_PREFIX` and `$TEMPLATE_REPOS` (also `${...}`) in TEMPLATE_REPOS and
+TMPL_REPO_PREFIX replaced by what the lines before set (`TEMPLATE_REPOS="${TEMPLATE_REPOS}
+${TMPL_REPO_PREFIX}/beta/"`). TEMPLATE_REPOS defaults to TMPL_REPO_PREFIX, as it did there,
+and CHECK_TEMPLATE_SIG stands for GPG_CHECK when that is not set (but unset means yes here:
+pyvz checks signatures unless told not to). vztmpl-dl's other keys (UPDATE_TEMPLATE,
+QUIET, TMPL_SUFFIXES, GPG_KEY, IGNORE_ERRORS) and unknown ones are left alone: read, said by
+--config, not used.
+
 An archive is downloaded into a staging directory inside the cache (.NAME.partial-PID),
 checked against index.json and its manifest (size, sha256) and against its GPG signature,
 and only then installed (pyvz.templates.cache.install renames the archive in last).
@@ -58,6 +68,7 @@ class Settings(NamedTuple):
     repos: list[Repo]
     gpg_check: bool
     source: Path
+    unused: tuple[str, ...] = ()  # OpenVZ vztmpl-dl keys set there that pyvz does not use
 
 
 class Missing(VzError):
@@ -87,18 +98,40 @@ def parse_repos(text: str, source: Path) -> list[Repo]:
     return repos
 
 
+_EXPANDED = ("TMPL_REPO_PREFIX", "TEMPLATE_REPOS")
+_OPENVZ_UNUSED = ("UPDATE_TEMPLATE", "QUIET", "TMPL_SUFFIXES", "GPG_KEY", "IGNORE_ERRORS")
+_VARIABLE_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def _expand(value: str, known: dict[str, str]) -> str:
+    """$NAME and ${NAME} as the shell that sourced the file saw them (unset: empty)."""
+    return _VARIABLE_RE.sub(lambda m: known.get(m.group(1) or m.group(2), ""), value)
+
+
 def settings(paths: Paths) -> Settings:
-    """download.conf; a missing file means no repositories and signature checks on."""
+    """download.conf over vz.conf; no repository configured means none, and signature
+    checks on."""
     from pyvz.config import ConfigFile
 
     source = paths.etc_vz / CONF_NAME
-    if not source.exists():
-        return Settings([], True, source)
-    conf = ConfigFile.load(source, missing=ExitCode.INVALID_CONFIG)
-    check = (conf.get("GPG_CHECK") or "yes").lower()
+    values: dict[str, str] = {}
+    origin: dict[str, Path] = {}
+    for path in (paths.vz_conf, source):
+        if not path.exists():
+            continue
+        for key, value in ConfigFile.load(path, missing=ExitCode.INVALID_CONFIG).assignments():
+            values[key] = _expand(value, values) if key in _EXPANDED else value
+            origin[key] = path
+    if "TEMPLATE_REPOS" not in values and values.get("TMPL_REPO_PREFIX"):
+        values["TEMPLATE_REPOS"] = values["TMPL_REPO_PREFIX"]
+    key = "GPG_CHECK" if "GPG_CHECK" in values or "CHECK_TEMPLATE_SIG" not in values else "CHECK_TEMPLATE_SIG"
+    check = (values.get(key) or "yes").lower()
     if check not in ("yes", "no"):
-        raise VzError(ExitCode.INVALID_CONFIG, f"{source}: GPG_CHECK must be yes or no, not {check!r}")
-    return Settings(parse_repos(conf.get("TEMPLATE_REPOS") or "", source), check == "yes", source)
+        where = origin.get(key, source)
+        raise VzError(ExitCode.INVALID_CONFIG, f"{where}: {key} must be yes or no, not {check!r}")
+    unused = tuple(name for name in _OPENVZ_UNUSED if name in values)
+    repos = parse_repos(values.get("TEMPLATE_REPOS") or "", origin.get("TEMPLATE_REPOS", source))
+    return Settings(repos, check == "yes", source, unused)
 
 
 # ---- fetching ---------------------------------------------------------------------------

@@ -115,6 +115,7 @@ class OpenVZ:
     host: TestHost
     tree: Path
     sshd: subprocess.Popen[bytes]
+    port: int = PORT
 
     @property
     def conf_dir(self) -> Path:
@@ -125,7 +126,7 @@ class OpenVZ:
 
     def vzctl(self, *args: str) -> Done:
         """vzctl there, over its sshd, as the puller reaches it."""
-        argv = [*self.host.enter, "ssh", *ssh_options(self.host), f"root@{self.host.address}"]
+        argv = [*self.host.enter, "ssh", *ssh_options(self.host, self.port), f"root@{self.host.address}"]
         proc = subprocess.run(
             [*argv, shlex.join(["vzctl", *args])], stdin=subprocess.DEVNULL, capture_output=True, text=True
         )
@@ -146,12 +147,32 @@ class OpenVZ:
         return [int(pid) for pid in children]
 
 
-def ssh_options(host: TestHost) -> list[str]:
-    return [*host.ssh_options, "-p", str(PORT), "-o", "ConnectTimeout=3"]
+def ssh_options(host: TestHost, port: int = PORT) -> list[str]:
+    return [*host.ssh_options, "-p", str(port), "-o", "ConnectTimeout=3"]
+
+
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def path_without(tree: Path, hidden: tuple[str, ...]) -> str:
+    """A PATH for the host's sessions with `hidden` left out: /opt/path, links to every
+    command of /usr/bin and /usr/sbin (the machine's, bound in) but those."""
+    if not hidden:
+        return SYSTEM_PATH
+    bin_dir = tree / "opt/path"
+    bin_dir.mkdir(parents=True)
+    for directory in ("/usr/sbin", "/usr/bin"):
+        for name in os.listdir(directory):
+            if name not in hidden and not (bin_dir / name).is_symlink():
+                (bin_dir / name).symlink_to(f"{directory}/{name}")
+    return "/opt/path"
 
 
 @contextmanager
-def openvz_host(host: TestHost, busybox: Path) -> Iterator[OpenVZ]:
+def openvz_host(
+    host: TestHost, busybox: Path, port: int = PORT, hidden: tuple[str, ...] = ()
+) -> Iterator[OpenVZ]:
+    """`hidden`: commands the host does not have (not on its sessions' PATH)."""
     tree = Path(tempfile.mkdtemp(prefix="pyvzt-ovz-", dir="/tmp"))
     tree.chmod(0o755)
     with ExitStack() as stack:
@@ -172,16 +193,17 @@ def openvz_host(host: TestHost, busybox: Path) -> Iterator[OpenVZ]:
         key = host_dir / "ssh_host_ed25519_key"
         known = next(o.split("=", 1)[1] for o in host.ssh_options if o.startswith("UserKnownHostsFile="))
         with open(known, "a") as out:
-            out.write(f"[{host.address}]:{PORT} {(host_dir / 'ssh_host_ed25519_key.pub').read_text()}")
-        config = host_dir / "sshd_openvz_config"
-        pid_file = host_dir / "sshd_openvz.pid"
-        log = host_dir / "sshd_openvz.log"
+            out.write(f"[{host.address}]:{port} {(host_dir / 'ssh_host_ed25519_key.pub').read_text()}")
+        config = host_dir / f"sshd_openvz{port}_config"
+        pid_file = host_dir / f"sshd_openvz{port}.pid"
+        log = host_dir / f"sshd_openvz{port}.log"
+        search = path_without(tree, hidden)
         config.write_text(
-            f"ListenAddress {host.address}\nPort {PORT}\nAddressFamily inet\nHostKey {key}\n"
+            f"ListenAddress {host.address}\nPort {port}\nAddressFamily inet\nHostKey {key}\n"
             f"PidFile {pid_file}\nAuthorizedKeysFile {host.authorized_keys}\n"
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "UsePAM no\nStrictModes no\nUseDNS no\nPrintMotd no\nPrintLastLog no\nLogLevel VERBOSE\n"
-            "SetEnv PATH=/opt/vz/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 SHLVL=1\n"
+            f"SetEnv PATH=/opt/vz/bin:{search} LANG=C.UTF-8 SHLVL=1\n"
         )
         script = (
             f"set -e; for d in usr etc dev tmp run; do mount --rbind /$d {tree}/$d; done; "
@@ -201,7 +223,7 @@ def openvz_host(host: TestHost, busybox: Path) -> Iterator[OpenVZ]:
         while not (pid_file.exists() and pid_file.read_text().endswith("\n")):
             assert sshd.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.01)
-        yield OpenVZ(host, tree, sshd)
+        yield OpenVZ(host, tree, sshd, port)
 
 
 def _stop(sshd: subprocess.Popen[bytes], tree: Path) -> None:
@@ -306,7 +328,7 @@ def vzmigrate(host: TestHost, *args: str, timeout: float = 120) -> Done:
 
 
 def pull_args(ovz: OpenVZ, ctid: int, *args: str, ssh: str = "") -> list[str]:
-    options = f"{shlex.join(ssh_options(ovz.host))} {ssh}".strip()
+    options = f"{shlex.join(ssh_options(ovz.host, ovz.port))} {ssh}".strip()
     return ["--from", ovz.host.address, f"--ssh={options}", *args, str(ctid)]
 
 
@@ -389,6 +411,64 @@ def test_a_running_ct_moves_with_what_it_wrote_meanwhile(hosts: tuple[OpenVZ, Te
     assert len((here / "var/log/ticks").read_text().splitlines()) > 1
     assert (b.root.root / "etc/vz/conf/202.conf").read_text().count("VE_LAYOUT") == 1
     drop_here(b, 202)
+
+
+@pytest.fixture(scope="module")
+def without_rsync(hosts: tuple[OpenVZ, TestHost]) -> Iterator[tuple[OpenVZ, TestHost]]:
+    """A second OpenVZ host on the same machine (port 2201) whose sessions have no rsync."""
+    ovz, b = hosts
+    busybox = Path(os.readlink(ovz.tree / "template"))
+    with openvz_host(ovz.host, busybox, port=PORT + 1, hidden=("rsync",)) as bare:
+        yield bare, b
+
+
+def test_without_rsync_there_a_stopped_ct_comes_whole_with_tar(
+    without_rsync: tuple[OpenVZ, TestHost],
+) -> None:
+    ovz, b = without_rsync
+    probe = subprocess.run(
+        [
+            *ovz.host.enter,
+            "ssh",
+            *ssh_options(ovz.host, ovz.port),
+            f"root@{ovz.host.address}",
+            "command -v rsync",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
+    assert probe.returncode != 0 and probe.stdout == "", probe  # that host has no rsync
+    private = make_ct(ovz, 205, extra='NAME="bare"\n')
+    populate(private)
+    os.setxattr(private / "home/user", "trusted.overlay", b"a trusted one")  # not only user.*
+    before = listing(private)
+    done = pull(ovz, b, 205, "--layout", "simfs")
+    assert done.code == 0, done
+    assert f"{ovz.host.address} has no rsync: the files come with tar" in done.out
+    assert listing(local_private(b, 205)) == before  # bytes, owners, modes, links, holes, xattrs
+    assert ovz.vzctl("status", "205").out.strip() == "CTID 205 deleted unmounted down"
+    done = b.vzctl("start", "205")
+    assert done.code == 0, done
+    assert b.vzctl("exec", "205", "cat /home/user/notes | wc -c").out.strip() == "200000"
+    drop_here(b, 205)
+
+
+def test_without_rsync_there_a_running_ct_moves_with_tar_after_its_stop(
+    without_rsync: tuple[OpenVZ, TestHost],
+) -> None:
+    ovz, b = without_rsync
+    private = make_ct(ovz, 206, running=True)
+    (ovz.tree / "vz/standin/206.shutdown-writes").write_text("300000")  # written at the stop
+    done = pull(ovz, b, 206, "-r", "no")
+    assert done.code == 0, done
+    assert "Syncing private (while the CT runs)" not in done.out  # no pre-copy without rsync
+    assert status_here(b, 206) == "CTID 206 exist mounted running"
+    assert not ovz.running(206)
+    here = local_private(b, 206)
+    for name in ("var/log/ticks", "var/log/shutdown", "var/log/late"):
+        assert (here / name).read_bytes() == (private / name).read_bytes(), name
+    drop_here(b, 206)
 
 
 # ---- faults: never two, never none -------------------------------------------------------

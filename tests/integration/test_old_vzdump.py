@@ -283,6 +283,28 @@ def test_old_vzdump_flags(vzroot: VzRoot, tmp_path: Path) -> None:
     ]
 
 
+def test_vzdump_compress_lzo_writes_lzop_and_restores(vzroot: VzRoot) -> None:
+    vzroot.ok("create", "101")
+    vzroot.ok("start", "101")
+    vzroot.ok("exec", "101", "echo kept > /root/note")
+    done = vzroot.run("vzdump", "--compress", "lzo", "101")  # Proxmox-era vzdump's form
+    assert done.code == 0, done.err
+    dumps = vzroot.root / "var/lib/vz/dump"
+    archives = [p for p in dumps.glob("vzdump-101-*") if not p.name.endswith(".log")]
+    assert len(archives) == 1 and archives[0].name.endswith(".tar.lzo"), archives
+    assert archives[0].read_bytes()[:9] == b"\x89LZO\x00\r\n\x1a\n"  # lzop's own format
+    subprocess.run(["lzop", "-t", str(archives[0])], check=True)
+    assert vzroot.run("vzdump", "--verify", str(archives[0])).code == 0
+    done = vzrestore(vzroot, str(archives[0]), "102")
+    assert done.code == 0, done.err
+    vzroot.ok("start", "102")
+    try:
+        assert vzroot.ok("exec", "102", "cat /root/note") == "kept\n"
+    finally:
+        vzroot.ok("stop", "102")
+        vzroot.ok("stop", "101")
+
+
 def test_vzdump_lockwait_waits_for_the_lock_and_mail_without_sendmail(vzroot: VzRoot) -> None:
     import subprocess
     import sys

@@ -172,6 +172,55 @@ def test_precreated_directory_and_http_index(
         vzroot.ok("stop", "170")
 
 
+def test_an_old_hosts_download_conf_and_vz_conf_give_the_repositories(
+    vzroot: VzRoot, keys: Keys, precreated: Path, http_index: str
+) -> None:
+    """download.conf as OpenVZ's vztmpl-dl read it: a mirror prefix, TEMPLATE_REPOS built on
+    itself line by line, CHECK_TEMPLATE_SIG, and keys pyvz does not use."""
+    from pyvz.paths import Paths
+    from pyvz.templates import cache
+    from pyvz.templates import gpg as pyvz_gpg
+
+    beta = precreated / "beta"
+    beta.mkdir()
+    shutil.move(precreated / "tiny-1.0-x86_64.tar.gz", beta / "tiny-2.0-x86_64.tar.gz")
+    shutil.move(precreated / "tiny-1.0-x86_64.tar.gz.asc", beta / "tiny-2.0-x86_64.tar.gz.asc")
+    paths = Paths(vzroot.root)
+    pyvz_gpg.trust(keys.public, cache.keyring(paths))
+    (paths.etc_vz / "download.conf").write_text(
+        'UPDATE_TEMPLATE="no"\n'
+        'CHECK_TEMPLATE_SIG="yes"\n'
+        f'TMPL_REPO_PREFIX="{http_index.rstrip("/")}"\n'
+        'TEMPLATE_REPOS="${TMPL_REPO_PREFIX}"\n'
+        'TEMPLATE_REPOS="${TEMPLATE_REPOS} ${TMPL_REPO_PREFIX}/beta/"\n'
+        'A_KEY_OF_SOMEONE_ELSE="left alone"\n'
+    )
+    listed = dl(vzroot, "--list-remote", "-H")
+    assert listed.code == 0, listed.err
+    rows = {line.split()[0]: line.split()[-1] for line in listed.out.splitlines()}
+    assert rows == {"bare-1.0": "repo1", "stranger-1.0-x86_64": "repo1", "tiny-2.0-x86_64": "repo2"}
+    config = dl(vzroot, "--config")
+    assert f"repo1 {http_index}" in config.out and f"repo2 {http_index}beta/" in config.out
+    assert "(GPG_CHECK): yes" in config.out and "not used by pyvz: UPDATE_TEMPLATE" in config.out
+    done = dl(vzroot, "tiny-2.0-x86_64")  # from beta/, its signature checked
+    assert done.code == 0, done.err
+    assert "Signature of tiny-2.0-x86_64.tar.gz is good" in done.err + done.out
+    done = dl(vzroot, "bare-1.0")  # CHECK_TEMPLATE_SIG=yes: no signature, no template
+    assert done.code != 0 and "no signature" in done.err
+
+    # No download.conf: vz.conf's TMPL_REPO_PREFIX, a plain directory, is the repository.
+    (paths.etc_vz / "download.conf").unlink()
+    with open(paths.vz_conf, "a") as out:
+        out.write(f'TMPL_REPO_PREFIX="{beta}"\n')
+    listed = dl(vzroot, "--list-all", "-H")
+    assert listed.code == 0, listed.err
+    assert [line.split()[0] for line in listed.out.splitlines() if line.endswith("repo1")] == [
+        "tiny-2.0-x86_64"
+    ]
+    vzroot.ok("create", "172", "--ostemplate", "tiny-2.0-x86_64")
+    vzroot.ok("destroy", "172")
+
+
 def test_openvz_precreated_debian_template_boots(
     vzroot: VzRoot, keys: Keys, debian_template: Path, tmp_path: Path
 ) -> None:

@@ -21,6 +21,7 @@ def test_names_round_trip_for_every_compression() -> None:
     for compression, suffix in (
         (Compression.ZSTD, ".tar.zst"),
         (Compression.GZIP, ".tar.gz"),
+        (Compression.LZO, ".tar.lzo"),
         (Compression.NONE, ".tar"),
     ):
         name = ArchiveName(101, NOW, compression)

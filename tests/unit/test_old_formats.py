@@ -64,8 +64,46 @@ def test_packing_is_found_from_the_first_bytes(tmp_path: Path) -> None:
 
 
 def test_bare_compress_is_the_old_gzip() -> None:
-    choices = ["zstd", "gzip", "none"]
+    choices = ["zstd", "gzip", "lzo", "none"]
     assert _bare_compress(["--compress", "101"], choices) == ["--compress=gzip", "101"]
+    assert _bare_compress(["--compress", "lzo", "101"], choices) == ["--compress", "lzo", "101"]
     assert _bare_compress(["101", "--compress"], choices) == ["101", "--compress=gzip"]
     assert _bare_compress(["--compress", "none", "101"], choices) == ["--compress", "none", "101"]
     assert _bare_compress(["--compress=zstd", "101"], choices) == ["--compress=zstd", "101"]
+
+
+def test_openvz_download_conf_is_read_as_vztmpl_dl_read_it(tmp_path: Path) -> None:
+    from pyvz.paths import Paths
+    from pyvz.templates import download
+
+    paths = Paths(tmp_path)
+    paths.etc_vz.mkdir(parents=True)
+    paths.vz_conf.write_text('VE_LAYOUT=simfs\nTMPL_REPO_PREFIX="http://127.0.0.1:9/openvz"\n')
+    # vz.conf alone: TEMPLATE_REPOS defaults to the prefix; signatures still checked.
+    found = download.settings(paths)
+    assert found.repos == [download.Repo("repo1", "http://127.0.0.1:9/openvz/")] and found.gpg_check
+    (paths.etc_vz / "download.conf").write_text(
+        "# as an old host had it\n"
+        'UPDATE_TEMPLATE="no"\n'
+        'CHECK_TEMPLATE_SIG="no"\n'
+        "QUIET=yes\n"
+        'TMPL_REPO_PREFIX="file:///srv/mirror"\n'
+        'TEMPLATE_REPOS="${TMPL_REPO_PREFIX}"\n'
+        'TEMPLATE_REPOS="${TEMPLATE_REPOS} ${TMPL_REPO_PREFIX}/beta/"\n'
+        'TEMPLATE_REPOS="$TEMPLATE_REPOS $UNSET_THING/srv/old"\n'
+        'SOMETHING_ELSE="kept"\n'
+    )
+    found = download.settings(paths)
+    assert [repo.url for repo in found.repos] == [
+        "file:///srv/mirror/",
+        "file:///srv/mirror/beta/",
+        "file:///srv/old/",  # an unset variable is empty, as in the shell
+    ]
+    assert found.gpg_check is False  # CHECK_TEMPLATE_SIG="no", said so at each download
+    assert found.unused == ("UPDATE_TEMPLATE", "QUIET")
+    text = (paths.etc_vz / "download.conf").read_text()
+    (paths.etc_vz / "download.conf").write_text(text + "GPG_CHECK=yes\n")
+    assert download.settings(paths).gpg_check is True  # pyvz's own key wins
+    (paths.etc_vz / "download.conf").write_text('CHECK_TEMPLATE_SIG="perhaps"\n')
+    with pytest.raises(VzError, match="download.conf: CHECK_TEMPLATE_SIG must be yes or no"):
+        download.settings(paths)
