@@ -38,13 +38,17 @@ class Reply:
 
 
 class Client:
-    def __init__(self, port: int, token: str | None, fingerprint: str) -> None:
-        self.port, self.token, self.fingerprint = port, token, fingerprint
+    def __init__(
+        self, port: int, token: str | None, fingerprint: str, cert: tuple[Path, Path] | None = None
+    ) -> None:
+        self.port, self.token, self.fingerprint, self.cert = port, token, fingerprint, cert
 
     def _connection(self) -> http.client.HTTPSConnection:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # pinned below instead: the certificate is self-signed
+        if self.cert is not None:
+            context.load_cert_chain(*self.cert)
         connection = http.client.HTTPSConnection("127.0.0.1", self.port, context=context, timeout=120)
         connection.connect()
         der = connection.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]

@@ -69,6 +69,12 @@ async def host_capacity(call: Call) -> web.StreamResponse:
     return ok(found)
 
 
+async def ct_capacity(call: Call) -> web.StreamResponse:
+    """vzcalc -v: the CT's share of the host, now, promised and at most."""
+    assert call.ctid is not None
+    return ok({"vzcalc": await call.daemon.run_quick("vzcalc", ["-v", str(call.ctid)])})
+
+
 async def api_root(call: Call) -> web.StreamResponse:
     return ok(
         {

@@ -16,6 +16,7 @@ from pyvz.api.handlers import (
     console,
     create_ct,
     ct_action,
+    ct_capacity,
     ct_status,
     destroy_ct,
     events,
@@ -394,6 +395,7 @@ ROUTES: tuple[Route, ...] = (
         tag="templates",
     ),  # fmt: skip
     Route("GET", "/host", "hostInfo", "version, kernel, CRIU, LXCFS", Role.VIEWER, host_info, tag="host"),
+    Route("GET", "/cts/{ct}/capacity", "ctCapacity", "vzcalc -v of the CT", Role.VIEWER, ct_capacity),
     Route(
         "GET",
         "/host/capacity",

@@ -3,11 +3,15 @@ other's changes at once (issue 13's first Must-hold)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,6 +57,11 @@ def test_a_ct_lives_and_dies_through_the_api(api: Daemon, vzroot: VzRoot) -> Non
     assert len(backups) == 1 and backups[0]["archive"].startswith("vzdump-101-")
     verified = admin.ok("POST", "/api/v1/cts/101/backups/verify", {"archive": backups[0]["archive"]})
     assert "OK" in verified["result"]["stdout"]
+
+    capacity = admin.get("/api/v1/cts/101/capacity").body["vzcalc"]
+    assert capacity == vzroot.run("vzcalc", "-v", "101").out
+    host = admin.get("/api/v1/host/capacity").body
+    assert set(host) == {"vzmemcheck", "vzcpucheck", "vzoversell"} and "Summary" in host["vzmemcheck"]
 
     admin.ok("POST", "/api/v1/cts/101/stop")
     assert "down" in vzroot.ok("status", "101")
@@ -145,6 +154,48 @@ def test_vzctl_and_the_api_see_each_others_changes(api: Daemon, vzroot: VzRoot) 
         f["event"] for f in found if f["event"]["type"] == "ct-state" and f["event"]["status"] == "running"
     ]
     assert running and "start 101" in running[0]["command"]
+
+
+def test_audit_log_says_who_changed_what_from_where(api: Daemon, vzroot: VzRoot) -> None:
+    api.admin.ok("POST", "/api/v1/cts", {"ctid": 101, "params": {"ostemplate": "busybox"}})
+    api.admin.ok("POST", "/api/v1/cts/101/mount")
+    lines = [json.loads(line) for line in (vzroot.root / "var/log/pyvz-audit.log").read_text().splitlines()]
+    asked = [e for e in lines if e.get("request") == "POST /api/v1/cts/101/mount"]
+    assert asked and asked[0]["actor"] == "token admin from 127.0.0.1" and asked[0]["ctid"] == 101
+    ended = [e for e in lines if e.get("command") == "vzctl mount 101"]
+    assert ended and ended[0]["status"] == "success" and ended[0]["time"]
+    api.admin.ok("POST", "/api/v1/cts/101/umount")
+
+
+def test_a_trusted_client_certificate_is_its_own_grant(vzroot: VzRoot, tmp_path: Path) -> None:
+    key, cert = tmp_path / "client.key", tmp_path / "client.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "2", "-subj", "/CN=robot", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    done = vzroot.run("pyvzd", "trust", "add", "robot", str(cert), "--role", "viewer", "--scope", "101")
+    assert done.code == 0, done.err
+    other_key, other_cert = tmp_path / "other.key", tmp_path / "other.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "2", "-subj", "/CN=stranger", "-keyout", str(other_key), "-out", str(other_cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    daemon = Daemon(vzroot)
+    try:
+        robot = Client(daemon.port, None, daemon.fingerprint, (cert, key))
+        reply = robot.get("/api/v1")
+        assert reply.status == 200 and reply.body["you"] == {"who": "certificate robot", "role": "viewer",
+                                                             "scope": ["101"]}  # fmt: skip
+        assert robot.post("/api/v1/cts/101/start").status == 403
+        stranger = Client(daemon.port, None, daemon.fingerprint, (other_cert, other_key))
+        try:
+            assert stranger.get("/api/v1").status == 401
+        except (ssl.SSLError, ConnectionError, http.client.RemoteDisconnected):
+            pass  # refused in the TLS handshake: an untrusted certificate gets nothing either way
+    finally:
+        daemon.stop()
 
 
 def test_the_unix_socket_is_roots(api: Daemon, vzroot: VzRoot) -> None:
