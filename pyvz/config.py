@@ -130,12 +130,11 @@ class ConfigFile:
         self.lines = [line for line in self.lines if line.key != key]
 
     def items(self) -> dict[str, str]:
+        """Every key with its value, in the order keys first appear; a key set twice has its
+        last value, as get() gives. One pass: vzlist and the API read every CT's config."""
         result: dict[str, str] = {}
-        for line in self.lines:
-            if line.key:
-                value = self.get(line.key)
-                assert value is not None
-                result[line.key] = value
+        for key, value in self.assignments():
+            result[key] = value
         return result
 
     def assignments(self) -> list[tuple[str, str]]:
