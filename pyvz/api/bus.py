@@ -63,10 +63,17 @@ Snapshot = tuple[str | None, dict[str, str]]  # (status, the CT's own config key
 class Watcher:
     """Keeps what it last saw of each CT (a cache of the files, not state of its own)."""
 
-    def __init__(self, paths: Paths, bus: Bus, look: Callable[[int | None], dict[int, Snapshot]]) -> None:
+    def __init__(
+        self,
+        paths: Paths,
+        bus: Bus,
+        look: Callable[[int | None], dict[int, Snapshot]],
+        on_poke: Callable[[], None] = lambda: None,
+    ) -> None:
         self.paths = paths
         self.bus = bus
         self.look = look  # reads the CTs' state and config: all of them, or one
+        self.on_poke = on_poke  # told at once of every change a command reports
         self.seen: dict[int, Snapshot] = {}
         self._pending: dict[int, tuple[str, str, float]] = {}
         self._transport: asyncio.DatagramTransport | None = None
@@ -104,6 +111,7 @@ class Watcher:
             when = float(message.get("time", 0.0))
         except (ValueError, KeyError, TypeError):
             return  # anyone local may write here: what is not ours is dropped
+        self.on_poke()
         first = ctid not in self._pending
         self._pending[ctid] = (actor, command, when)
         if first:

@@ -62,9 +62,9 @@ class Daemon:
         self.throttle = Throttle()
         self.bus = Bus()
         self.operations = Operations(paths, self._operation_changed)
-        self.watcher = Watcher(paths, self.bus, self._look)
-        self.sessions = web_ui.Sessions(self.grants.for_token)
         self.shared_reads = SharedReads()
+        self.watcher = Watcher(paths, self.bus, self._look, self.shared_reads.changed)
+        self.sessions = web_ui.Sessions(self.grants.for_token)
         self.started = time.time()
 
     # -- what the routes use ---------------------------------------------------------

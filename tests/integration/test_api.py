@@ -131,8 +131,11 @@ def test_vzctl_and_the_api_see_each_others_changes(api: Daemon, vzroot: VzRoot) 
     try:
         vzroot.ok("create", "101", "--ostemplate", "busybox", "--hostname", "one")
         assert api.admin.get("/api/v1/cts/101").body["hostname"] == "one"  # at once, no cache
+        listed = api.admin.get("/api/v1/cts?fields=ctid,hostname").body
         vzroot.ok("set", "101", "--hostname", "two", "--save")
         assert api.admin.get("/api/v1/cts/101").body["hostname"] == "two"
+        assert listed == [{"ctid": 101, "hostname": "one"}]
+        assert api.admin.get("/api/v1/cts?fields=ctid,hostname").body == [{"ctid": 101, "hostname": "two"}]
         api.admin.ok("PATCH", "/api/v1/cts/101", {"params": {"hostname": "three"}, "save": True})
         assert 'HOSTNAME="three"' in (vzroot.conf_dir / "101.conf").read_text()
         vzroot.ok("start", "101")

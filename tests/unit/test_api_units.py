@@ -72,6 +72,28 @@ def test_every_parameter_is_in_the_openapi_document() -> None:
     }
 
 
+def test_a_reported_change_makes_later_requests_wait_for_a_new_reading() -> None:
+    async def scenario() -> tuple[list[int], int]:
+        shared = SharedReads()
+        readings = 0
+
+        def read() -> int:
+            nonlocal readings
+            readings += 1
+            return readings
+
+        first = asyncio.create_task(shared.get("k", read))
+        await asyncio.sleep(0)
+        same = asyncio.create_task(shared.get("k", read))  # nothing changed: joins the first
+        await asyncio.sleep(0)
+        shared.changed()  # a command let go of a CT meanwhile
+        late = [asyncio.create_task(shared.get("k", read)) for _ in range(5)]
+        return [await first, await same, *[await t for t in late]], readings
+
+    results, readings = asyncio.run(scenario())
+    assert results[:2] == [1, 1] and set(results[2:]) == {2} and readings == 2
+
+
 def test_shared_reads_are_never_older_than_the_request() -> None:
     async def scenario() -> tuple[list[int], int]:
         shared = SharedReads()
@@ -84,6 +106,7 @@ def test_shared_reads_are_never_older_than_the_request() -> None:
 
         first = asyncio.create_task(shared.get("k", read))
         await asyncio.sleep(0)  # the first reading is under way
+        shared.changed()
         late = [asyncio.create_task(shared.get("k", read)) for _ in range(10)]
         return [await first, *[await t for t in late]], readings
 
