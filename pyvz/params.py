@@ -1335,6 +1335,20 @@ NOT_APPLIED_FROM_SAMPLE = frozenset(
 )
 
 
+# What a CT may reach on the host beyond its own share: its files' place, its id range, the
+# host's devices, interfaces and bridges, capabilities and mount options. The API gives these
+# only to a caller whose grant covers every CT (a host admin), so that a token for some CTs
+# cannot turn one of them into a way out.
+_REACHES_HOST = frozenset({"capability", "features", "mount_opts", "bridge", "host_ifname", "netif_add"})
+
+
+def reaches_host(param: Param[Any]) -> bool:
+    return param.name in _REACHES_HOST or (
+        param.subsystem in (Subsystem.DEVICES, Subsystem.NETDEV)
+        or (param.subsystem is Subsystem.CREATE and param.name not in ("config", "layout"))
+    )
+
+
 def for_command(command: str) -> list[Param[Any]]:
     return [p for p in PARAMS if command in p.commands]
 

@@ -13,7 +13,7 @@ from pyvz.api.calls import PREFIX, Call, Handler, ok
 from pyvz.api.grants import Role
 from pyvz.api.schema import UUID, check
 from pyvz.errors import ExitCode, VzError
-from pyvz.params import BY_NAME, for_command, parse_options
+from pyvz.params import BY_NAME, for_command, parse_options, reaches_host
 
 # -- reads ---------------------------------------------------------------------------
 
@@ -103,7 +103,7 @@ async def openapi(call: Call) -> web.StreamResponse:
 # -- operations ----------------------------------------------------------------------
 
 
-def _option_args(command: str, values: dict[str, Any]) -> list[str]:
+def _option_args(call: Call, command: str, values: dict[str, Any]) -> list[str]:
     """A body's parameters as vzctl options, after the table's own syntax check (the
     CLI's code and message for a bad value, before anything runs)."""
     allowed = {p.name for p in for_command(command)}
@@ -111,6 +111,10 @@ def _option_args(command: str, values: dict[str, Any]) -> list[str]:
     for name, value in values.items():
         if name not in allowed:
             raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"params.{name} is not a parameter of {command}")
+        if reaches_host(BY_NAME[name]) and not call.grant.everything:
+            raise VzError(
+                ExitCode.NO_ACCESS, f"params.{name} reaches the host: only a grant for every CT may set it"
+            )
         items = value if isinstance(value, list) else [value]
         texts[name] = " ".join(str(v) for v in items)
         if any("\n" in str(v) for v in items):
@@ -163,7 +167,7 @@ def _ct(call: Call) -> str:
 
 async def create_ct(call: Call) -> web.StreamResponse:
     body = call.body or {}
-    args = ["create", str(body["ctid"]), *_option_args("create", body.get("params", {}))]
+    args = ["create", str(body["ctid"]), *_option_args(call, "create", body.get("params", {}))]
     return await _operation(call, "vzctl", args, "create")
 
 
@@ -174,7 +178,7 @@ async def set_ct(call: Call) -> web.StreamResponse:
     args = [
         "set",
         _ct(call),
-        *_option_args("set", body.get("params", {})),
+        *_option_args(call, "set", body.get("params", {})),
         *flag_args(body, ("save", "reset_ub")),
     ]
     if body.get("setmode"):
@@ -190,8 +194,6 @@ def ct_action(command: str, flags: tuple[str, ...] = ()) -> Handler:
     async def handler(call: Call) -> web.StreamResponse:
         body = call.body or {}
         args = [command, _ct(call), *flag_args(body, flags)]
-        if body.get("dumpfile"):
-            args += ["--dumpfile", body["dumpfile"]]
         return await _operation(call, "vzctl", args, command)
 
     return handler
@@ -202,7 +204,7 @@ async def clone_ct(call: Call) -> web.StreamResponse:
     target = int(body["target"])
     if not call.grant.covers(target, (body.get("params") or {}).get("name")):
         raise VzError(ExitCode.NO_ACCESS, f"CT {target} is outside your scope")
-    args = ["clone", _ct(call), str(target), *_option_args("clone", body.get("params", {}))]
+    args = ["clone", _ct(call), str(target), *_option_args(call, "clone", body.get("params", {}))]
     if body.get("snapshot"):
         args += ["--snapshot", body["snapshot"]]
     return await _operation(call, "vzctl", args, "clone")

@@ -95,12 +95,10 @@ _TYPES = Query(
 _ARCHIVE = {"type": "string", "pattern": r"^vzdump-[0-9A-Za-z_.-]{1,200}$"}
 
 
-def _ct_action(
-    command: str, summary: str, role: Role, flags: tuple[str, ...] = (), dump: bool = False
-) -> Route:
+def _ct_action(command: str, summary: str, role: Role, flags: tuple[str, ...] = ()) -> Route:
+    # No --dumpfile over the API: a path chosen by the caller is a file written (or read) as
+    # root anywhere on the host; the dump goes where vzctl puts it by default.
     properties = {flag: BOOL for flag in flags}
-    if dump:
-        properties["dumpfile"] = PATH
     return Route(
         "POST", f"/cts/{{ct}}/{command}", f"{command}Ct", summary, role, ct_action(command, flags),
         obj(properties), (WAIT,), operation=True,
@@ -179,8 +177,8 @@ ROUTES: tuple[Route, ...] = (
     _ct_action("start", "vzctl start", Role.OPERATOR, ("wait", "force")),
     _ct_action("stop", "vzctl stop", Role.OPERATOR, ("fast",)),
     _ct_action("restart", "vzctl restart", Role.OPERATOR, ("wait", "fast")),
-    _ct_action("chkpnt", "vzctl suspend: save memory and processes, then stop", Role.OPERATOR, dump=True),
-    _ct_action("restore", "vzctl resume: back from the dump", Role.OPERATOR, dump=True),
+    _ct_action("chkpnt", "vzctl suspend: save memory and processes, then stop", Role.OPERATOR),
+    _ct_action("restore", "vzctl resume: back from the dump", Role.OPERATOR),
     _ct_action("mount", "vzctl mount", Role.ADMIN),
     _ct_action("umount", "vzctl umount", Role.ADMIN),
     Route(

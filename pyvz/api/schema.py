@@ -26,8 +26,8 @@ def param_schema(param: Param[Any]) -> JSON:
                 {"type": "string", "pattern": r"^[0-9]+$", "maxLength": 12},
             ]
         }
-    else:
-        one = {"type": "string", "maxLength": 4096}
+    else:  # the table's parser checks the value, whichever form it came in
+        one = {"anyOf": [{"type": "string", "maxLength": 4096}, {"type": "integer"}]}
     schema: JSON = {"type": "array", "items": one, "maxItems": 64} if param.multi else dict(one)
     schema["description"] = "; ".join(notes) + f" (vzctl {param.options[0]} {param.metavar})"
     schema["x-pyvz-live"] = param.live

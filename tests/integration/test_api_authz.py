@@ -114,3 +114,24 @@ def test_a_revoked_token_ends_its_web_sessions(api: Daemon, vzroot: VzRoot) -> N
     assert cookie_only.request("GET", "/api/v1/cts", headers={"Cookie": cookie}).status == 200
     assert vzroot.run("pyvzd", "token", "remove", "browser").code == 0
     assert cookie_only.request("GET", "/api/v1/cts", headers={"Cookie": cookie}).status == 401
+
+
+def test_a_scoped_admin_cannot_reach_the_host_through_its_ct(api: Daemon, vzroot: VzRoot) -> None:
+    """Devices, capabilities, the private area's place: only for a grant over every CT."""
+    scoped = api.token("ct-admin", "admin", "101")
+    before = (vzroot.conf_dir / "101.conf").read_text()
+    for params in ({"devnodes": ["net/tun:rw"]}, {"capability": ["sys_admin:on"]},
+                   {"private": "/etc"}, {"netdev_add": ["lo"]}, {"mount_opts": "dev"}):  # fmt: skip
+        reply = scoped.request("PATCH", "/api/v1/cts/101", {"params": params, "save": True})
+        assert reply.status == 403 and "reaches the host" in reply.body["error"]["message"], reply.body
+    refused = scoped.request(
+        "POST", "/api/v1/cts/101/clone", {"target": 102, "params": {"private": "/tmp/x"}}
+    )
+    assert refused.status in (403, 400)
+    assert (vzroot.conf_dir / "101.conf").read_text() == before
+    # What stays inside the CT's own share is the scoped admin's to change.
+    assert scoped.ok("PATCH", "/api/v1/cts/101", {"params": {"cpus": 1}, "save": True})["status"] == "success"
+    assert 'CPUS="1"' in (vzroot.conf_dir / "101.conf").read_text()
+    # The host's admin may.
+    api.admin.ok("PATCH", "/api/v1/cts/101", {"params": {"devnodes": ["net/tun:rw"]}, "save": True})
+    assert "net/tun" in (vzroot.conf_dir / "101.conf").read_text()
