@@ -55,11 +55,13 @@ def _plain(relative: str) -> bool:
     return all(part not in ("", ".", "..") for part in relative.split("/"))
 
 
-def parse(text: bytes, mount: Path, container: str, idmap: IdMap) -> list[tuple[Path, int, int, int]]:
+def parse(
+    text: bytes, hierarchies: Sequence[Path], container: str, idmap: IdMap
+) -> list[tuple[Path, int, int, int]]:
     """The record's entries as (path on this host, uid, gid, mode), for the CT's cgroup
-    `container` below `mount`. The record came with the dump, maybe from another host: an
-    entry that would reach outside the CT's cgroups, or give a file to an id that is neither
-    host root nor in the CT's range, is left out (and said so)."""
+    `container` in this host's cgroup `hierarchies` (their roots). The record came with the
+    dump, maybe from another host: an entry that would reach outside the CT's cgroups, or give
+    a file to an id that is neither host root nor in the CT's range, is left out (and said so)."""
     fields = text.split(b"\0")
     if fields and fields[-1] == b"":
         fields.pop()
@@ -79,7 +81,7 @@ def parse(text: bytes, mount: Path, container: str, idmap: IdMap) -> list[tuple[
         if (
             not _plain(start.lstrip("/"))
             or not _plain(below)
-            or (hierarchy != mount and hierarchy.parent != mount)  # v2's mount, or a v1 hierarchy
+            or hierarchy not in hierarchies
             or not _allowed(uid, idmap.uid, idmap.size)
             or not _allowed(gid, idmap.gid, idmap.size)
         ):
@@ -123,11 +125,11 @@ def apply_commands(entries: list[tuple[Path, int, int, int]]) -> str:
     return "\n".join(lines)
 
 
-def restore_commands(images: Path, mount: Path, container: str, idmap: IdMap) -> str:
+def restore_commands(images: Path, hierarchies: Sequence[Path], container: str, idmap: IdMap) -> str:
     """The shell that puts back what the dump in `images` recorded; "" for a dump without a
     record (taken by an older pyvz: its CT comes back as CRIU leaves it)."""
     try:
         text = (images / RECORD).read_bytes()
     except FileNotFoundError:
         return ""
-    return apply_commands(parse(text, mount, container, idmap))
+    return apply_commands(parse(text, hierarchies, container, idmap))

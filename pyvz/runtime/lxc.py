@@ -256,7 +256,8 @@ class LxcRuntime:
 
         self._prepare(spec)
         argv = self._base("lxc-checkpoint", spec.ctid) + ["-r", "-d", "-D", str(images)]
-        owners = cgowners.restore_commands(images, self.cgroups.mount, spec.cgroups.container, spec.idmap)
+        hierarchies = self.cgroups.dirs("")  # the cgroup root: one per hierarchy
+        owners = cgowners.restore_commands(images, hierarchies, spec.cgroups.container, spec.idmap)
         env = {**env, **self._action_env(spec.ctid, host_network, thaw, owners=owners)}
         result = run(argv, check=False, timeout=600, env=env)
         if result.returncode != 0 or not self.is_running(spec.ctid):

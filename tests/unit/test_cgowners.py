@@ -71,7 +71,7 @@ def test_a_record_puts_back_what_criu_leaves_to_host_root(tmp_path: Path) -> Non
     dirs = _source_tree(mount)
     record = tmp_path / cgowners.RECORD
     subprocess.run(["sh", "-c", cgowners.record_command(dirs, record)], check=True)
-    entries = cgowners.parse(record.read_bytes(), mount, "pyvz-b/101", IDS)
+    entries = cgowners.parse(record.read_bytes(), [mount / "freezer", mount / "unified"], "pyvz-b/101", IDS)
     # Only what a restore gets wrong: not host root's, and freezer.state.
     assert sorted(str(path.relative_to(mount)) for path, *_ in entries) == [
         "freezer/pyvz-b/101/ns/freezer.state",
@@ -98,7 +98,7 @@ def test_names_with_spaces_quotes_and_newlines_survive(tmp_path: Path) -> None:
     target = mount / "unified/pyvz-b/101/ns" / odd
     target.mkdir(parents=True)
     (target / "cgroup.procs").write_text("")
-    entries = cgowners.parse(record.read_bytes(), mount, "pyvz-b/101", IDS)
+    entries = cgowners.parse(record.read_bytes(), [mount / "unified"], "pyvz-b/101", IDS)
     subprocess.run(["sh", "-c", cgowners.apply_commands(entries)], check=True, cwd=tmp_path)
     assert _owner(target / "cgroup.procs")[:2] == (100123, 100456)
     assert not (tmp_path / "pwned").exists()
@@ -112,6 +112,7 @@ def test_a_forged_record_reaches_nothing_outside_the_cts_cgroups_or_ids(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     mount = Path("/sys/fs/cgroup")
+    v1 = [mount / "memory", mount / "unified"]
     good = _entry("/sys/fs/cgroup/memory/pyvz-a/101", "ns/tasks", "100000 100000 644")
     forged = [
         _entry("/sys/fs/cgroup/memory/pyvz-a/101", "../../../../../etc/shadow", "100000 100000 666"),
@@ -122,17 +123,19 @@ def test_a_forged_record_reaches_nothing_outside_the_cts_cgroups_or_ids(
         _entry("/sys/fs/cgroup/memory/pyvz-a/101", "ns/tasks", "100000 5 644"),
         _entry("/sys/fs/cgroup/memory/pyvz-a/101", "ns/tasks", "100000 100000 9z"),
         _entry("101", "ns/tasks", "100000 100000 644"),
+        _entry("/sys/fs/cgroup/pyvz-a/101", "ns/tasks", "100000 100000 644"),  # not a hierarchy here
+        _entry("/sys/fs/cgroup/memory/x/pyvz-a/101", "ns/tasks", "100000 100000 644"),
     ]
     with caplog.at_level(logging.WARNING):
-        entries = cgowners.parse(good + b"".join(forged) + b"/cut/short\0", mount, "pyvz-b/101", IDS)
+        entries = cgowners.parse(good + b"".join(forged) + b"/cut/short\0", v1, "pyvz-b/101", IDS)
     assert entries == [(mount / "memory/pyvz-b/101/ns/tasks", 100000, 100000, 0o644)]
-    assert "left out 9 entries" in caplog.text
+    assert "left out 11 entries" in caplog.text
 
 
 def test_v2_paths_are_the_mount_itself_and_modes_keep_permission_bits_only() -> None:
     mount = Path("/sys/fs/cgroup")
     text = _entry("/sys/fs/cgroup/pyvz-a/101", "ns/cgroup.procs", "0 100000 6664")
-    assert cgowners.parse(text, mount, "pyvz-b/7", IDS) == [
+    assert cgowners.parse(text, [mount], "pyvz-b/7", IDS) == [
         (mount / "pyvz-b/7/ns/cgroup.procs", 0, 100000, 0o664)
     ]
 
@@ -149,4 +152,4 @@ def test_one_command_per_owner_and_per_mode_cut_below_arg_max() -> None:
 
 
 def test_a_dump_without_a_record_is_restored_as_criu_leaves_it(tmp_path: Path) -> None:
-    assert cgowners.restore_commands(tmp_path, Path("/sys/fs/cgroup"), "pyvz-b/101", IDS) == ""
+    assert cgowners.restore_commands(tmp_path, [Path("/sys/fs/cgroup")], "pyvz-b/101", IDS) == ""
