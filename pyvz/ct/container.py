@@ -502,7 +502,11 @@ class Container:
         if timeout is None:
             timeout = self.config.get(STOP_TIMEOUT)
         self.ran_in = self.host.runtime.foreign_netns(self.ctid)
-        self.host.runtime.stop(self.ctid, DEFAULT_STOP_TIMEOUT if timeout is None else timeout, kill=fast)
+        halted = self.host.runtime.stop(
+            self.ctid, DEFAULT_STOP_TIMEOUT if timeout is None else timeout, kill=fast
+        )
+        if not halted and not fast:  # as vzctl says when a CT does not halt within STOP_TIMEOUT
+            log.info("Killing container ...")
         log.info("Container was stopped")
         from pyvz.ct.checkpoint import default_dump, has_dump
 

@@ -81,6 +81,8 @@ exec {criu} "$@"
 #   host end of venet0 and before the CT's processes go on: a packet they sent into a link
 #   that is still down would be lost, and a restored socket retransmits only after 1 s
 #   (it has no round-trip time yet). A failure here aborts the restore: never half-connected.
+# - post-dump (`record`) and post-resume (`owners`, before the thaw): the owners and modes of
+#   the CT's cgroup files, which CRIU does not bring back (pyvz/runtime/cgowners.py).
 # - post-resume: thaw the CT. A CT dumped frozen comes back frozen; `thaw` False keeps it so.
 ACTION_SCRIPT = """\
 #!/bin/sh
@@ -105,11 +107,15 @@ pre-dump)
         fi
     done
     ;;
+post-dump)
+    {record}
+    ;;
 post-restore)
     set -e
 {host_network}
     ;;
 post-resume)
+{owners}
 {thaw_block}
     ;;
 esac
@@ -124,9 +130,12 @@ def action_script(
     errors: Path,
     host_network: str = "",
     thaw: bool = True,
+    record: str = "",
+    owners: str = "",
 ) -> str:
     """The action script for one dump or restore (see ACTION_SCRIPT): `freezer` and `probe`
-    as the CT's cgroup tree gives them, `errors` where its complaints go."""
+    as the CT's cgroup tree gives them, `errors` where its complaints go; `record` and
+    `owners` the shell of cgowners.record_command and cgowners.restore_commands."""
     path, freeze, thawed = freezer
     find = f"    find {quote(str(path.parent))} -name {quote(path.name)} | while read -r file; do\n"
     find += f'        printf %s {quote(thawed)} > "$file"\n    done'
@@ -140,6 +149,8 @@ def action_script(
         spins=FREEZE_SPINS,
         host_network=host_network.rstrip("\n") or "    :",  # not indented: it may hold here-documents
         thaw_block=find if thaw else "    :",
+        record=record or ":",
+        owners=owners or "    :",  # not indented: its quoted paths may hold newlines
     )
 
 

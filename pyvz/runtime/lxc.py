@@ -196,7 +196,9 @@ class LxcRuntime:
         finally:
             self._clear_cgroups(spec.ctid)
 
-    def _action_env(self, ctid: int, host_network: str = "", thaw: bool = True) -> dict[str, str]:
+    def _action_env(
+        self, ctid: int, host_network: str = "", thaw: bool = True, record: str = "", owners: str = ""
+    ) -> dict[str, str]:
         """Write the CT's CRIU action script for one dump or restore (pyvz/runtime/criu.py
         says what it does); the environment that makes the criu shim pass it."""
         from pyvz.runtime.criu import action_script
@@ -205,9 +207,8 @@ class LxcRuntime:
         path = self.ct_dir(ctid) / "criu-action"
         errors = self._action_errors(ctid)
         errors.unlink(missing_ok=True)
-        script = action_script(
-            self.cgroups.freezer(container), self.cgroups.frozen_probe(container), errors, host_network, thaw
-        )
+        freezer, probe = self.cgroups.freezer(container), self.cgroups.frozen_probe(container)
+        script = action_script(freezer, probe, errors, host_network, thaw, record, owners)
         write_atomic(path, script, mode=0o700, durable=False)
         return {"PYVZ_CRIU_ACTION": str(path)}
 
@@ -218,8 +219,12 @@ class LxcRuntime:
         """CRIU-dump the running CT into `images`; `stop`: the CT's processes end after it.
         The dump records the CT as frozen (see criu.ACTION_SCRIPT), so a restore of it
         thaws it after; a failed one leaves it frozen for the caller to thaw."""
+        from pyvz.runtime import cgowners
+
         argv = self.netns_prefix(ctid) + self._base("lxc-checkpoint", ctid) + ["-D", str(images)]
-        env = {**env, **self._action_env(ctid)}
+        dirs = self.cgroups.dirs(self.cgroups_of(ctid).container)
+        record = cgowners.record_command(dirs, images / cgowners.RECORD)
+        env = {**env, **self._action_env(ctid, record=record)}
         result = run(argv + (["-s"] if stop else []), check=False, timeout=600, env=env)
         if result.returncode != 0:
             from pyvz.runtime.criu import log_tail
@@ -247,9 +252,13 @@ class LxcRuntime:
     ) -> None:
         """Bring the CT's processes back from `images`, with an LXC monitor as a start gives.
         `host_network` (shell) runs before they go on; `thaw` False leaves them frozen."""
+        from pyvz.runtime import cgowners
+
         self._prepare(spec)
         argv = self._base("lxc-checkpoint", spec.ctid) + ["-r", "-d", "-D", str(images)]
-        env = {**env, **self._action_env(spec.ctid, host_network, thaw)}
+        hierarchies = self.cgroups.dirs("")  # the cgroup root: one per hierarchy
+        owners = cgowners.restore_commands(images, hierarchies, spec.cgroups.container, spec.idmap)
+        env = {**env, **self._action_env(spec.ctid, host_network, thaw, owners=owners)}
         result = run(argv, check=False, timeout=600, env=env)
         if result.returncode != 0 or not self.is_running(spec.ctid):
             from pyvz.runtime.criu import log_tail
@@ -277,7 +286,9 @@ class LxcRuntime:
             return []
         return [line.split(" - ", 1)[-1] for line in lines if " ERROR " in line][:3]
 
-    def stop(self, ctid: int, timeout: int, kill: bool) -> None:
+    def stop(self, ctid: int, timeout: int, kill: bool) -> bool:
+        """Stop the CT: its halt signal to its init, and the kill if it has not halted within
+        `timeout` seconds; the kill at once with `kill`. True if it halted by itself."""
         container = self.cgroups_of(ctid).container
         if self.cgroups.is_frozen(container):
             # A frozen task acts on no signal until it is thawed: a kill is sent first, so
@@ -292,11 +303,16 @@ class LxcRuntime:
                         pass
             self.cgroups.thaw_below(container)
         argv = self.netns_prefix(ctid) + self._base("lxc-stop", ctid)
-        argv += ["-k"] if kill else ["-t", str(timeout)]
-        result = run(argv, check=False, timeout=timeout + 30)
+        halted = False
+        if not kill:  # --nokill: lxc-stop fails when the time is up, and the kill is ours
+            result = run(argv + ["-t", str(timeout), "--nokill"], check=False, timeout=timeout + 30)
+            halted = result.returncode == 0 or not self.is_running(ctid)
+        if not halted:
+            result = run(argv + ["-k"], check=False, timeout=30)
         if result.returncode != 0 and self.is_running(ctid):
             raise VzError(ExitCode.STOP_ERROR, f"unable to stop CT {ctid}: {result.stderr.strip()}")
         self.wait_stopped(ctid, 10.0)
+        return halted
         # LXC removes the CT's cgroups as it stops; start() clears any a crash left.
 
     def wait_stopped(self, ctid: int, timeout: float) -> None:

@@ -120,12 +120,34 @@ def test_free_nproc_and_uptime_inside_show_the_cts_own(built: Path, vzroot: VzRo
     vzroot.ok("stop", "101")
 
 
+STOP_HOOK = """\
+[Unit]
+Description=Writes down that systemd stopped it
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+ExecStop=/bin/sh -c 'echo stopped by systemd > /root/stop-hook'
+"""
+LATE_UNIT = """\
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'echo started by systemd > /root/late-unit'
+"""
+
+
 def test_a_debian_12_systemd_ct_is_checkpointed_and_restored(built: Path, vzroot: VzRoot) -> None:
-    """systemd as init: its watches (/etc/localtime, its cgroups) and its processes survive."""
+    """systemd as init: its watches (/etc/localtime, its cgroups) and its processes survive,
+    and so do the owners of its cgroups' files: after the restore it still starts units, and
+    `vzctl stop` halts it cleanly, as it does a CT that was never checkpointed."""
     install_built(built, vzroot)
     vzroot.ok("create", "101", "--ostemplate", RECIPE)
     assert not (vzroot.private_dir / "101/etc/localtime").is_symlink()  # see the recipe
+    units = vzroot.private_dir / "101/etc/systemd/system"
+    (units / "stop-hook.service").write_text(STOP_HOOK)
+    (units / "late-unit.service").write_text(LATE_UNIT)
     vzroot.ok("start", "101", "--wait")
+    vzroot.ok("exec", "101", "systemctl start stop-hook.service")
     # 64 MB held by a process (minbase has perl but no python3), and its PID. It sleeps in a
     # loop: a checkpoint interrupts a sleep, as a signal does, and a lone sleep returns.
     hog = (
@@ -148,11 +170,20 @@ def test_a_debian_12_systemd_ct_is_checkpointed_and_restored(built: Path, vzroot
     assert vzroot.ok("exec", "101", "cat /root/hog.pid").strip() == before
     assert int(vzroot.ok("exec", "101", rss).split()[1]) >= 64000  # its memory came back
     assert vzroot.ok("exec", "101", "systemctl is-system-running").strip() == "running"
-    # A restored systemd stops its units but never halts (measured: it waits on, we think, a
-    # cgroup-empty notification that did not survive the restore; docs/migration.md), so
-    # the stop ends with the kill after STOP_TIMEOUT: a short one keeps the test short.
-    vzroot.ok("set", "101", "--stop-timeout", "3", "--save")
-    vzroot.ok("stop", "101")
+    # A unit started now runs: systemd can move its process into the unit's cgroup (with the
+    # owners CRIU leaves, host root's, it could not: "Failed to attach to cgroup").
+    ran = vzroot.vzctl("exec", "101", "systemctl start late-unit.service")
+    assert ran.code == 0, ran.out + ran.err
+    assert vzroot.ok("exec", "101", "cat /root/late-unit") == "started by systemd\n"
+    # The stop is systemd's own shutdown: the unit's ExecStop ran, and the CT halted long
+    # before its STOP_TIMEOUT, with no kill (vzctl would say "Killing container ...").
+    vzroot.ok("set", "101", "--stop-timeout", "60", "--save")
+    started = time.monotonic()
+    out = vzroot.ok("stop", "101")
+    took = time.monotonic() - started
+    assert out.splitlines() == ["Stopping container ...", "Container was stopped", "Container is unmounted"]
+    assert took < 15, f"vzctl stop took {took:.1f} s"
+    assert (vzroot.private_dir / "101/root/stop-hook").read_text() == "stopped by systemd\n"
     assert vzroot.ok("status", "101").strip() == "CTID 101 exist unmounted down"
 
 

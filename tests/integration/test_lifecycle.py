@@ -272,6 +272,12 @@ def test_stop_timeout_is_honoured(vzroot: VzRoot) -> None:
     assert done.code == 0, done
     assert elapsed < 20, f"stop took {elapsed:.1f} s with STOP_TIMEOUT=2"
     assert elapsed >= 1.5, f"stop took {elapsed:.1f} s: it did not wait for a clean shutdown"
+    assert done.out.splitlines() == [  # vzctl's words for a CT that did not halt in time
+        "Stopping container ...",
+        "Killing container ...",
+        "Container was stopped",
+        "Container is unmounted",
+    ]
     assert status(vzroot) == "CTID 101 exist unmounted down"
     assert ct_host_pids(vzroot) == []
 

@@ -95,6 +95,25 @@ def test_a_failing_host_network_aborts_the_restore_and_says_why(tmp_path: Path) 
     assert not (tmp_path / "never").exists()
 
 
+def test_post_dump_writes_the_record_and_post_resume_puts_owners_back_before_the_thaw(
+    tmp_path: Path,
+) -> None:
+    state, inner = _tree(tmp_path)
+    inner.write_text("FROZEN")
+    seen = tmp_path / "seen"
+    record = f"echo recorded > {tmp_path / 'record'}"
+    owners = f"cat {inner} > {seen}"  # what the CT's freezer said when the owners went back
+    script = action_script(
+        (state, "FROZEN", "THAWED"), (state, "FROZEN"), tmp_path / "err", record=record, owners=owners
+    )
+    assert _run(script, tmp_path, "post-dump").returncode == 0
+    assert (tmp_path / "record").read_text() == "recorded\n"
+    assert not seen.exists()
+    assert _run(script, tmp_path, "post-resume").returncode == 0
+    assert seen.read_text() == "FROZEN"  # the CT ran no instruction with CRIU's owners
+    assert inner.read_text() == "THAWED"
+
+
 def test_other_stages_do_nothing(tmp_path: Path) -> None:
     script = _v1(tmp_path, "exit 3\n")
     for action in ("pre-restore", "post-dump", "network-unlock", "setup-namespaces", "pre-resume"):
