@@ -31,7 +31,14 @@ class ArgumentParser(argparse.ArgumentParser):
             choices = re.findall(r"'([^']*)'", match.group(2))
             close = difflib.get_close_matches(match.group(1), choices, n=1)
             hint = f"did you mean {close[0]!r}?" if close else "choose from " + ", ".join(choices)
+            if self.prog == "vzctl":  # vzctl's words first, which scripts may look for
+                tail = f" (did you mean {close[0]!r}?)" if close else ""
+                raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, f"Bad command: {match.group(1)}{tail}")
             message = f"invalid choice {match.group(1)!r}: {hint}"
+        if self.prog.split()[0] == "vzctl":
+            vzctl_words = _vzctl_words(message)
+            if vzctl_words is not None:
+                raise VzError(*vzctl_words)
         code = ExitCode.INVALID_PARAMETER_SYNTAX
         getopt_error = ("unrecognized arguments", "ambiguous option", "expected one", "invalid choice")
         if any(what in message for what in getopt_error):
@@ -43,6 +50,16 @@ class ArgumentParser(argparse.ArgumentParser):
                     code = ExitCode.INVALID_PARAMETER_SYNTAX  # vzctl: after its options are read
                 raise VzError(code, words)
         raise VzError(code, f"{message} (see {self.prog} --help)")
+
+
+def _vzctl_words(message: str) -> tuple[ExitCode, str] | None:
+    """What vzctl 4.11 says itself (vzctl-actions.c) where argparse would say its own."""
+    if re.match(r"the following arguments are required: --id/--uuid", message):
+        return ExitCode.INVALID_PARAMETER_SYNTAX, "Invalid syntax: snapshot id is missing"
+    match = re.fullmatch(r"argument TTYNUM: invalid int value: '(.*)'", message)
+    if match:
+        return ExitCode.INVALID_PARAMETER_VALUE, f"Invalid tty number: {match.group(1)}"
+    return None
 
 
 def getopt_words(prog: str, message: str) -> str | None:
