@@ -96,6 +96,10 @@ class CgroupTree(ABC):
     enforces: frozenset[str] = frozenset({"physpages", "swappages", "numproc"})
 
     @abstractmethod
+    def cpu_ns(self, relative: str) -> int | None:
+        """CPU time the cgroup's tasks have used, in ns (vztop's CPU %); None: not counted."""
+
+    @abstractmethod
     def usage(self, relative: str) -> dict[str, Usage]:
         """The kernel's counters for a running CT's cgroup, by beancounter name."""
 
@@ -294,6 +298,9 @@ class CgroupV1(CgroupTree):
             )
         return found
 
+    def cpu_ns(self, relative: str) -> int | None:
+        return self._read(self.mount / "cpuacct" / relative / "cpuacct.usage")
+
     def _has_memsw(self) -> bool:
         # Without swap accounting (swapaccount=0) there is no memory+swap limit to set.
         return (self.mount / "memory/memory.memsw.limit_in_bytes").exists()
@@ -420,6 +427,10 @@ class CgroupV2(CgroupTree):
         if limits.tcp is not None:
             return ["tcpsndbuf/tcprcvbuf are not enforced: cgroup v2 has no separate TCP buffer limit"]
         return []
+
+    def cpu_ns(self, relative: str) -> int | None:
+        used = self._keyed(self.mount / relative / "cpu.stat").get("usage_usec")
+        return None if used is None else used * 1000
 
     def lxc_key(self, file: str) -> str:
         return f"lxc.cgroup2.{file}"
