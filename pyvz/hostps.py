@@ -3,11 +3,11 @@
 ps does the selecting, sorting and formatting; pyvz only needs the PID of each line, which
 it gets in one of two ways, so that the rest of the line is exactly what ps printed:
 
-- A format of ps's own (none, -f, -F, -l, -j, u, v, j, s, aux, ...): each of these has a
+- A format of ps's own (none, -f, -F, -l, -j, u, v, j, s, aux, -O, ...): each of these has a
   PID column with no column before it that can hold a blank, so the PID is the field under
   the header's `PID`. A no-header request (h, --no-headers) is taken off and the header
   line dropped here, because the header is what finds the column.
-- A format the user gives (-o, -O, o, O, --format): a header-less `pid` column is put in
+- A format the user gives (-o, o, --format): a header-less `pid` column is put in
   front of it and taken off each line again. In these the CTID column appears only where
   the format names `ctid` (or OpenVZ's `veid`), and then in front: `vzps -E 0 -o pid= -C
   syslogd` prints bare PIDs, fit for `kill $(...)`.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from pyvz.errors import ExitCode, VzError
 from pyvz.resources.ctprocs import Gone, Owner, label, owner_of
 
 _FORMAT_LONG = ("--format",)
@@ -102,7 +103,9 @@ def _cluster(argv: list[str], at: int, cmd: PsCommand, dash: bool) -> int:
         if letter in (_UNIX_VALUE if dash else _BSD_VALUE):
             value, after = _take_value(argv, at, letters[index + 1 :])
             if letter in "oO":
-                cmd.custom = True
+                # -O leads with ps's own PID column (and may follow no other format): read
+                # it as one of ps's formats
+                cmd.custom |= letter == "o"
                 value = _strip_ctid(value, cmd) if value is not None else None
                 if kept:
                     cmd.args.append(("-" if dash else "") + kept)
@@ -213,6 +216,8 @@ def annotate(cmd: PsCommand, stdout: str, selected: list[Owner | None] | None, t
     raw = stdout.splitlines()
     lines = _split_custom(raw) if cmd.custom else _split_standard(raw)
     if lines is None:
+        if selected is not None:
+            raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, "-E needs ps output with a PID column")
         return Shown(stdout, len(raw))
     labels: list[str | None] = []
     kept: list[Line] = []

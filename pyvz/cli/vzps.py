@@ -53,6 +53,8 @@ def dispatch(argv: list[str]) -> int:
         env["COLUMNS"] = str(max(20, shutil.get_terminal_size().columns - 6))
     done = run(["ps", *cmd.args], check=False, env=env)
     sys.stderr.write(done.stderr)
+    if done.returncode != 0 and not done.stdout:
+        return done.returncode  # ps refused the options and has said why
     shown = annotate(cmd, done.stdout, selected, tag)
     sys.stdout.write(shown.text)
     if done.returncode != 0:

@@ -77,6 +77,17 @@ def test_user_formats_lose_ctid_and_gain_a_leading_pid() -> None:
     assert (cmd.args, cmd.ctid_header) == (["-o", "pid=", "--format=comm", "-p", "1"], "CTID")
 
 
+def test_dash_capital_o_is_read_as_a_ps_format() -> None:
+    cmd = build(["-O", "ctid,user", "-p", "1"])  # -O leads with PID and follows no -o
+    assert (cmd.args, cmd.custom, cmd.ctid_header) == (["-O", "user", "-p", "1"], False, "CTID")
+
+
+def test_a_selection_needs_a_pid_column() -> None:
+    assert annotate(build(["L"]), "%cpu %CPU\n", None, "pyvz").text == "%cpu %CPU\n"
+    with pytest.raises(VzError, match="PID column"):
+        annotate(build(["L"]), "%cpu %CPU\n", [None], "pyvz")
+
+
 def test_a_ct_selection_without_a_ps_selection_looks_at_every_process() -> None:
     assert build([], every=True).args == ["-e"]
     assert build(["-o", "pid="], every=True).args == ["-o", "pid=", "-e", "-o", "pid="]
