@@ -121,6 +121,8 @@ def test_host_tools_know_cts(vzroot: VzRoot, tmp_path: Path) -> None:
         for ctid in CTS:
             assert last[ctid][1] == f"log{ctid}"
             assert int(last[ctid][2]) == len(ct_procs(vzroot, ctid))
+            assert 0.0 <= float(last[ctid][3]) < 100.0 * (os.cpu_count() or 1)  # read, not "-"
+            assert last[ctid][4].endswith(("K", "M")) and last[ctid][5] != "-"
 
         before = {ctid: syslogds(inside[ctid]) for ctid in CTS}
         # The seed's `service syslog stop`, made to act on the host's processes only.
