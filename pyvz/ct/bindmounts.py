@@ -71,13 +71,11 @@ def check_sources(host: Host, mounts: Iterable[BindMount], force: bool) -> None:
             raise VzError(
                 ExitCode.INVALID_PARAMETER_VALUE, f"{given}: {shown} is the host's / (--force allows it)"
             )
-        for tree, what in trees:
-            if _inside(real, tree):
-                where = "is" if real == tree else "is inside"
-            elif _inside(tree, real):
-                where = "holds"
-            else:
-                continue
+        # The nearest place it is in is the one named; else a place it holds.
+        within = sorted((t for t in trees if _inside(real, t[0])), key=lambda t: -len(t[0]))
+        holds = [t for t in trees if _inside(t[0], real)]
+        for tree, what in within[:1] or holds[:1]:
+            where = "is" if real == tree else "is inside" if within else "holds"
             raise VzError(
                 ExitCode.INVALID_PARAMETER_VALUE, f"{given}: {shown} {where} {what} (--force allows it)"
             )
