@@ -4,6 +4,7 @@ mount, live changes on a running CT, and the host paths that are refused."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -76,6 +77,12 @@ def test_rw_ro_live_and_restart(vzroot: VzRoot, data: Path, tmp_path: Path) -> N
     assert not (other / "no").exists()
     listed = vzroot.vzlist("-H", "-o", "bindmount", "101")
     assert listed.out.split() == [f"{data}:/data", f"{other}:/srv/ro2,ro"]
+    entry = json.loads(vzroot.vzlist("-j", "-o", "bindmount", "101").out)[0]
+    assert entry["bindmount"] == [f"{data}:/data", f"{other}:/srv/ro2,ro"]
+    # The staging points LXC bound from are gone from the host once the CT runs.
+    staging = str(vzroot.lxc_dir / "101" / "binds")
+    assert not [line for line in Path("/proc/self/mounts").read_text().splitlines() if staging in line]
+    assert not Path(staging).exists()
 
     vzroot.ok("set", "101", "--bindmount_del", "all", "--save")
     assert "BINDMOUNT" not in conf(vzroot).decode() or 'BINDMOUNT=""' in conf(vzroot).decode()
