@@ -604,7 +604,7 @@ def _extension(param: Param[Any]) -> Field:
         found = value(record)
         if found is None or found == "" or found == ():
             return None
-        return " ".join(found) if isinstance(found, tuple) else str(found)
+        return " ".join(map(str, found)) if isinstance(found, tuple) else str(found)
 
     def as_json(record: Record) -> str:
         found = value(record)

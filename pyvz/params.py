@@ -58,6 +58,7 @@ class Subsystem(StrEnum):
     NETWORK = "network"  # addresses, routes and firewall rules of a running CT
     DEVICES = "devices"  # device nodes and the device cgroup of a running CT
     NETDEV = "netdev"  # host interfaces moved into a running CT
+    BINDMOUNTS = "bindmounts"  # host paths bound into the CT (ct/bindmounts.py)
 
 
 CREATE = frozenset({"create"})
@@ -1191,6 +1192,42 @@ ACCESS_PARAMS = (
 )
 
 
+def _bindmount(name: str) -> Callable[..., Any]:
+    def call(value: Any, *more: Any) -> Any:
+        from pyvz.runtime import bindmount
+
+        return getattr(bindmount, name)(value, *more)
+
+    return call
+
+
+# OpenVZ 7's BINDMOUNT; the host paths it may not lend are checked in ct/bindmounts.py.
+BINDMOUNT: Param[tuple[Any, ...]] = Param(
+    "bindmount_add",
+    "BINDMOUNT",
+    ("--bindmount_add",),
+    _bindmount("parse_bindmounts"),
+    _bindmount("format_bindmounts"),
+    "bind a host path into the CT, idmapped to its root (repeatable)",
+    "SRC:DST[,ro|rw,nosuid,nodev,noexec]",
+    BOTH,
+    Subsystem.BINDMOUNTS,
+    field="bindmount",
+    multi=True,
+    merge=lambda old, new: _bindmount("merge")(old or (), new),
+)
+BINDMOUNT_DEL: Param[tuple[str, ...]] = Param(
+    "bindmount_del",
+    None,
+    ("--bindmount_del",),
+    _bindmount("parse_targets"),
+    _words,
+    "remove the bind mount at DST in the CT, or `all` (repeatable)",
+    "DST|all",
+    SET,
+    Subsystem.BINDMOUNTS,
+    multi=True,
+)
 USERPASSWD: Param[tuple[str, str]] = Param(
     "userpasswd",
     None,
@@ -1308,6 +1345,8 @@ PARAMS: tuple[Param[Any], ...] = (
     IOLIMIT,
     IOPSLIMIT,
     *ACCESS_PARAMS,
+    BINDMOUNT,
+    BINDMOUNT_DEL,
     USERPASSWD,
     APPLYCONFIG,
     APPLYCONFIG_MAP,
@@ -1339,7 +1378,18 @@ NOT_APPLIED_FROM_SAMPLE = frozenset(
 # host's devices, interfaces and bridges, capabilities and mount options. The API gives these
 # only to a caller whose grant covers every CT (a host admin), so that a token for some CTs
 # cannot turn one of them into a way out.
-_REACHES_HOST = frozenset({"capability", "features", "mount_opts", "bridge", "host_ifname", "netif_add"})
+_REACHES_HOST = frozenset(
+    {
+        "capability",
+        "features",
+        "mount_opts",
+        "bridge",
+        "host_ifname",
+        "netif_add",
+        "bindmount_add",
+        "bindmount_del",
+    }
+)
 
 
 def reaches_host(param: Param[Any]) -> bool:

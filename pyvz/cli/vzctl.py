@@ -63,7 +63,7 @@ COMMANDS: dict[str, Command] = {
         (
             ("--save", "store the parameters in the CT config"),
             ("--reset_ub", "apply the config's resource limits to the running CT again (nothing else)"),
-            ("--force", "accepted, as vzctl"),
+            ("--force", "allow a --bindmount_add of a host path that is refused otherwise"),
             _SKIP_ARP,
             ("--offline-resize", "with --diskspace: accepted (only a ploop image is resized offline)"),
             ("--offline", "the same as --offline-resize"),
@@ -395,7 +395,8 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
 
             reset_ub(host, ctid, bool(_options(ns, "set")) or ns.save)
         else:
-            set_params(host, ctid, _options(ns, "set"), ns.save, SetMode(ns.setmode) if ns.setmode else None)
+            setmode = SetMode(ns.setmode) if ns.setmode else None
+            set_params(host, ctid, _options(ns, "set"), ns.save, setmode, force=ns.force)
     else:  # pragma: no cover - argparse only lets known commands through
         raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, f"unknown command {command}")
     return 0

@@ -258,7 +258,12 @@ class Container:
                 self.apply_distro_files(distro, cfg)
             self.driver().start_quota(area, disk_quota(cfg))  # limits live on disk: mostly nothing
             spec, limits = self.runtime_spec(area, cfg, distro.halt_signal)
-            self.host.runtime.start(spec)
+            try:
+                self.host.runtime.start(spec)
+            finally:
+                from pyvz.ct.bindmounts import release
+
+                release(self)  # LXC has bound them in: the CT holds its copies
             self.host.runtime.cgroups.apply_inner(spec.cgroups.container, limits)
             self.network_up(cfg)
         except BaseException:
@@ -312,7 +317,7 @@ class Container:
             log.warning(problem)
         refuse_escapes(cfg)
         warn_not_enforced(cfg, cfg.values, self.host.runtime.cgroups.enforces)
-        from pyvz.ct import devices
+        from pyvz.ct import bindmounts, devices
 
         spec = RuntimeSpec(
             ctid=self.ctid,
@@ -325,7 +330,7 @@ class Container:
             cgroups=self.host.runtime.cgroups_of(self.ctid),
             limits=tuple(self.host.runtime.cgroups.lxc_lines(limits)),
             network=self._network_lines(cfg.get(IPADD) or (), netifs),
-            access=devices.start_lines(self, cfg),
+            access=devices.start_lines(self, cfg) + tuple(bindmounts.start_lines(self, cfg)),
         )
         return spec, limits
 
@@ -478,6 +483,9 @@ class Container:
                 spec, _limits = self.runtime_spec(area, self.config, self.distro().halt_signal)
                 return self.host.runtime.execute(spec, ["/bin/sh", "-s"], text)
             finally:
+                from pyvz.ct.bindmounts import release
+
+                release(self)
                 if mounted_here:
                     self.umount(area=area)
 

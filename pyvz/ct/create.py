@@ -28,6 +28,7 @@ from pyvz.host import Host, check_subids
 from pyvz.log import log
 from pyvz.net.venet import check_free
 from pyvz.params import (
+    BINDMOUNT,
     BY_KEY,
     BY_NAME,
     DISKSPACE,
@@ -148,6 +149,10 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
                 default = host.setting(key)
                 if default:
                     settings[key] = default
+        if BINDMOUNT.name in values:
+            from pyvz.ct.bindmounts import check_sources
+
+            check_sources(host, values[BINDMOUNT.name], force=False)
         if IPADD.name in values:
             check_free(values[IPADD.name], host.addresses(but=ctid))
         if NETIF_ADD.name in values:

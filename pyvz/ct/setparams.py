@@ -13,6 +13,8 @@ from pyvz.net.venet import check_free, merged_addresses
 from pyvz.params import (
     APPLYCONFIG,
     APPLYCONFIG_MAP,
+    BINDMOUNT,
+    BINDMOUNT_DEL,
     BY_KEY,
     BY_NAME,
     DEVICES,
@@ -59,6 +61,7 @@ def set_params(
     raw: dict[str, str],
     save: bool,
     setmode: SetMode | None = None,
+    force: bool = False,
 ) -> None:
     values: dict[str, Any] = parse_options(raw)
     if not values:
@@ -90,6 +93,8 @@ def set_params(
                 changes[param.key] = param.fmt(param.merge(old_value, value))
             elif param.key:
                 changes[param.key] = param.fmt(value)
+        if BINDMOUNT.name in values or BINDMOUNT_DEL.name in values:
+            _bindmounts(host, ct, values, changes, force)
         if NETDEV_ADD.name in values or NETDEV_DEL.name in values:
             netdevs = _netdevs(ct.config.get(NETDEV) or (), values)
             changes[NETDEV.key or ""] = NETDEV.fmt(netdevs)
@@ -147,6 +152,10 @@ def set_params(
             from pyvz.net import netdev
 
             netdev.move_live(ct, values.get(NETDEV_ADD.name, ()), values.get(NETDEV_DEL.name, ()))
+        if running and BINDMOUNT.key in changed:
+            from pyvz.ct import bindmounts
+
+            bindmounts.apply_live(ct, ct.config.get(BINDMOUNT) or (), merged.get(BINDMOUNT) or ())
         if running:
             _apply_live(ct, merged, changed, setmode)
         elif save and {DISKSPACE.key, DISKINODES.key, DISK_QUOTA.key} & changed.keys():
@@ -350,6 +359,19 @@ def _netdevs(old: tuple[str, ...], values: dict[str, Any]) -> tuple[str, ...]:
             raise VzError(ExitCode.NETDEV_ERROR, f"network device {name} is not in the CT")
     kept = [name for name in old if name not in delete]
     return tuple(kept + [name for name in values.get(NETDEV_ADD.name, ()) if name not in kept])
+
+
+def _bindmounts(
+    host: Host, ct: Container, values: dict[str, Any], changes: dict[str, str], force: bool
+) -> None:
+    """--bindmount_del first, then --bindmount_add, each source checked against the host."""
+    from pyvz.ct.bindmounts import check_sources
+    from pyvz.runtime.bindmount import merge, remove
+
+    added = values.get(BINDMOUNT.name, ())
+    check_sources(host, added, force)
+    kept = remove(ct.config.get(BINDMOUNT) or (), values.get(BINDMOUNT_DEL.name, ()))
+    changes[BINDMOUNT.key or ""] = BINDMOUNT.fmt(merge(kept, added))
 
 
 def _apply_devices(ct: Container, cfg: CtConfig, param: Param[Any]) -> None:

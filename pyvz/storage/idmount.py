@@ -23,6 +23,10 @@ _OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 _AT_FDCWD = -100
 _AT_EMPTY_PATH = 0x1000
 _MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_RDONLY = _MOUNT_ATTR_RDONLY
 _MOUNT_ATTR_IDMAP = 0x00100000
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
 _CLONE_NEWUSER = 0x10000000
@@ -74,22 +78,19 @@ def _userns_fd(idmap: IdMap, inverse: bool = False) -> int:
 
 
 def idmapped_bind(
-    source: Path, target: Path, idmap: IdMap, inverse: bool = False, readonly: bool = False
+    source: Path,
+    target: Path,
+    idmap: IdMap | None,
+    inverse: bool = False,
+    readonly: bool = False,
+    attrs: int = 0,
 ) -> None:
-    """Bind-mount `source` on `target`, shifting on-disk ids by the CT's range; `inverse`
-    shifts files stored with the CT's host ids back to what the CT sees."""
-
-    class MountAttr(ctypes.Structure):
-        _fields_ = [
-            ("attr_set", ctypes.c_uint64),
-            ("attr_clr", ctypes.c_uint64),
-            ("propagation", ctypes.c_uint64),
-            ("userns_fd", ctypes.c_uint64),
-        ]
-
+    """Bind-mount `source` on `target`, shifting on-disk ids by the CT's range (no shift
+    with no `idmap`); `inverse` shifts files stored with the CT's host ids back to what the
+    CT sees. `attrs` are more MOUNT_ATTR_* flags (nosuid, ...)."""
     libc = _libc()
     libc.syscall.restype = ctypes.c_long
-    nsfd = _userns_fd(idmap, inverse)
+    nsfd = _userns_fd(idmap, inverse) if idmap is not None else None
     try:
         tree = _check(
             libc.syscall(
@@ -98,13 +99,9 @@ def idmapped_bind(
             f"open_tree({source})",
         )
         try:
-            attr = MountAttr(_MOUNT_ATTR_IDMAP | (_MOUNT_ATTR_RDONLY if readonly else 0), 0, 0, nsfd)
-            _check(
-                libc.syscall(
-                    _SYS_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr)
-                ),
-                f"idmapping {source} (needs a kernel and filesystem with idmapped mounts)",
-            )
+            flags = attrs | (_MOUNT_ATTR_RDONLY if readonly else 0)
+            if nsfd is not None or flags:
+                _set_attrs(libc, tree, flags, nsfd, str(source))
             _check(
                 libc.syscall(
                     _SYS_MOVE_MOUNT, tree, b"", _AT_FDCWD, os.fsencode(target), _MOVE_MOUNT_F_EMPTY_PATH
@@ -114,23 +111,32 @@ def idmapped_bind(
         finally:
             os.close(tree)
     finally:
-        os.close(nsfd)
+        if nsfd is not None:
+            os.close(nsfd)
 
 
 _MNT_DETACH = 2
 _CLONE_NEWNS = 0x00020000
 
 
-def bind_into_ct(init_pid: int, binds: list[tuple[str, str, bool]], replace: bool = True) -> None:
+def bind_into_ct(
+    init_pid: int,
+    binds: list[tuple[str, str, bool]],
+    replace: bool = True,
+    idmap: IdMap | None = None,
+    attrs: list[int] | None = None,
+) -> None:
     """Bind host paths into a running CT: (host source, absolute target in the CT, whether
     it is a directory). The mounts are cloned here (open_tree), in the host's tree, and a
     child that has entered the CT's mount namespace puts them in place, making the target
-    first if needed and, with `replace`, detaching what was mounted there."""
+    first if needed and, with `replace`, detaching what was mounted there. With `idmap`,
+    each is idmapped to the CT's range first; `attrs` are MOUNT_ATTR_* flags per bind."""
     libc = _libc()
     libc.syscall.restype = ctypes.c_long
     trees: list[tuple[int, str, bool]] = []
+    nsfd = _userns_fd(idmap) if idmap is not None else None
     try:
-        for source, target, directory in binds:
+        for index, (source, target, directory) in enumerate(binds):
             tree = _check(
                 libc.syscall(
                     _SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(source), _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC
@@ -138,6 +144,9 @@ def bind_into_ct(init_pid: int, binds: list[tuple[str, str, bool]], replace: boo
                 f"open_tree({source})",
             )
             trees.append((tree, target, directory))
+            flags = attrs[index] if attrs else 0
+            if nsfd is not None or flags:
+                _set_attrs(libc, tree, flags, nsfd, source)
         owner = _ct_root(init_pid)
         namespace = os.open(f"/proc/{init_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         pid = os.fork()
@@ -162,6 +171,27 @@ def bind_into_ct(init_pid: int, binds: list[tuple[str, str, bool]], replace: boo
     finally:
         for tree, _target, _directory in trees:
             os.close(tree)
+        if nsfd is not None:
+            os.close(nsfd)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def _set_attrs(libc: ctypes.CDLL, tree: int, flags: int, nsfd: int | None, source: str) -> None:
+    attr = _MountAttr(flags | (_MOUNT_ATTR_IDMAP if nsfd is not None else 0), 0, 0, nsfd or 0)
+    _check(
+        libc.syscall(_SYS_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr)),
+        f"idmapping {source} (needs a kernel and filesystem with idmapped mounts)"
+        if nsfd is not None
+        else f"mount options of {source}",
+    )
 
 
 def _ct_root(init_pid: int) -> tuple[int, int]:
@@ -188,8 +218,9 @@ def _place(libc: ctypes.CDLL, tree: int, target: str, directory: bool, replace: 
     return 0 if moved >= 0 else 2
 
 
-def unmount_in_ct(init_pid: int, targets: list[str]) -> None:
-    """Detach mounts from a running CT's tree (a device taken away with `none`)."""
+def unmount_in_ct(init_pid: int, targets: list[str], unlink: bool = True) -> None:
+    """Detach mounts from a running CT's tree (a device taken away with `none`); with
+    `unlink`, the node under it goes too."""
     libc = _libc()
     namespace = os.open(f"/proc/{init_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     pid = os.fork()
@@ -200,6 +231,8 @@ def unmount_in_ct(init_pid: int, targets: list[str]) -> None:
                 code = 0
                 for target in targets:
                     libc.umount2(os.fsencode(target), _MNT_DETACH)
+                    if not unlink:
+                        continue
                     try:
                         os.unlink(target)
                     except OSError:

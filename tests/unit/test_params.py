@@ -224,6 +224,8 @@ SAMPLES: dict[str, str] = {
     "netdev": "eth1",
     "netdev_add": "eth2",
     "netdev_del": "eth1",
+    "bindmount_add": "/srv/data:/data /srv/www:/var/www,ro,nodev",
+    "bindmount_del": "/old all",
     "avnumproc": "40:40",
     "cpuweight": "100",
     "mount_opts": "noatime",
