@@ -43,14 +43,20 @@ lint: install
 	$(VENV)/bin/ruff format --check pyvz tests bench
 	$(VENV)/bin/mypy
 
+# Tests run in parallel (pytest-xdist): most integration tests wait on CT boots, stops and
+# sleeps rather than on the CPU, so more workers than the 2 cores pay. worksteal keeps every
+# worker busy to the end. `make test TEST_WORKERS=0` runs them in one process.
+TEST_WORKERS ?= 3
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist worksteal
+
 unit: install
-	$(VENV)/bin/pytest -q tests/unit
+	$(VENV)/bin/pytest -q -n 2 tests/unit
 
 integration: install
-	$(VENV)/bin/pytest -q tests/integration
+	$(VENV)/bin/pytest -q $(PYTEST_PARALLEL) --durations=25 tests/integration
 
 test: install lint
-	$(VENV)/bin/pytest -q --durations=12 tests
+	$(VENV)/bin/pytest -q $(PYTEST_PARALLEL) --durations=25 tests
 
 bench: install
 	$(PY) bench/run.py

@@ -201,6 +201,16 @@ def debian_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ---- parallel runs (tests/parallel.py) -------------------------------------------------------
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile pyvz once for the run: the tests start `python -m pyvz.cli.…` thousands of
+    times, and where PYTHONDONTWRITEBYTECODE is set, each start would compile every module
+    it imports again (≈ 0.1 s of CPU each time)."""
+    if parallel.worker() is None:
+        import compileall
+
+        compileall.compile_dir(REPO / "pyvz", quiet=2)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _this_run(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Roots and names made from here on are recorded for the end-of-run check."""
