@@ -36,8 +36,8 @@ import pytest
 
 LOCK_DIR = Path("/run/lock")
 _TAGS = LOCK_DIR / "pyvz-test-tags.lock"  # one byte per 3-hex tag suffix (4096 bytes)
-_GATE = LOCK_DIR / "pyvz-test-alone.gate"
-_ALONE = LOCK_DIR / "pyvz-test-alone.lock"
+_GATE = "pyvz-test-alone.gate"  # in LOCK_DIR, machine-wide: LXCFS and the CPUs are
+_ALONE = "pyvz-test-alone.lock"
 _REGISTRY = "pyvz-registry"  # in the run's shared directory: the roots and names of this run
 
 _claimed: dict[int, Path] = {}  # tag suffix -> root, claimed by this process
@@ -116,11 +116,11 @@ def unique_name(prefix: str) -> str:
 
 
 @contextmanager
-def host_share(exclusive: bool = False) -> Iterator[None]:
+def host_share(exclusive: bool = False, where: Path = LOCK_DIR) -> Iterator[None]:
     """Shared: other shared holders may run. Exclusive: nobody else. Fair: a waiting
     exclusive holder takes the gate, so no new shared holder slips in ahead of it."""
-    LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    with open(_GATE, "a") as gate, open(_ALONE, "a") as lock:
+    where.mkdir(parents=True, exist_ok=True)
+    with open(where / _GATE, "a") as gate, open(where / _ALONE, "a") as lock:
         if exclusive:
             fcntl.flock(gate, fcntl.LOCK_EX)
             fcntl.flock(lock, fcntl.LOCK_EX)
