@@ -15,10 +15,14 @@ other test runs may share the machine. A test is parallel-safe by default when i
   LXCFS) or measures a rate (CPU share, I/O throughput) that other tests' load would skew:
   it then runs with no other test on the machine. Every other test holds the same lock
   shared (an autouse fixture); never take `host_share()` inside a test, it would deadlock
-  against a waiting `alone` test.
-Timings are never asserted, so no test needs to be alone merely to be fast enough.
+  against a waiting `alone` test. `make test` runs the `alone` tests after the parallel
+  run, so that they need not wait for the other workers' tests to end.
+Timings are never asserted, so no test needs to be alone merely to be fast enough; a bound
+on a duration says what the behaviour needs (e.g. less than the limited rate would take),
+with room for a loaded machine.
 At the end of the run, everything the run's roots and names still hold on the host
-(mounts, loop devices, cgroups, nft tables, namespaces, processes) fails the run.
+(mounts, loop devices, cgroups, nft tables, namespaces, processes) fails the run, and is
+removed (tests/parallel.py: leftovers).
 """
 
 from __future__ import annotations
