@@ -216,9 +216,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _this_run(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Roots and names made from here on are recorded for the end-of-run check."""
+def _this_run(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> None:
+    """Roots and names made from here on are recorded for the end-of-run check. The first
+    worker builds the Debian template first thing, if any test of the run needs it, while
+    the others run tests: built on first use, every worker that needs it would wait."""
     parallel.set_registry(parallel.shared_dir(tmp_path_factory))
+    items = request.session.items
+    if parallel.worker() == "gw0" and any("debian_template" in getattr(i, "fixturenames", ()) for i in items):
+        try:
+            request.getfixturevalue("debian_template")
+        except (Exception, pytest.fail.Exception, pytest.skip.Exception):
+            pass  # the tests that use it fail (or skip) with the reason; the others run
 
 
 @pytest.fixture(autouse=True)
