@@ -56,14 +56,28 @@ lint: install
 	$(VENV)/bin/ruff format --check pyvz tests bench
 	$(VENV)/bin/mypy
 
+# Tests run in parallel (pytest-xdist): most integration tests wait on CT boots, stops and
+# sleeps rather than on the CPU, so more workers than the 2 cores pay; worksteal keeps every
+# worker busy to the end. The tests marked `alone` (they restart the host's LXCFS, or measure
+# a rate) then run by themselves: inside the parallel run, each would first wait for every
+# other worker's test to end (the lock in tests/parallel.py keeps them alone either way).
+# `make test TEST_WORKERS=0` runs everything in one process.
+TEST_WORKERS ?= 3
+define run_tests
+	status=0; \
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not alone" --durations=25 $(1) || status=$$?; \
+	$(VENV)/bin/pytest -q -m alone --durations=5 $(1) || [ $$? -eq 5 ] || status=1; \
+	exit $$status
+endef
+
 unit: install
-	$(VENV)/bin/pytest -q tests/unit
+	$(VENV)/bin/pytest -q -n 2 tests/unit
 
 integration: install
-	$(VENV)/bin/pytest -q tests/integration
+	$(call run_tests,tests/integration)
 
 test: install lint
-	$(VENV)/bin/pytest -q --durations=12 tests
+	$(call run_tests,tests)
 
 bench: install
 	$(PY) bench/run.py

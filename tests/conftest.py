@@ -1,4 +1,29 @@
-"""Shared test helpers: a throwaway PYVZ_ROOT and a way to run the real commands."""
+"""Shared test helpers: a throwaway PYVZ_ROOT and a way to run the real commands.
+
+Parallel runs: `make test` runs the suite in several pytest-xdist workers at once, and
+other test runs may share the machine. A test is parallel-safe by default when it
+- makes its roots with the `vzroot` fixture or `throwaway_root()` (never a bare mkdtemp +
+  init_root): their tags, and so their cgroups, nft tables and host interface names, never
+  clash with another live root's;
+- names anything machine-wide (a network namespace, a file in /tmp) with
+  `tests.parallel.unique_name(prefix)`; interfaces it makes live in a namespace of its own;
+- uses port 0 (the kernel picks) rather than a fixed port in the host's namespace;
+- builds expensive things shared by many tests in a session fixture through
+  `tests.parallel.built_once(shared_dir(tmp_path_factory) / NAME, build)`, so one worker
+  builds and the others wait for it (see `debian_template`);
+- is marked `@pytest.mark.alone` if it restarts something every CT uses (the host's
+  LXCFS) or measures a rate (CPU share, I/O throughput) that other tests' load would skew:
+  it then runs with no other test on the machine. Every other test holds the same lock
+  shared (an autouse fixture); never take `host_share()` inside a test, it would deadlock
+  against a waiting `alone` test. `make test` runs the `alone` tests after the parallel
+  run, so that they need not wait for the other workers' tests to end.
+Timings are never asserted, so no test needs to be alone merely to be fast enough; a bound
+on a duration says what the behaviour needs (e.g. less than the limited rate would take),
+with room for a loaded machine.
+At the end of the run, everything the run's roots and names still hold on the host
+(mounts, loop devices, cgroups, nft tables, namespaces, processes) fails the run, and is
+removed (tests/parallel.py: leftovers).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +32,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests import parallel
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -124,48 +151,106 @@ def _cleanup_root(root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
+@contextmanager
+def throwaway_root(prefix: str = "pyvz-test-", pool_size: str | None = "4G") -> Iterator[VzRoot]:
+    """An initialized root in /tmp, with a tag no other live root has; cleaned up after."""
+    root = parallel.new_root_dir(prefix)
+    try:
+        sys.path.insert(0, str(REPO))
+        from pyvz.paths import Paths
+        from pyvz.rootinit import init_root
+
+        init_root(Paths(root))
+        if pool_size is not None:
+            conf = root / "etc/vz/vz.conf"
+            conf.write_text(conf.read_text().replace("POOL_SIZE=auto", f'POOL_SIZE="{pool_size}"'))
+        yield VzRoot(root)
+    finally:
+        _cleanup_root(root)
+        parallel.release_root_dir(root)
+
+
 @pytest.fixture
 def vzroot() -> Iterator[VzRoot]:
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    root = Path(tempfile.mkdtemp(prefix="pyvz-test-", dir="/tmp"))
-    root.chmod(0o755)
-    env_root = VzRoot(root)
-    os.environ["PYVZ_ROOT"] = str(root)
-    sys.path.insert(0, str(REPO))
-    from pyvz.paths import Paths
-    from pyvz.rootinit import init_root
-
-    init_root(Paths(root))
-    conf = root / "etc/vz/vz.conf"
-    conf.write_text(conf.read_text().replace("POOL_SIZE=auto", 'POOL_SIZE="4G"'))
-    try:
-        yield env_root
-    finally:
-        os.environ.pop("PYVZ_ROOT", None)
-        _cleanup_root(root)
+    with throwaway_root() as env_root:
+        os.environ["PYVZ_ROOT"] = str(env_root.root)
+        try:
+            yield env_root
+        finally:
+            os.environ.pop("PYVZ_ROOT", None)
 
 
 DEBIAN_RECIPE = "debian-12-x86_64-minimal"
 
 
 @pytest.fixture(scope="session")
-def debian_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The Debian 12 minimal template, built once per session (≈ 20 s) in a root of its own;
-    every module that boots Debian shares it. Yields that root's template cache."""
+def debian_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Debian 12 minimal template, built once per run (≈ 20 s) for every worker, in a
+    root of its own that is gone again once the files are copied out. Gives a directory
+    holding what the template cache held: archive, manifest, checksums."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    root = tmp_path_factory.mktemp("debian-build")
-    root.chmod(0o755)
-    env = VzRoot(root)
-    sys.path.insert(0, str(REPO))
-    from pyvz.paths import Paths
-    from pyvz.rootinit import init_root
 
-    init_root(Paths(root))
-    done = env.run("vztmpl", "build", DEBIAN_RECIPE, timeout=900)
-    assert done.code == 0, done.err + done.out
-    try:
-        yield root / "var/lib/vz/template/cache"
-    finally:
-        _cleanup_root(root)
+    def build(cache: Path) -> None:
+        with parallel.host_share(), throwaway_root("pyvz-debian-build-", pool_size=None) as env:
+            done = env.run("vztmpl", "build", DEBIAN_RECIPE, timeout=900)
+            assert done.code == 0, done.err + done.out
+            shutil.copytree(env.root / "var/lib/vz/template/cache", cache, dirs_exist_ok=True)
+
+    return parallel.built_once(parallel.shared_dir(tmp_path_factory) / "debian-template", build)
+
+
+# ---- parallel runs (tests/parallel.py) -------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile pyvz once for the run: the tests start `python -m pyvz.cli.…` thousands of
+    times, and where PYTHONDONTWRITEBYTECODE is set, each start would compile every module
+    it imports again (≈ 0.1 s of CPU each time)."""
+    if parallel.worker() is None:
+        import compileall
+
+        compileall.compile_dir(REPO / "pyvz", quiet=2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _this_run(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> None:
+    """Roots and names made from here on are recorded for the end-of-run check. The first
+    worker builds the Debian template first thing, if any test of the run needs it, while
+    the others run tests: built on first use, every worker that needs it would wait."""
+    parallel.set_registry(parallel.shared_dir(tmp_path_factory))
+    items = request.session.items
+    if parallel.worker() == "gw0" and any("debian_template" in getattr(i, "fixturenames", ()) for i in items):
+        try:
+            request.getfixturevalue("debian_template")
+        except (Exception, pytest.fail.Exception, pytest.skip.Exception):
+            pass  # the tests that use it fail (or skip) with the reason; the others run
+
+
+@pytest.fixture(autouse=True)
+def _share_the_host(request: pytest.FixtureRequest) -> Iterator[None]:
+    with parallel.host_share(exclusive=request.node.get_closest_marker("alone") is not None):
+        yield
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Where the run ends (the xdist controller, once every worker is done, or the one
+    process): nothing that this run's tests made may be left on the host."""
+    if parallel.worker() is not None:
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None or factory._basetemp is None:  # no test ran, nothing was made
+        return
+    left = parallel.leftovers(factory.getbasetemp())
+    if not left.said:
+        return
+    report = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = ["", f"the tests left {len(left.said)} things on the host (now removed):", *left.said]
+    if report is not None:
+        report.write_line("\n".join(lines), red=True)
+    else:
+        print("\n".join(lines), file=sys.stderr)
+    parallel.remove(left, _cleanup_root)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

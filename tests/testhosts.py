@@ -53,11 +53,12 @@ from pathlib import Path
 
 import pytest
 
+from tests import parallel
 from tests.conftest import REPO, Done, VzRoot, _cleanup_root
 
 SSHD = "/usr/sbin/sshd"
 PREFIX = "pyvzt"
-_networks = itertools.count(1)  # several networks in one test run get distinct names and subnets
+_networks = itertools.count(1)  # several networks in one process get distinct subnets
 
 
 @dataclass
@@ -171,7 +172,7 @@ def host_network(count: int) -> Iterator[list[TestHost]]:
     seq = next(_networks)
     if seq > 255:
         raise RuntimeError("too many test host networks in one run")
-    run_id = f"{PREFIX}-{os.getpid()}-{seq}"
+    run_id = parallel.unique_name(PREFIX)  # pyvzt-PID-N: _sweep_stale() reads the PID back
     with ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir="/tmp"))
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
@@ -211,8 +212,8 @@ def host_network(count: int) -> Iterator[list[TestHost]]:
             _sh("ip", "-n", netns, "addr", "add", f"{address}/24", "dev", "eth0")
             _sh("ip", "-n", netns, "link", "set", "eth0", "up")
 
-            root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-{name}-", dir="/tmp"))
-            root.chmod(0o755)
+            root = parallel.new_root_dir(f"{PREFIX}-{name}-")
+            stack.callback(parallel.release_root_dir, root)
             stack.callback(_cleanup_root, root)
             _init_root(root)
 

@@ -161,6 +161,7 @@ def lxcfs_pid() -> int:
     return lxcfs_pids()[-1]  # not /run/lxcfs.pid: a second lxcfs that fails removes it
 
 
+@pytest.mark.alone  # it stops the host's LXCFS, which every running CT's /proc files come from
 def test_the_ct_sees_its_own_memory_cpus_and_uptime(vzroot: VzRoot) -> None:
     vzroot.ok("create", "101", "--ostemplate", "busybox", "--ram", "256M", "--cpus", "1")
     vzroot.ok("create", "102", "--ostemplate", "busybox", "--ram", "256M", "--meminfo", "none")

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import REPO, VzRoot
+from tests.parallel import unique_name
 
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"pyvz-test-{uuid.uuid4().hex[:8]}"
+    name = unique_name("pyvz-ns")
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         yield name

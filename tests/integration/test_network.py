@@ -9,13 +9,13 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, VzRoot
+from tests.parallel import unique_name
 
 pytestmark = pytest.mark.root
 
@@ -52,7 +52,7 @@ while True:
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"pyvz-net-{uuid.uuid4().hex[:8]}"
+    name = unique_name("pyvz-net")
     subprocess.run(["ip", "netns", "add", name], check=True)
     subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
     subprocess.run(["ip", "-n", name, "addr", "add", f"{HOST}/32", "dev", "lo"], check=True)

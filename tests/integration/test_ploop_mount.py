@@ -65,17 +65,31 @@ def image_state(private: Path) -> dict[str, tuple[str, int, int]]:
     }
 
 
-def leftovers(private: Path) -> list[str]:
-    found = [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if "pyvz-ploop" in line]
+def leftovers(private: Path, holder: int | None = None) -> list[str]:
+    """What ploop mounts of this test left: mounts and directories in its own temporary
+    directory (own_tmpdir: the test's tmp_path), loop devices of its files, device-mapper devices named after
+    this process (or `holder`). Other tests' mounts, in other workers, are none of its business."""
+    scratch = tempfile.gettempdir()
+    found = [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if f" {scratch}/" in line]
     loops = subprocess.run(
         ["losetup", "--list", "--noheadings", "-O", "NAME,BACK-FILE"], capture_output=True, text=True
     )
-    found += [line for line in loops.stdout.splitlines() if "pyvz-ploop" in line or str(private) in line]
+    found += [line for line in loops.stdout.splitlines() if f" {scratch}/" in line or str(private) in line]
     if ploop.dm_available():
         listing = subprocess.run(["dmsetup", "ls"], capture_output=True, text=True).stdout
-        found += [line for line in listing.splitlines() if line.startswith("pyvz-ploop")]
-    found += glob.glob(os.path.join(tempfile.gettempdir(), "pyvz-ploop-*"))
+        ours = tuple(f"pyvz-ploop-{pid}-" for pid in (os.getpid(), holder) if pid is not None)
+        found += [line for line in listing.splitlines() if line.startswith(ours)]
+    found += glob.glob(os.path.join(scratch, "pyvz-ploop-*"))
     return found
+
+
+@pytest.fixture(autouse=True)
+def own_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """ploop's work directories (tempfile's, here and in the processes a test starts) go in
+    this test's own directory, where leftovers() looks."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    return tmp_path
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +254,7 @@ def test_kill_9_while_mounted_leaves_nothing(source: Path, tmp_path: Path, clean
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 20
-    while leftovers(ct.private) and time.monotonic() < deadline:
+    while leftovers(ct.private, proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert leftovers(ct.private) == []
+    assert leftovers(ct.private, proc.pid) == []
     assert image_state(ct.private) == before

@@ -98,6 +98,7 @@ def test_bad_resource_values_leave_the_config_untouched(vzroot: VzRoot) -> None:
     assert (vzroot.conf_dir / "101.conf").read_bytes() == before
 
 
+@pytest.mark.alone  # measures a CPU share: other tests' load would take CPU from it
 def test_cpulimit_holds_a_busy_loop(vzroot: VzRoot) -> None:
     import time
 
@@ -120,6 +121,7 @@ def cpu_seconds(vzroot: VzRoot, ctid: str) -> float:
     return int(usage.read_text()) / 1e9
 
 
+@pytest.mark.alone  # measures CPU shares on core 0, which other tests' load would share
 def test_cpuunits_share_one_core_2_to_1(vzroot: VzRoot) -> None:
     import time
 
@@ -156,6 +158,7 @@ def test_diskspace_stops_writes_near_the_quota_and_vzlist_shows_usage(vzroot: Vz
     vzroot.ok("stop", "--fast", "101")
 
 
+@pytest.mark.alone  # measures a write rate: other tests' I/O on the same disk would slow it
 def test_iolimit_holds_direct_writes_to_5_mb_per_second(vzroot: VzRoot) -> None:
     import time
 
@@ -175,7 +178,7 @@ def test_iolimit_holds_direct_writes_to_5_mb_per_second(vzroot: VzRoot) -> None:
     vzroot.ok("set", "101", "--iolimit", "0", "--save")
     started = time.monotonic()
     vzroot.ok("exec", "101", "dd if=/dev/zero of=/g bs=1M count=50 oflag=direct 2>/dev/null")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 8  # still limited, 50 MB would take 10 s
     vzroot.ok("stop", "--fast", "101")
 
 

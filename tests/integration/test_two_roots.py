@@ -4,33 +4,19 @@ tests need two "hosts")."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import VzRoot, _cleanup_root
+from tests.conftest import VzRoot, throwaway_root
 
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture
 def second_root() -> Iterator[VzRoot]:
-    from pyvz.paths import Paths
-    from pyvz.rootinit import init_root
-
-    root = Path(tempfile.mkdtemp(prefix="pyvz-test-b-", dir="/tmp"))
-    root.chmod(0o755)
-    init_root(Paths(root))
-    conf = root / "etc/vz/vz.conf"
-    conf.write_text(conf.read_text().replace("POOL_SIZE=auto", 'POOL_SIZE="4G"'))
-    try:
-        yield VzRoot(root)
-    finally:
-        _cleanup_root(root)
-        shutil.rmtree(root, ignore_errors=True)
+    with throwaway_root("pyvz-test-b-") as root:
+        yield root
 
 
 def test_same_ctid_in_two_roots(vzroot: VzRoot, second_root: VzRoot) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Done, VzRoot, _cleanup_root
+from tests.conftest import REPO, Done, VzRoot, throwaway_root
 from tests.gpgkeys import export_public, gpg, new_key, throwaway_home
 
 pytestmark = pytest.mark.root
@@ -76,16 +76,8 @@ def material() -> Iterator[Material]:
 @pytest.fixture
 def second_root(vzroot: VzRoot) -> Iterator[VzRoot]:
     """Another host: a second throwaway PYVZ_ROOT, next to `vzroot`."""
-    from pyvz.paths import Paths
-    from pyvz.rootinit import init_root
-
-    root = Path(tempfile.mkdtemp(prefix="pyvz-test-", dir="/tmp"))
-    root.chmod(0o755)
-    init_root(Paths(root))
-    try:
-        yield VzRoot(root)
-    finally:
-        _cleanup_root(root)
+    with throwaway_root(pool_size=None) as root:
+        yield root
 
 
 def vztmpl(vz: VzRoot, material: Material, *args: str, sign: bool = False) -> Done:

@@ -107,6 +107,8 @@ def test_authorize_writes_a_restricted_forced_command_line(tmp_path: Path) -> No
         _key("ssh-rsa").replace("ssh-rsa", "ssh-ed25519", 1),  # data of another type
         'command="sh" ' + _key(),  # options are ours to set
     ],
+    # Fixed ids: the keys are random, and xdist's workers must all collect the same names.
+    ids=["empty", "type-only", "short-dss", "not-base64", "data-of-another-type", "options"],
 )
 def test_a_bad_key_line_is_refused(tmp_path: Path, line: str) -> None:
     target = tmp_path / "authorized_keys"
