@@ -20,7 +20,8 @@ import pytest
 
 from tests.conftest import REPO, VzRoot
 
-pytestmark = pytest.mark.root
+# Every test here kills the host's LXCFS, which every running CT's /proc files come from.
+pytestmark = [pytest.mark.root, pytest.mark.alone]
 
 LXCFS_DIR = Path("/var/lib/lxcfs")
 DROPIN = REPO / "tools/lxcfs-pyvz.conf"
