@@ -144,14 +144,19 @@ def read(
     cfg: CtConfig | None,
     state_file: Path,
     names: frozenset[str] | None = None,
+    kernel: dict[str, Usage] | None = None,
+    pids: list[int] | None = None,
 ) -> list[Beancounter] | None:
-    """The CT's beancounters (those in `names`, default all), or None when it is not running."""
+    """The CT's beancounters (those in `names`, default all), or None when it is not running.
+
+    `kernel` and `pids`: cgroups.usage() and cgroups.procs() of the CT if the caller has
+    read them already (a scrape wants the bytes too), so no file is read twice."""
     dirs = cgroups.dirs(relative)
     if not dirs:
         return None
-    kernel = cgroups.usage(relative)
+    kernel = dict(cgroups.usage(relative) if kernel is None else kernel)
     if names is None or names & FROM_PROCESSES:
-        kernel.update(process_usage(cgroups.procs(relative)))
+        kernel.update(process_usage(cgroups.procs(relative) if pids is None else pids))
     state = State(state_file, dirs[0].stat().st_ino)
     counters = []
     for name in NAMES if names is None else [n for n in NAMES if n in names]:
