@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 .PHONY: install apt criu demo test unit integration lint bench clean
 
 install: apt criu $(STAMP)
+	@tools/fetch-promtool $(VENV)/bin
 	@tools/setup-subids
 	@tools/setup-lxcfs $(PY)
 	@tools/install-launchers
