@@ -271,6 +271,8 @@ def render(paths: Paths, cgroups: CgroupTree | None = None) -> str:
     """The /metrics text of every CT of the root `paths` and of the host; `cgroups`: the
     hierarchy to read (default: the host's, as vzctl's)."""
     started = time.perf_counter()
+    beancounters.new_reading()
+    _device_name.cache_clear()
     host = Host(paths)
     if cgroups is not None:
         host.runtime = LxcRuntime(paths, cgroups)

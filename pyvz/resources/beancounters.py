@@ -89,6 +89,12 @@ def process_usage(pids: list[int]) -> dict[str, Usage]:
     return found
 
 
+def new_reading() -> None:
+    """Forget what was read once for all CTs: a long-running reader (the daemon's /metrics)
+    calls this before each round, a command reads once anyway."""
+    _lock_owners.cache_clear()
+
+
 @cache
 def _lock_owners() -> dict[int, int] | None:
     """File locks per owning pid, read once per command (one /proc/locks for all CTs)."""
