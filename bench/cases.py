@@ -19,6 +19,7 @@ from bench.checkpoint import bench_checkpoint
 from bench.convert import bench_convert
 from bench.harness import VZCTL, VZLIST, BenchRoot, Row, alternate, log
 from bench.lxcfs import bench_lxcfs_free, bench_lxcfs_start
+from bench.metrics import bench_metrics
 from bench.migrate import bench_migrate
 from bench.network import bench_throughput
 from bench.resources import bench_cpu, bench_vzlist_ubc, bench_vzubc
@@ -453,4 +454,5 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "lxcfs-start": bench_lxcfs_start,
     "lxcfs-free": bench_lxcfs_free,
     "convert": bench_convert,
+    "metrics": bench_metrics,  # 500 CTs of its own, running; every other CT stopped meanwhile
 }
