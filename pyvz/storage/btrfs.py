@@ -128,17 +128,23 @@ def subvolume_id(path: Path) -> int:
     return int(struct.unpack_from("Q", args)[0])
 
 
-def qgroup_dir(path: Path) -> Path | None:
-    """/sys/fs/btrfs/FSID/qgroups/0_ID for the subvolume at `path` (None: quotas are off)."""
-    from pyvz.storage.blockdev import device_of
+_FS_INFO = 0x8400941F  # BTRFS_IOC_FS_INFO: _IOR(0x94, 31, 1024-byte args); fsid at 16
 
-    device = device_of(path)
-    if device is None:
+
+def qgroup_dir(path: Path) -> Path | None:
+    """/sys/fs/btrfs/FSID/qgroups/0_ID for the subvolume at `path` (None: quotas are off, or
+    not btrfs). The filesystem's id comes from the kernel, not the mount table: a scrape asks
+    this of every CT, and the mount table grows with them."""
+    import uuid
+
+    args = bytearray(1024)
+    try:
+        dir_ioctl(path, _FS_INFO, args)
+        qgroup = Path("/sys/fs/btrfs") / str(uuid.UUID(bytes=bytes(args[16:32]))) / "qgroups"
+        qgroup /= f"0_{subvolume_id(path)}"
+    except OSError:
         return None
-    for fs in Path("/sys/fs/btrfs").glob(f"*/devices/{device.name}"):
-        qgroup = fs.parent.parent / "qgroups" / f"0_{subvolume_id(path)}"
-        return qgroup if qgroup.is_dir() else None
-    return None
+    return qgroup if qgroup.is_dir() else None
 
 
 _LIMIT_MAX_RFER = 1  # BTRFS_QGROUP_LIMIT_MAX_RFER in a qgroup's limit_flags
