@@ -18,7 +18,7 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
-from bench.harness import REPO, VENV_BIN, Row, log
+from bench.harness import REPO, VENV_BIN, CommandFailed, Row, log
 
 if TYPE_CHECKING:
     from bench.cases import Context
@@ -71,11 +71,33 @@ def _child(ctx: Context, code: str, *args: str) -> str:
     return done.stdout
 
 
+def _vzctl(ctx: Context, *args: str, check: bool = True) -> str:
+    """This tree's vzctl (python -m, cwd = the repository, as the tests run it): the venv's
+    launcher imports whichever tree the venv was installed from."""
+    done = subprocess.run(
+        [PY, "-m", "pyvz.cli.vzctl", "--quiet", *args],
+        env=ctx.vz.env,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if check and done.returncode != 0:
+        raise CommandFailed(["vzctl", *args], done.returncode, done.stdout, done.stderr)
+    return done.stdout
+
+
+def _running(ctx: Context, ctid: int) -> bool:
+    return " running" in _vzctl(ctx, "status", str(ctid))
+
+
 def _running_others(ctx: Context, ours: list[int]) -> list[int]:
     vz = ctx.vz
     names = (p.name[:-5] for p in vz.paths.conf_dir.glob("*.conf"))
     others = sorted(int(n) for n in names if n.isdigit() and int(n) not in ours)
-    return [ctid for ctid in others if " running" in vz.status(ctid)]
+    return [ctid for ctid in others if _running(ctx, ctid)]
 
 
 def _start_fleet(ctx: Context, ctids: list[int]) -> None:
@@ -83,12 +105,12 @@ def _start_fleet(ctx: Context, ctids: list[int]) -> None:
     started = time.monotonic()
     for index, ctid in enumerate(ctids):
         if not vz.paths.conf_file(ctid).exists():
-            vz.vzctl("--quiet", "create", str(ctid))
+            _vzctl(ctx, "create", str(ctid))
         if (index + 1) % 100 == 0:
             log(f"metrics: created {index + 1}/{len(ctids)} CTs ({time.monotonic() - started:.0f} s)")
     for index, ctid in enumerate(ctids):
-        if " running" not in vz.status(ctid):
-            vz.vzctl("--quiet", "start", str(ctid))
+        if not _running(ctx, ctid):
+            _vzctl(ctx, "start", str(ctid))
         if (index + 1) % 100 == 0:
             log(f"metrics: started {index + 1}/{len(ctids)} CTs ({time.monotonic() - started:.0f} s)")
 
@@ -98,7 +120,7 @@ def bench_metrics(ctx: Context) -> list[Row]:
     ours = list(range(FIRST, FIRST + COUNT))
     stopped = _running_others(ctx, ours)
     for ctid in stopped:  # exactly 500 running: the fleet's 50 or 100 would add to them
-        vz.vzctl("--quiet", "stop", "--fast", str(ctid))
+        _vzctl(ctx, "stop", "--fast", str(ctid))
     try:
         _start_fleet(ctx, ours)
         samples = max(5, ctx.n.vzlist)
@@ -111,10 +133,10 @@ def bench_metrics(ctx: Context) -> list[Row]:
         log(f"metrics: stopping and destroying CTs {FIRST}-{FIRST + COUNT - 1}")
         for ctid in ours:
             if vz.paths.conf_file(ctid).exists():
-                vz.vzctl("--quiet", "stop", "--fast", str(ctid), check=False)
-                vz.vzctl("--quiet", "destroy", str(ctid), check=False)
+                _vzctl(ctx, "stop", "--fast", str(ctid), check=False)
+                _vzctl(ctx, "destroy", str(ctid), check=False)
         for ctid in stopped:
-            vz.vzctl("--quiet", "start", str(ctid), check=False)
+            _vzctl(ctx, "start", str(ctid), check=False)
     if measured["running"] != COUNT:
         raise RuntimeError(f"render() showed {measured['running']} running CTs; {COUNT} were started")
     times = measured["times"]
