@@ -12,6 +12,7 @@ NODE_STAMP := node_modules/.package-lock.json
 .PHONY: install apt criu demo test unit integration lint bench clean
 
 install: apt criu $(STAMP) $(NODE_STAMP)
+	@tools/fetch-promtool $(VENV)/bin
 	@tools/setup-subids
 	@tools/install-launchers
 	@tools/setup-lxcfs $(PY)  # after the launchers: its drop-in runs pyvz-lxcfs-heal

@@ -20,6 +20,7 @@ from bench.checkpoint import bench_checkpoint
 from bench.convert import bench_convert
 from bench.harness import VZCTL, VZLIST, BenchRoot, Row, alternate, log
 from bench.lxcfs import bench_lxcfs_free, bench_lxcfs_start
+from bench.metrics import bench_metrics
 from bench.migrate import bench_migrate
 from bench.network import bench_throughput
 from bench.resources import bench_cpu, bench_vzlist_ubc, bench_vzubc
@@ -458,4 +459,5 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "api-start": bench_api_start,
     "api-event": bench_api_event,
     "api-clients": bench_api_clients,
+    "metrics": bench_metrics,  # 500 CTs of its own, running; every other CT stopped meanwhile
 }

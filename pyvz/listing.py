@@ -136,14 +136,24 @@ class Record:
         return " ".join(words)
 
     @cached_property
-    def uptime(self) -> float | None:
-        """Seconds since the CT's init started; None when it is not running."""
+    def pids(self) -> list[int]:
+        """The CT's processes; none when it is not running."""
         if not self.running:
-            return None
+            return []
+        runtime = self.host.runtime
+        return runtime.cgroups.procs(runtime.cgroups_of(self.ctid).container)
+
+    @cached_property
+    def init_pid(self) -> int | None:
+        """The CT's init as the host sees it; None when it is not running."""
         from pyvz.net.venet import init_pid
 
-        runtime = self.host.runtime
-        pid = init_pid(runtime.cgroups.procs(runtime.cgroups_of(self.ctid).container))
+        return init_pid(self.pids) if self.pids else None
+
+    @cached_property
+    def uptime(self) -> float | None:
+        """Seconds since the CT's init started; None when it is not running."""
+        pid = self.init_pid
         if pid is None:
             return None
         try:

@@ -89,6 +89,12 @@ def process_usage(pids: list[int]) -> dict[str, Usage]:
     return found
 
 
+def new_reading() -> None:
+    """Forget what was read once for all CTs: a long-running reader (the daemon's /metrics)
+    calls this before each round, a command reads once anyway."""
+    _lock_owners.cache_clear()
+
+
 @cache
 def _lock_owners() -> dict[int, int] | None:
     """File locks per owning pid, read once per command (one /proc/locks for all CTs)."""
@@ -144,14 +150,19 @@ def read(
     cfg: CtConfig | None,
     state_file: Path,
     names: frozenset[str] | None = None,
+    kernel: dict[str, Usage] | None = None,
+    pids: list[int] | None = None,
 ) -> list[Beancounter] | None:
-    """The CT's beancounters (those in `names`, default all), or None when it is not running."""
+    """The CT's beancounters (those in `names`, default all), or None when it is not running.
+
+    `kernel` and `pids`: cgroups.usage() and cgroups.procs() of the CT if the caller has
+    read them already (a scrape wants the bytes too), so no file is read twice."""
     dirs = cgroups.dirs(relative)
     if not dirs:
         return None
-    kernel = cgroups.usage(relative)
+    kernel = dict(cgroups.usage(relative) if kernel is None else kernel)
     if names is None or names & FROM_PROCESSES:
-        kernel.update(process_usage(cgroups.procs(relative)))
+        kernel.update(process_usage(cgroups.procs(relative) if pids is None else pids))
     state = State(state_file, dirs[0].stat().st_ino)
     counters = []
     for name in NAMES if names is None else [n for n in NAMES if n in names]:
