@@ -351,6 +351,7 @@ class CgroupV1(CgroupTree):
 
     def cpu_ns(self, relative: str) -> int | None:
         return self._read(self.mount / "cpuacct" / relative / "cpuacct.usage")
+
     def cpu_seconds(self, relative: str) -> float | None:
         nanoseconds = self._read(self.mount / "cpuacct" / relative / "cpuacct.usage")
         return None if nanoseconds is None else nanoseconds / 1e9

@@ -84,10 +84,13 @@ def instance() -> int | None:
 
 
 def _stale_mount() -> bool:
-    try:
-        os.stat(LXCFS_DIR)
-    except OSError as err:
-        return err.errno == errno.ENOTCONN
+    """A dead LXCFS's mount: its files answer ENOTCONN (its root may still stat, cached)."""
+    for probe in (LXCFS_DIR, LXCFS_DIR / "proc/meminfo"):
+        try:
+            os.stat(probe)
+        except OSError as err:
+            if err.errno == errno.ENOTCONN:
+                return True
     return False
 
 
@@ -114,7 +117,7 @@ def ensure(quiet: bool = False) -> int | None:
             current = _start()
         if lxcfsmark.healed() != current:
             heal()
-            lxcfsmark.record(current)
+            lxcfsmark.record(current, next(iter(processes()), None))
     return current
 
 
@@ -130,7 +133,10 @@ def _start() -> int:
     current = _settle()
     if current is not None:
         return current
-    if _stale_mount():  # an LXCFS that died left its mount behind
+    # An LXCFS that died left its mount behind; several crashes leave them stacked.
+    for _ in range(16):
+        if not _stale_mount():
+            break
         run(["umount", "-l", str(LXCFS_DIR)], check=False)
     LXCFS_DIR.mkdir(parents=True, exist_ok=True)
     log.info("Starting LXCFS")
@@ -167,7 +173,7 @@ def heal_now(current: int) -> int:
     CTs it healed."""
     with _locked():
         count = heal()
-        lxcfsmark.record(current)
+        lxcfsmark.record(current, next(iter(processes()), None))
     return count
 
 
@@ -295,8 +301,18 @@ def stale(init_pid: int) -> list[View]:
     """The CT's LXCFS files that belong to an LXCFS that is gone (reads fail: ENOTCONN)."""
     found = []
     for view in views(True):
+        path = f"/proc/{init_pid}/root/{view.target}"
         try:
-            os.stat(f"/proc/{init_pid}/root/{view.target}")
+            # Not a stat: a dead FUSE mount may still answer those from its cache.
+            if view.directory:
+                with os.scandir(path) as entries:
+                    next(entries, None)
+            else:
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                try:
+                    os.read(fd, 1)
+                finally:
+                    os.close(fd)
         except OSError as err:
             if err.errno == errno.ENOTCONN:
                 found.append(view)

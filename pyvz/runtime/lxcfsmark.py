@@ -9,24 +9,30 @@ import os
 from pathlib import Path
 
 LXCFS_DIR = Path("/var/lib/lxcfs")
-# A symbolic link whose target is the instance (the device number of LXCFS's mount): a
-# readlink is the cheapest file there is to read.
+# A symbolic link whose target is the instance (the device number of LXCFS's mount) and the
+# pid of the lxcfs serving it: a readlink is the cheapest file there is to read.
 HEALED = Path("/run/lock/pyvz-lxcfs.healed")
 
 
 def healed() -> int | None:
+    """The instance last healed for, while the lxcfs that served it lives: a new LXCFS's
+    mount may get the device number of the one that died, so the number alone cannot tell."""
     try:
-        return int(os.readlink(HEALED))
-    except (OSError, ValueError):
+        dev, _, pid = os.readlink(HEALED).partition(":")
+        if pid and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return None
+        return int(dev)
+    except (OSError, ValueError, IndexError):
         return None
 
 
-def record(current: int) -> None:
+def record(current: int, server: int | None = None) -> None:
+    """`current` healed for, served by the lxcfs process `server`."""
     HEALED.parent.mkdir(parents=True, exist_ok=True)
     temporary = HEALED.with_name(f".{HEALED.name}.{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
         temporary.unlink()
-    os.symlink(str(current), temporary)
+    os.symlink(f"{current}:{server}" if server else str(current), temporary)
     os.replace(temporary, HEALED)
 
 

@@ -284,12 +284,12 @@ def test_firewall_accept_opens_only_the_listed_ports(vzroot: VzRoot, netns: str)
 @pytest.mark.parametrize(
     ("args", "code"),
     [
-        (("--ipadd", "10.9.0"), 71),
-        (("--ipadd", "10.9.0.300"), 71),
-        (("--ipadd", "10.9.0.2/33"), 71),
-        (("--ipadd", "10.9.0.255/24"), 71),  # broadcast
-        (("--ipadd", "10.9.0.0/24"), 71),  # network
-        (("--ipadd", "fd00::zz"), 71),
+        (("--ipadd", "10.9.0"), 21),  # vzctl: "Bad parameter for --ipadd"
+        (("--ipadd", "10.9.0.300"), 21),  # vzctl: "Bad parameter for --ipadd"
+        (("--ipadd", "10.9.0.2/33"), 21),  # vzctl: "Bad parameter for --ipadd"
+        (("--ipadd", "10.9.0.255/24"), 21),  # broadcast
+        (("--ipadd", "10.9.0.0/24"), 21),  # network
+        (("--ipadd", "fd00::zz"), 21),  # vzctl: "Bad parameter for --ipadd"
         (("--ipadd", "10.9.0.3"), 78),  # CT 102 has it
         (("--firewall-accept", "22/icmp"), 21),
     ],
@@ -395,10 +395,10 @@ def test_mac_filter_drops_frames_from_a_changed_mac(vzroot: VzRoot, bridged: str
 @pytest.mark.parametrize(
     ("args", "code"),
     [
-        (("--netif_add", "eth0,00:18:51:00:01"), 71),  # five octets
-        (("--netif_add", "eth0,00:18:51:00:00:01:02"), 71),  # seven
+        (("--netif_add", "eth0,00:18:51:00:01"), 21),  # five octets
+        (("--netif_add", "eth0,00:18:51:00:00:01:02"), 21),  # seven
         (("--netif_add", "eth0,,,,nosuchbr"), 71),  # unknown bridge
-        (("--netif_add", "this-name-is-far-too-long"), 71),
+        (("--netif_add", "this-name-is-far-too-long"), 21),
         (("--mac", "00:18:51:00:00:01"), 20),  # needs --ifname
     ],
 )

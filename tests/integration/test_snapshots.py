@@ -207,7 +207,7 @@ def test_bad_input_is_refused_and_changes_nothing(vzroot: VzRoot) -> None:
         (("snapshot-mount", "101", "--id", uuid), 20, "--target"),
         (("snapshot-list", "101", "-o", "uuid,bogus"), 21, "bogus"),
         (("snapshot", "999"), 14, "Container config file does not exist"),
-        (("snapshot-switch", "101"), 20, "--id"),
+        (("snapshot-switch", "101"), 20, "snapshot id is missing"),
         (("clone", "101", "101"), 21, "itself"),
         (("clone", "101", "abc"), 21, "invalid CTID"),
         (("clone", "101", "102", "--ipadd", "10.1.2.300"), 21, "Bad parameter for --ipadd: 10.1.2.300"),
