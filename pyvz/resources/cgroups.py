@@ -116,10 +116,6 @@ class CgroupTree(ABC):
     enforces: frozenset[str] = frozenset({"physpages", "swappages", "numproc"})
 
     @abstractmethod
-    def cpu_ns(self, relative: str) -> int | None:
-        """CPU time the cgroup's tasks have used, in ns (vztop's CPU %); None: not counted."""
-
-    @abstractmethod
     def usage(self, relative: str) -> dict[str, Usage]:
         """The kernel's counters for a running CT's cgroup, by beancounter name."""
 
@@ -349,9 +345,6 @@ class CgroupV1(CgroupTree):
             )
         return found
 
-    def cpu_ns(self, relative: str) -> int | None:
-        return self._read(self.mount / "cpuacct" / relative / "cpuacct.usage")
-
     def cpu_seconds(self, relative: str) -> float | None:
         nanoseconds = self._read(self.mount / "cpuacct" / relative / "cpuacct.usage")
         return None if nanoseconds is None else nanoseconds / 1e9
@@ -540,10 +533,6 @@ class CgroupV2(CgroupTree):
         if limits.tcp is not None:
             return ["tcpsndbuf/tcprcvbuf are not enforced: cgroup v2 has no separate TCP buffer limit"]
         return []
-
-    def cpu_ns(self, relative: str) -> int | None:
-        used = self._keyed(self.mount / relative / "cpu.stat").get("usage_usec")
-        return None if used is None else used * 1000
 
     def lxc_key(self, file: str) -> str:
         return f"lxc.cgroup2.{file}"

@@ -29,14 +29,14 @@ class CtLoad(NamedTuple):
 
 class Sample(NamedTuple):
     at: float  # time.monotonic()
-    cpu_ns: dict[int, int]  # by CTID
+    cpu_seconds: dict[int, float]  # by CTID
 
 
 def cpu_sample(host: Host, ctids: list[int]) -> Sample:
     runtime = host.runtime
     used = {}
     for ctid in ctids:
-        value = runtime.cgroups.cpu_ns(runtime.cgroups_of(ctid).container)
+        value = runtime.cgroups.cpu_seconds(runtime.cgroups_of(ctid).container)
         if value is not None:
             used[ctid] = value
     return Sample(time.monotonic(), used)
@@ -55,9 +55,9 @@ def load(host: Host, before: Sample) -> tuple[list[CtLoad], Sample]:
     for record in rows:
         counters = record.beancounters or []
         cpu = None
-        if record.ctid in now.cpu_ns and record.ctid in before.cpu_ns and elapsed > 0:
-            spent = max(0, now.cpu_ns[record.ctid] - before.cpu_ns[record.ctid])
-            cpu = 100.0 * spent / 1e9 / elapsed
+        if record.ctid in now.cpu_seconds and record.ctid in before.cpu_seconds and elapsed > 0:
+            spent = max(0.0, now.cpu_seconds[record.ctid] - before.cpu_seconds[record.ctid])
+            cpu = 100.0 * spent / elapsed
         memory = limit = None
         for counter in counters:
             if counter.name == "physpages":

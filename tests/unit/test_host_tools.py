@@ -151,6 +151,6 @@ def test_cpu_time_is_read_from_either_cgroup_version(tmp_path: Path) -> None:
     (tmp_path / "v1/cpuacct/pyvz/101/cpuacct.usage").write_text("123456789\n")
     (tmp_path / "v2/pyvz/101").mkdir(parents=True)
     (tmp_path / "v2/pyvz/101/cpu.stat").write_text("usage_usec 2500\nuser_usec 2000\n")
-    assert CgroupV1(tmp_path / "v1").cpu_ns("pyvz/101") == 123456789
-    assert CgroupV2(tmp_path / "v2").cpu_ns("pyvz/101") == 2_500_000
-    assert CgroupV2(tmp_path / "v2").cpu_ns("pyvz/102") is None
+    assert CgroupV1(tmp_path / "v1").cpu_seconds("pyvz/101") == 0.123456789
+    assert CgroupV2(tmp_path / "v2").cpu_seconds("pyvz/101") == 0.0025
+    assert CgroupV2(tmp_path / "v2").cpu_seconds("pyvz/102") is None
