@@ -28,12 +28,14 @@ STALE_TEMPORARY = 60.0  # seconds after which a taker's temporary file is a dead
 
 
 def _start_time(pid: int) -> str | None:
-    """When `pid` started (clock ticks since boot, /proc/PID/stat field 22); None if gone."""
+    """When `pid` started (clock ticks since boot, /proc/PID/stat field 22); None if gone.
+    A zombie is gone too: it holds nothing, and its parent may take its time to reap it (a
+    `kill -9`ed vzmigrate --receive stays one until its sshd notices)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[-1].split()[19]
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def _cmdline(pid: int) -> str:

@@ -51,6 +51,11 @@ def holder(lock_path: Path) -> Iterator[subprocess.Popen[str]]:
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     """A live process that is not pyvz (stands in for vzctl holding its lock)."""
     proc = subprocess.Popen(["sleep", "60"])
+    # Popen returns once the new program's memory is in place, a moment before execve has
+    # written its arguments there: until then /proc/PID/cmdline reads empty.
+    deadline = time.monotonic() + 10
+    while not Path(f"/proc/{proc.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
     try:
         yield proc
     finally:
@@ -116,6 +121,20 @@ def test_lock_of_a_killed_process_is_taken_over(lock_path: Path, holder: subproc
     with Lock(lock_path, "CT 101"):
         assert lock_path.read_text().splitlines()[0] == str(os.getpid())
     assert not lock_path.exists()
+
+
+def test_lock_of_a_killed_process_not_yet_reaped_is_taken_over(
+    lock_path: Path, holder: subprocess.Popen[str]
+) -> None:
+    """Killed, but its parent has not waited for it (a zombie, as a receiver is until its
+    sshd notices): a zombie holds nothing."""
+    os.kill(holder.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{holder.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the holder did not die"
+        time.sleep(0.01)
+    with Lock(lock_path, "CT 101"):
+        assert lock_path.read_text().splitlines()[0] == str(os.getpid())
 
 
 @pytest.mark.parametrize("text", ["", "garbage\n", "0\n\n", "999999999\n\n"])
