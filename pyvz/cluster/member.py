@@ -149,6 +149,7 @@ def stop(paths: Paths) -> None:
         return
     pid = running_pid(pid_file(paths))
     if pid is None:
+        pid_file(paths).unlink(missing_ok=True)  # a supervisor killed -9 left it
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 15
@@ -236,6 +237,7 @@ def stop_agent(paths: Paths) -> None:
         return
     pid = running_pid(agent_pid_file(paths))
     if pid is None:
+        agent_pid_file(paths).unlink(missing_ok=True)  # an agent killed -9 left it
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 15

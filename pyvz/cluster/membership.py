@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pyvz.cluster import keys, member, pki
-from pyvz.cluster.etcd import Etcd, TlsFiles, parse_endpoints
+from pyvz.cluster.etcd import Etcd, Member, TlsFiles, parse_endpoints
 from pyvz.cluster.settings import (
     DEFAULT_TTL,
     Settings,
@@ -327,6 +327,19 @@ def _remove_member(client: Etcd, member_id: int) -> None:
         log.warning(f"could not remove the half-joined member {member_id:x}: {err.message}")
 
 
+def _add_learner(client: Etcd, peer_url: str, timeout: float = 30.0) -> Member:
+    """etcd refuses a membership change until every member has been up a few seconds
+    ("unhealthy cluster", right after a join): wait for that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.member_add([peer_url], learner=True)
+        except VzError as err:
+            if "unhealthy cluster" not in err.message or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
 def _promote(client: Etcd, member_id: int) -> None:
     """A learner becomes a voting member once it has caught up with the leader."""
     deadline = time.monotonic() + PROMOTE_TIMEOUT
@@ -359,11 +372,13 @@ def _ask(via: str, ask: dict[str, Any], ssh_options: Sequence[str]) -> dict[str,
     if result.returncode != 0:
         said = [line for line in result.stderr.strip().splitlines() if line.strip()]
         last = said[-1] if said else f"exit status {result.returncode}"
+        last = last.removeprefix("Error: ")
         if result.returncode == 255:
             raise VzError(ClusterExit.CONNECT, f"cannot reach {via}: {last}")
         raise VzError(ClusterExit.CONNECT, f"{via} did not admit this host: {last}")
     try:
-        answer = json.loads(result.stdout)
+        # The answer is the last line: what the admitting side logs comes before it.
+        answer = json.loads(([line for line in result.stdout.splitlines() if line.strip()] or ["null"])[-1])
     except ValueError:
         raise VzError(ClusterExit.CONNECT, f"{via} answered something that is not JSON") from None
     if not isinstance(answer, dict):
@@ -398,7 +413,7 @@ def admit(paths: Paths, text: str) -> dict[str, Any]:
                 raise VzError(
                     ClusterExit.TAKEN, f"etcd has a member {known.name or known.id} at {peer_url} already"
                 )
-        added = client.member_add([peer_url], learner=True)
+        added = _add_learner(client, peer_url)
         members = client.members()
     initial = []
     urls: list[str] = []
