@@ -157,10 +157,11 @@ class TestHost:
         )
         return Done(proc.returncode, proc.stdout, proc.stderr)
 
-    def spawn(self, argv: Sequence[str]) -> subprocess.Popen[bytes]:
+    def spawn(self, argv: Sequence[str], log: Path | None = None) -> subprocess.Popen[bytes]:
         """Start `argv` in the background inside this host's netns with its PYVZ_ROOT (it is
-        killed with the namespace at the end, if not before); output in the host's root."""
-        log = self.root.root / "var/log" / f"spawned-{Path(argv[-1]).name}.log"
+        killed with the namespace at the end, if not before); its output is appended to
+        `log` (default: var/log/spawned.log in the host's root)."""
+        log = log or self.root.root / "var/log/spawned.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
             return subprocess.Popen(
@@ -336,6 +337,7 @@ def _etcd_cluster(stack: ExitStack, hosts: list[TestHost], ttl: int) -> None:
                 "INITIAL_CLUSTER": initial,
                 "INITIAL_STATE": "new",
                 "LEASE_TTL": str(ttl),
+                "STATE": "ready",
             },
         )
     for host in hosts:

@@ -341,7 +341,7 @@ class Etcd:
                     self._current = at
                     return answer
                 message = str(answer.get("message") or answer.get("error") or f"HTTP {status}")
-                if any(words in message for words in _NO_QUORUM_WORDS) or status == 503:
+                if any(words in message for words in _NO_QUORUM_WORDS):
                     reasons.append(f"{endpoint}: {message}")
                     if write:
                         break  # another member of the same cluster would say the same, later

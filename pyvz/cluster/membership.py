@@ -25,6 +25,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from pyvz import faults
 from pyvz.cluster import keys, member, pki
 from pyvz.cluster.etcd import Etcd, Member, TlsFiles, parse_endpoints
 from pyvz.cluster.settings import (
@@ -36,6 +37,7 @@ from pyvz.cluster.settings import (
     conf_path,
     exists,
     load,
+    ready,
     save,
     url,
 )
@@ -48,6 +50,14 @@ PROMOTE_TIMEOUT = 60.0
 
 
 def _not_yet_member(paths: Paths) -> None:
+    """Refuse a host that is a member; sweep what an interrupted init or join left (its
+    STATE="ready" comes last, so without it nothing here is in use)."""
+    if not ready(paths):
+        leftovers = exists(paths) or cert_dir(paths).exists()
+        if leftovers or member.running_pid(member.pid_file(paths)) is not None:
+            log.info("removing what an interrupted vzcluster init or join left")
+            _undo_local(paths)
+        return
     if exists(paths):
         name = ""
         try:
@@ -176,6 +186,7 @@ def init(
                 "PEER_PORT": str(peer_port),
                 "INITIAL_CLUSTER": f"{name}={peer}",
                 "INITIAL_STATE": "new",
+                "STATE": "joining",
                 "LEASE_TTL": str(ttl),
             },
         )
@@ -186,6 +197,7 @@ def init(
             own = client.status(settings.client_url)
             client.put(keys.member(name), _member_record(settings, own.member_id))
         member.start_agent(paths)
+        save(paths, {"STATE": "ready"})  # last: until here an interrupted init is swept
         undo.pop_all()
     log.info(f"cluster {cluster} made; {name} is its first member at {settings.client_url}")
     return settings
@@ -217,6 +229,7 @@ def _init_external(
             "NODE_ADDRESS": address,
             "ENDPOINTS": ",".join(endpoints),
             "ETCD_MANAGED": "no",
+            "STATE": "joining",
             "LEASE_TTL": str(ttl),
         }
         if tls is not None:
@@ -233,6 +246,7 @@ def _init_external(
                 raise VzError(ClusterExit.TAKEN, f"host name {name!r} is in that cluster already")
             client.put(keys.member(name), _member_record(settings, 0))
         member.start_agent(paths)
+        save(paths, {"STATE": "ready"})
         undo.pop_all()
     log.info(f"{name} uses the etcd cluster at {', '.join(endpoints)}")
     return settings
@@ -298,6 +312,7 @@ def join(
                 "PEER_PORT": str(peer_port),
                 "INITIAL_CLUSTER": str(answer.get("initial_cluster", "")),
                 "INITIAL_STATE": "existing",
+                "STATE": "joining",
                 "LEASE_TTL": str(int(answer.get("ttl", DEFAULT_TTL))),
             },
         )
@@ -307,11 +322,14 @@ def join(
         )
         undo.callback(others.close)
         undo.callback(_remove_member, others, member_id)
+        faults.point(paths, "join-admitted")
         member.start(settings)
+        faults.point(paths, "join-started")
         _promote(others, member_id)
         with settings.client() as client:
             client.put(keys.member(name), _member_record(settings, member_id))
         member.start_agent(paths)
+        save(paths, {"STATE": "ready"})  # last: until here an interrupted join is swept
         undo.pop_all()
         others.close()
     log.info(f"{name} joined cluster {settings.cluster} (member {member_id:x})")
@@ -327,15 +345,19 @@ def _remove_member(client: Etcd, member_id: int) -> None:
         log.warning(f"could not remove the half-joined member {member_id:x}: {err.message}")
 
 
-def _add_learner(client: Etcd, peer_url: str, timeout: float = 30.0) -> Member:
+def _add_learner(client: Etcd, peer_url: str, timeout: float = 60.0) -> Member:
     """etcd refuses a membership change until every member has been up a few seconds
-    ("unhealthy cluster", right after a join): wait for that."""
+    ("unhealthy cluster", right after a join), and a second learner while one is catching
+    up: wait for those."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return client.member_add([peer_url], learner=True)
         except VzError as err:
-            if "unhealthy cluster" not in err.message or time.monotonic() > deadline:
+            # A member that started a moment ago, or another host's join still in progress
+            # (etcd takes one learner at a time).
+            busy = any(words in err.message for words in ("unhealthy cluster", "too many learner"))
+            if not busy or time.monotonic() > deadline:
                 raise
         time.sleep(0.5)
 
@@ -348,14 +370,11 @@ def _promote(client: Etcd, member_id: int) -> None:
             client.member_promote(member_id)
             return
         except VzError as err:
-            if (
-                "not in sync" not in err.message
-                and "not ready" not in err.message
-                or time.monotonic() > deadline
-            ):
-                raise VzError(
-                    ClusterExit.MEMBER, f"this host's member was not promoted: {err.message}"
-                ) from None
+            # etcd's words for "not caught up yet" (ErrLearnerNotReady, ErrNotEnoughStartedMembers)
+            waiting = any(words in err.message for words in ("in sync with leader", "not enough started"))
+            if not waiting or time.monotonic() > deadline:
+                said = f"this host's member was not promoted: {err.message}"
+                raise VzError(ClusterExit.MEMBER, said) from None
         time.sleep(0.3)
 
 
@@ -409,6 +428,13 @@ def admit(paths: Paths, text: str) -> dict[str, Any]:
         if client.get(keys.member(name)) is not None:
             raise VzError(ClusterExit.TAKEN, f"host name {name!r} is in the cluster already")
         for known in client.members():
+            stale = not known.name or client.get(keys.member(known.name)) is None
+            if peer_url in known.peer_urls and stale:
+                # An earlier join from this address that was interrupted before it completed
+                # (its host swept it): this one takes its place.
+                log.info(f"removing etcd member {known.id:x}, left by an interrupted join from {address}")
+                client.member_remove(known.id)
+                continue
             if known.name == name or peer_url in known.peer_urls:
                 raise VzError(
                     ClusterExit.TAKEN, f"etcd has a member {known.name or known.id} at {peer_url} already"
@@ -442,6 +468,9 @@ def admit(paths: Paths, text: str) -> dict[str, Any]:
 def leave(paths: Paths, force: bool = False) -> str:
     """This host leaves: its agent stops (its lease goes), its records and its etcd member
     are removed from the cluster, and its cluster files from this host."""
+    if force and not ready(paths):
+        _undo_local(paths)  # what an interrupted init or join left, if anything
+        return "this host"
     settings = load(paths)
     member.stop_agent(paths)
     try:

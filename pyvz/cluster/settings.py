@@ -18,6 +18,9 @@ host a cluster member. Keys (defaults in brackets):
   LEASE_TTL        seconds a host's lease lives without renewal [10]; renewed every TTL/3
   PUBLISH_INTERVAL seconds between two publications of the host's CTs [5]
   REQUEST_TIMEOUT  seconds an etcd request may take before the next endpoint is tried [5]
+  STATE            joining while init/join runs, ready once it completed (written last: a
+                   host that is not ready holds only the leftovers of an interrupted attempt,
+                   which the next init/join, or `leave --force`, sweeps)
 """
 
 from __future__ import annotations
@@ -123,6 +126,16 @@ class Settings(NamedTuple):
 
 def exists(paths: Paths) -> bool:
     return conf_path(paths).exists()
+
+
+def ready(paths: Paths) -> bool:
+    """Whether init or join completed here (STATE="ready", written last)."""
+    if not exists(paths):
+        return False
+    try:
+        return ConfigFile.load(conf_path(paths), ExitCode.INVALID_CONFIG).get("STATE") == "ready"
+    except VzError:
+        return False
 
 
 def load(paths: Paths) -> Settings:

@@ -240,3 +240,54 @@ def test_bad_input_is_one_line_and_leaves_nothing(test_hosts: HostFactory) -> No
     refused = join(b, b)
     assert refused.code == 175 and "in no cluster" in one_line(refused)
     assert cluster_files(b) == [] and host_processes(b) == []
+
+
+def test_agent_lease_follows_the_host(test_hosts: HostFactory) -> None:
+    a, b, c = test_hosts(3, etcd=True, ttl=TTL)
+    agents = [host.spawn([sys.executable, "-m", "pyvz.cli.vzcluster", "agent"]) for host in (a, b, c)]
+    wait_for(
+        "three agents publishing",
+        lambda: {n: v["lease"] for n, v in nodes(b).items()} == {"a": "alive", "b": "alive", "c": "alive"},
+        30,
+    )
+    # a is cut off: its lease cannot be renewed, and the others see it expire.
+    a.cut()
+    wait_for(
+        "a expired in b's view", lambda: nodes(b).get("a", {}).get("lease") in (None, "expired"), TTL + 8
+    )
+    assert nodes(c)["b"]["lease"] == "alive"  # the two others still have quorum
+    # Back on the network: a's agent takes a new lease and publishes again by itself.
+    a.restore()
+    wait_for("a alive again", lambda: nodes(b).get("a", {}).get("lease") == "alive", 30)
+    assert agents[0].poll() is None
+    # A clean stop revokes the lease: the record goes at once, not a TTL later.
+    agents[0].terminate()
+    assert agents[0].wait(timeout=30) == 0
+    assert "a" not in nodes(b)
+
+
+def test_interrupted_join_is_undone_or_swept(test_hosts: HostFactory, tmp_path: Path) -> None:
+    a, b = test_hosts(2)
+    ok(vzcluster(a, "init", "--name", "a", "--listen", a.address, "--ttl", str(TTL)))
+    fault = b.root.root / "var/lib/vz/.fault-point"
+    # A join that fails once a has admitted b: b's learner is taken out of the cluster again,
+    # and nothing is left on b.
+    fault.write_text("join-admitted:fail\n")
+    failed = join(b, a)
+    assert failed.code != 0 and "join-admitted" in one_line(failed)
+    assert "quorum   yes: 1 of 1" in ok(vzcluster(a, "status"))
+    assert cluster_files(b) == [] and host_processes(b) == []
+    # A join killed -9 while b's new member runs as a learner: the next join sweeps what it
+    # left on b, and a replaces the stale learner.
+    fault.write_text("join-started\n")
+    log = tmp_path / "join.log"
+    argv = ["join", a.address, "--name", "b", "--listen", b.address, "--ssh", shlex.join(b.ssh_options)]
+    joining = b.spawn([sys.executable, "-m", "pyvz.cli.vzcluster", *argv], log=log)
+    wait_for("the join at its fault point", lambda: "fault point join-started reached" in log.read_text(), 60)
+    joining.kill()
+    joining.wait()
+    assert (b.root.root / "etc/vz/cluster.conf").exists()  # half-made, and not "ready"
+    fault.unlink()
+    ok(join(b, a))
+    wait_for("b alive", lambda: nodes(a).get("b", {}).get("lease") == "alive", 30)
+    assert "quorum   yes: 2 of 2" in ok(vzcluster(a, "status"))
