@@ -350,7 +350,7 @@ def _etcd_cluster(stack: ExitStack, hosts: list[TestHost], ttl: int) -> None:
 
 
 def _spawn_member(host: TestHost) -> subprocess.Popen[bytes]:
-    from pyvz.cluster.member import argv
+    from pyvz.cluster.member import argv, etcd_env
     from pyvz.cluster.settings import load
     from pyvz.paths import Paths
 
@@ -360,6 +360,7 @@ def _spawn_member(host: TestHost) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             [*host.enter, *argv(settings)],
+            env=etcd_env(),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,

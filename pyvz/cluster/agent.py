@@ -36,6 +36,12 @@ from pyvz.log import log
 Loop = Callable[["Agent"], None]
 
 
+def default_loops() -> list[Loop]:
+    """The loops every agent runs after each publication. Replication and HA add theirs here
+    (each a function of the agent, quick, raising nothing it cannot live with)."""
+    return []
+
+
 def ct_entries(host: Host) -> list[dict[str, Any]]:
     """This host's CTs as vzlist sees them (a CT whose private area is gone is left out)."""
     from pyvz.listing import records
@@ -84,7 +90,7 @@ class Agent:
         self.settings = settings
         self.host = host or Host(settings.paths)
         self.client = settings.client()
-        self.loops: list[Loop] = []
+        self.loops: list[Loop] = default_loops()
         self.lease = 0
         self.lease_valid = 0.0  # time.monotonic() until which the lease is known to live
         self.stopping = threading.Event()

@@ -69,6 +69,12 @@ def argv(settings: Settings) -> list[str]:
     ]  # fmt: skip
 
 
+def etcd_env() -> dict[str, str]:
+    """The environment etcd runs in: ours without ETCD_* variables (etcd reads those as
+    flags, and 3.5 refuses one that a command-line flag also sets)."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("ETCD_")}
+
+
 def pid_file(paths: Paths) -> Path:
     return paths.run_dir / "etcd.pid"
 
@@ -187,7 +193,7 @@ def supervise(settings: Settings) -> int:
         while not stopping:
             started = time.monotonic()
             # A supervised child is waited for here, for as long as it lives: not run()'s job.
-            child = subprocess.Popen(argv(settings), stdin=subprocess.DEVNULL)
+            child = subprocess.Popen(argv(settings), stdin=subprocess.DEVNULL, env=etcd_env())
             code = child.wait()
             if stopping:
                 break

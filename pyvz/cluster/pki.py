@@ -22,6 +22,7 @@ import secrets
 import tempfile
 from pathlib import Path
 
+from pyvz.atomic import write_atomic
 from pyvz.cluster.etcd import TlsFiles
 from pyvz.errors import ClusterExit, VzError
 from pyvz.run import run
@@ -63,14 +64,8 @@ def _openssl(argv: list[str]) -> str:
 
 
 def _install(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomic(path, text, mode=mode)
+    os.chmod(path, mode)  # whatever the umask took away or left
 
 
 def make_ca(directory: Path, cluster: str) -> None:

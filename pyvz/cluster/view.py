@@ -126,6 +126,13 @@ def status(settings: Settings) -> Report:
                 )
         for one in etcd_members:
             lines.append(("etcd", _member_line(one, leader)))
+        chief = next((m for m in etcd_members if m.id == leader), None)
+        lines.append(("leader", f"{chief.name} (etcd)" if chief else "none known (etcd)"))
+        try:
+            for kv in client.range(keys.LEADER, serializable=True):
+                lines.append(("leader", f"{kv.text} ({kv.key[len(keys.LEADER) :]})"))
+        except VzError:
+            pass  # said above: etcd does not answer
         voters = [m for m in etcd_members if not m.learner]
         if voters:
             quorum = answering > len(voters) // 2

@@ -29,7 +29,7 @@ from pyvz.cluster.etcd import (
     reserve,
     value_is,
 )
-from pyvz.cluster.member import argv
+from pyvz.cluster.member import argv, etcd_env
 from pyvz.cluster.settings import Settings, load, save
 from pyvz.errors import ClusterExit, ExitCode, VzError
 from pyvz.paths import Paths
@@ -76,7 +76,9 @@ def member(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         settings = _member(root)
         settings.data_dir.mkdir(parents=True)
         log = (root / "etcd.log").open("wb")
-        proc = subprocess.Popen(argv(settings), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            argv(settings), stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=etcd_env()
+        )
         try:
             client = settings.client(timeout=1.0)
             deadline = time.monotonic() + 20
