@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyvz.cli.common import exit_now, run_tool
-from pyvz.errors import ExitCode, VzError
+from pyvz.errors import ClusterExit, ExitCode, VzError
 
 if TYPE_CHECKING:
     from argparse import Namespace
@@ -188,11 +188,20 @@ def _nodes(paths: Paths, ns: Namespace) -> int:
     from pyvz.cluster.settings import load
     from pyvz.cluster.view import nodes
 
+    code = 0
     with load(paths).client() as client:
-        found = nodes(client)
+        try:
+            found = nodes(client)
+        except VzError as err:
+            if err.code != ClusterExit.NO_QUORUM:
+                raise
+            # What this host's member last knew is still worth seeing, marked as such.
+            found = nodes(client, serializable=True)
+            print(f"{err.message}; shown: this host's last view, which may be stale", file=sys.stderr)
+            code = int(err.code)
     if ns.json:
         print(json.dumps([node.json() for node in found], indent=2))
-        return 0
+        return code
     if not ns.no_header:
         head = ("HOST", "ADDRESS", "LEASE", "CTS", "RUN", "CPUS", "RAM", "DISKFREE")
         print("{:<16} {:<16} {:<8} {:>4} {:>4} {:>4} {:>7} {:>8}".format(*head))
@@ -202,7 +211,7 @@ def _nodes(paths: Paths, ns: Namespace) -> int:
             f"{'-' if node.cts is None else node.cts:>4} {'-' if node.running is None else node.running:>4} "
             f"{'-' if node.cpus is None else node.cpus:>4} {_size(node.ram):>7} {_size(node.disk_free):>8}"
         )
-    return 0
+    return code
 
 
 def _agent(paths: Paths, ns: Namespace) -> int:

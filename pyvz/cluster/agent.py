@@ -128,8 +128,9 @@ class Agent:
                         log.warning(f"lease {self.lease:x} had expired; taking a new one")
                         self._grant(client)
                     self._say("")
-                except VzError as err:
-                    self._say(f"cannot renew the lease: {err.message}")
+                except Exception as err:  # the thread must outlive any one failure
+                    said = err.message if isinstance(err, VzError) else f"{type(err).__name__}: {err}"
+                    self._say(f"cannot renew the lease: {said}")
                     self.stopping.wait(1.0)
                     continue
                 self.stopping.wait(max(0.0, period - (time.monotonic() - sent)))
@@ -204,6 +205,8 @@ class Agent:
                     self.sync_endpoints()
                 except VzError as err:
                     self._say(f"cannot publish this host: {err.message}")
+                except Exception as err:  # a CT's unreadable state must not end the lease's holder
+                    log.error(f"cannot publish this host: {type(err).__name__}: {err}")
                 for loop in self.loops:
                     try:
                         loop(self)

@@ -325,9 +325,7 @@ class Etcd:
                     continue
                 except _Lost as err:
                     if self._leaderless(endpoint):
-                        raise _unavailable(
-                            [f"{endpoint}: no leader (it answers, its peers do not)"]
-                        ) from None
+                        raise _unavailable([f"{endpoint} answers but has no leader"]) from None
                     if write:
                         raise Uncertain(
                             ClusterExit.UNAVAILABLE,
@@ -538,8 +536,8 @@ def _unavailable(reasons: list[str]) -> VzError:
     if any(words in said for words in _NO_QUORUM_WORDS):
         return VzError(
             ClusterExit.NO_QUORUM,
-            f"etcd has no quorum (fewer than half its members reachable; {said}): "
-            "nothing can be reserved or decided until they are back",
+            f"etcd has no quorum ({said}): nothing can be reserved or decided until more than "
+            "half of its members are reachable again",
         )
     return VzError(ClusterExit.UNAVAILABLE, f"no etcd member answers ({said})")
 

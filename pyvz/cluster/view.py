@@ -35,10 +35,17 @@ class Node(NamedTuple):
         }
 
 
-def nodes(client: Etcd) -> list[Node]:
-    """Every host of the cluster: the members, and any host publishing without being one."""
-    members = {kv.key[len(keys.MEMBERS) :]: kv.json() or {} for kv in client.range(keys.MEMBERS)}
-    hosts = {kv.key[len(keys.HOSTS) :]: kv.json() or {} for kv in client.range(keys.HOSTS)}
+def nodes(client: Etcd, serializable: bool = False) -> list[Node]:
+    """Every host of the cluster: the members, and any host publishing without being one.
+    `serializable`: the local member's copy, which may be stale (for when there is no quorum)."""
+    members = {
+        kv.key[len(keys.MEMBERS) :]: kv.json() or {}
+        for kv in client.range(keys.MEMBERS, serializable=serializable)
+    }
+    hosts = {
+        kv.key[len(keys.HOSTS) :]: kv.json() or {}
+        for kv in client.range(keys.HOSTS, serializable=serializable)
+    }
     found = []
     for name in sorted(set(members) | set(hosts)):
         record = hosts.get(name)
@@ -105,7 +112,7 @@ def status(settings: Settings) -> Report:
             problems.append(
                 (err.code if isinstance(err.code, ClusterExit) else ClusterExit.UNAVAILABLE, err.message)
             )
-        answering = 0
+        answering = 0  # voting members this host reaches
         for one in etcd_members:
             seen = None
             for endpoint in one.client_urls:
@@ -114,16 +121,12 @@ def status(settings: Settings) -> Report:
                     break
                 except VzError:
                     continue
-            if seen is not None and seen.leader:
-                answering += 1
+            if seen is not None:
+                answering += 0 if one.learner else 1
                 leader = leader or seen.leader
             elif not one.learner:
-                problems.append(
-                    (
-                        ClusterExit.UNAVAILABLE,
-                        f"etcd member {one.name or one.id} ({','.join(one.client_urls)}) does not answer",
-                    )
-                )
+                said = f"etcd member {one.name or one.id} ({','.join(one.client_urls)}) does not answer"
+                problems.append((ClusterExit.UNAVAILABLE, said))
         for one in etcd_members:
             lines.append(("etcd", _member_line(one, leader)))
         chief = next((m for m in etcd_members if m.id == leader), None)
@@ -135,8 +138,8 @@ def status(settings: Settings) -> Report:
             pass  # said above: etcd does not answer
         voters = [m for m in etcd_members if not m.learner]
         if voters:
-            quorum = answering > len(voters) // 2
-            counted = f"{answering} of {len(voters)} etcd members answer"
+            quorum = answering > len(voters) // 2 and leader != 0
+            counted = f"{answering} of {len(voters)} etcd members answer here"
             lines.append(("quorum", f"{'yes' if quorum else 'NO'}: {counted}, {len(voters) // 2 + 1} needed"))
             if not quorum:
                 said = f"no quorum: {counted}; nothing can be reserved or decided until more are back"

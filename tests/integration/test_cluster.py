@@ -169,6 +169,7 @@ def test_losing_one_member_changes_nothing_losing_two_blocks(test_hosts: HostFac
     # One of three gone: reservations go on, from every host, exactly as before.
     ok(probe(a, "reserve", "/pyvz/reservations/ctid/102", "/pyvz/reservations/name/x"))
     ok(probe(b, "reserve", "/pyvz/reservations/ctid/103"))
+    ok(probe(c, "reserve", "/pyvz/reservations/ctid/105"))  # c's own member is the one lost
     taken = probe(b, "reserve", "/pyvz/reservations/ctid/102")
     assert taken.code == 172 and taken.out.strip() == "/pyvz/reservations/ctid/102"
 
