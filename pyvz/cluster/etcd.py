@@ -325,7 +325,10 @@ class Etcd:
                     continue
                 except _Lost as err:
                     if self._leaderless(endpoint):
-                        raise _unavailable([f"{endpoint} answers but has no leader"]) from None
+                        # A member without a leader drops what it is asked to propose, so the
+                        # next member may be asked (it is in the majority, if there is one).
+                        reasons.append(f"{endpoint} answers but has no leader")
+                        continue
                     if write:
                         raise Uncertain(
                             ClusterExit.UNAVAILABLE,

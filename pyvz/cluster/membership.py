@@ -74,6 +74,8 @@ def _check_bindable(address: str, ports: Sequence[int]) -> None:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     for port in ports:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As etcd binds: connections of an earlier member in TIME_WAIT do not count.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((address, port))
             except OSError as err:
