@@ -292,3 +292,42 @@ def test_interrupted_join_is_undone_or_swept(test_hosts: HostFactory, tmp_path: 
     ok(join(b, a))
     wait_for("b alive", lambda: nodes(a).get("b", {}).get("lease") == "alive", 30)
     assert "quorum   yes: 2 of 2" in ok(vzcluster(a, "status"))
+
+
+def test_existing_etcd_given_by_endpoints(test_hosts: HostFactory, tmp_path: Path) -> None:
+    from pyvz.cluster import pki
+
+    a, b = test_hosts(2)
+    ok(vzcluster(a, "init", "--name", "a", "--listen", a.address, "--ttl", str(TTL)))
+    # b uses a's etcd as an existing one, with a client certificate its operator was given.
+    ca_dir = a.root.root / "etc/vz/cluster"
+    given = tmp_path / "given"
+    pki.install_ca(given, pki.ca_cert(ca_dir).read_text())
+    pki.install_cert(
+        given, "client", pki.sign(ca_dir, pki.request(given, "client", "b"), "client", "b", b.address)
+    )
+    files = [
+        "--ca",
+        str(pki.ca_cert(given)),
+        "--cert",
+        str(pki.cert(given, "client")),
+        "--key",
+        str(pki.key(given, "client")),
+    ]
+    # Without the certificates an https endpoint is refused before anything is made.
+    bare = vzcluster(b, "init", "--name", "b", "--listen", b.address, "--endpoints", a.etcd_endpoint)
+    assert bare.code == 20 and "--ca" in one_line(bare)
+    ok(vzcluster(b, "init", "--name", "b", "--listen", b.address, "--endpoints", a.etcd_endpoint, *files))
+    assert not (b.root.root / "var/lib/vz/etcd").exists()  # no member of its own
+    assert (b.root.root / "etc/vz/cluster/client.key").stat().st_mode & 0o777 == 0o600
+    wait_for("b alive in a's view", lambda: nodes(a).get("b", {}).get("lease") == "alive", 30)
+    status = ok(vzcluster(b, "status"))
+    assert "quorum   yes: 1 of 1" in status and "\nmember " not in status
+    # b leaves through a's etcd: its records go, a's member stays as it was.
+    ok(vzcluster(b, "leave"))
+    assert set(nodes(a)) == {"a"}
+    assert cluster_files(b) == [] and host_processes(b) == []
+    # A name the cluster has already is refused, and nothing is kept.
+    same = vzcluster(b, "init", "--name", "a", "--listen", b.address, "--endpoints", a.etcd_endpoint, *files)
+    assert same.code == 172 and "in that cluster already" in one_line(same)
+    assert cluster_files(b) == [] and host_processes(b) == []
