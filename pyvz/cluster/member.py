@@ -93,13 +93,15 @@ def self_argv(*args: str) -> list[str]:
 
 
 def running_pid(path: Path) -> int | None:
-    """The pid in a pid file, if that process still runs (and is not a zombie)."""
+    """The pid in a pid file, if that process still runs (not a zombie) and is vzcluster's
+    (a pid reused by something else after a kill -9 is not ours)."""
     try:
         pid = int(path.read_text().split()[0])
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError, IndexError):
         return None
-    return None if state in ("Z", "X") else pid
+    return None if state in ("Z", "X") or b"vzcluster" not in cmdline else pid
 
 
 def start(settings: Settings) -> None:
