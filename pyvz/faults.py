@@ -19,6 +19,7 @@ from pyvz.paths import Paths
 SENDER_POINTS = ("precopy", "frozen", "final", "handover")
 RECEIVER_POINTS = ("receiving", "staged", "committed", "started")
 CONVERT_POINTS = ("convert-built", "convert-swapped")
+CLUSTER_POINTS = ("join-admitted", "join-started")  # vzcluster join (cluster/membership.py)
 PULL_POINTS = (  # vzmigrate --from (migrate/pull.py)
     "pull-disabled",
     "pull-precopy",
