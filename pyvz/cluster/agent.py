@@ -39,7 +39,9 @@ Loop = Callable[["Agent"], None]
 def default_loops() -> list[Loop]:
     """The loops every agent runs after each publication. Replication and HA add theirs here
     (each a function of the agent, quick, raising nothing it cannot live with)."""
-    return []
+    from pyvz.cluster.namespace import reconcile
+
+    return [reconcile]
 
 
 def ct_entries(host: Host) -> list[dict[str, Any]]:
@@ -57,6 +59,7 @@ def ct_entries(host: Host) -> list[dict[str, Any]]:
                 "name": record.name,
                 "hostname": record.raw("HOSTNAME"),
                 "status": status,
+                "numproc": record.nproc,
                 "ip": [word.split("/")[0] for word in (record.ip or "").split()],
             }
         )

@@ -414,7 +414,7 @@ class Sender:
         ct = self.ct
         conf = self.host.paths.conf_file(ct.ctid)
         if self.opts.remove_area:
-            destroy(self.host, ct.ctid, lock=False)  # its firewall table too
+            destroy(self.host, ct.ctid, lock=False, keep_reservations=True)  # its firewall table too
         else:
             from pyvz.net.firewall import remove
 
@@ -471,7 +471,7 @@ def resolve(host: Host, destination: str, ctid: int, options: tuple[str, ...]) -
             log.info(f"CT {ctid} arrived at {destination}: taking it apart here")
             from pyvz.ct.create import destroy
 
-            destroy(host, ctid, lock=False)
+            destroy(host, ctid, lock=False, keep_reservations=True)
         else:
             log.info(f"CT {ctid} did not arrive at {destination}: it stays here")
             path.unlink()

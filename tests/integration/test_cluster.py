@@ -134,7 +134,14 @@ def test_init_join_nodes_lease_and_leave(test_hosts: HostFactory) -> None:
     wait_for("b's CT in a's view", lambda: nodes(a).get("b", {}).get("cts") == 1, 20)
     listed = nodes(a)["b"]["ct_list"]
     assert listed == [
-        {"ctid": 101, "name": "web", "hostname": "on-b", "status": "stopped", "ip": ["10.99.0.1"]}
+        {
+            "ctid": 101,
+            "name": "web",
+            "hostname": "on-b",
+            "status": "stopped",
+            "numproc": 0,
+            "ip": ["10.99.0.1"],
+        }
     ]
 
     # b's agent dies: its lease expires and the others say so within the TTL and a margin.
@@ -163,7 +170,8 @@ def test_losing_one_member_changes_nothing_losing_two_blocks(test_hosts: HostFac
     a, b, c = test_hosts(3, etcd=True)
     ok(a.vzctl("create", "101", "--hostname", "keeps-running"))
     ok(a.vzctl("start", "101"))
-    ok(probe(a, "reserve", "/pyvz/reservations/ctid/101"))
+    held = probe(a, "reserve", "/pyvz/reservations/ctid/101")
+    assert held.code == 172, held  # the create reserved it (pyvz.cluster.namespace)
 
     c.stop_etcd()
     # One of three gone: reservations go on, from every host, exactly as before.
