@@ -131,6 +131,39 @@ def release_keys(paths: Paths, ctid: int, held: Iterable[str]) -> None:
         )
 
 
+def hand_over(paths: Paths, ctid: int, held: Iterable[str], destination: str) -> None:
+    """CT `ctid` now lives at `destination` (a migration's host name or address): what this
+    host holds for it becomes that host's, in one transaction (held by the source, never
+    free in between, so the source cannot hand the CTID out again). A destination that is no
+    member of the cluster gets nothing: the keys go. A cluster out of reach only delays it:
+    the destination's agent takes them over once this host lists the CT no more."""
+    held = list(held)
+    if not held or not clustered(paths):
+        return
+    from pyvz.cluster import settings
+    from pyvz.cluster.etcd import delete_op, put_op, value_is
+
+    conf = settings.load(paths)
+    mine = value(conf.name, ctid)
+    try:
+        with conf.client() as etcd:
+            # The members' records (vzcluster join writes them), else the agents' publications.
+            members = [found.json() for prefix in (keys.MEMBERS, keys.HOSTS) for found in etcd.range(prefix)]
+            names = [
+                str(m["name"])
+                for m in members
+                if isinstance(m, dict) and destination in (m.get("name"), m.get("address"))
+            ]
+            for key in held:  # each on its own: a key this host never held is left alone
+                then = [put_op(key, value(names[0], ctid))] if names else [delete_op(key)]
+                etcd.txn([value_is(key, mine)], then)
+    except VzError as err:
+        log.warning(
+            f"CT {ctid}'s reservations stay with this host for now ({err.message}); "
+            f"{destination}'s agent takes them over"
+        )
+
+
 @contextmanager
 def reserved(
     paths: Paths, ctid: int, name: str | None, addresses: Iterable[str], what: str

@@ -219,10 +219,10 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
         log.info("Container private area was created")
 
 
-def destroy(host: Host, ctid: int, lock: bool = True, keep_reservations: bool = False) -> None:
-    """vzctl destroy; `lock=False`: the caller holds the CT lock (vzmigrate);
-    `keep_reservations`: the CT lives on elsewhere (a migration's source copy), so its
-    CTID, name and addresses stay reserved for it in the cluster."""
+def destroy(host: Host, ctid: int, lock: bool = True, handed_to: str | None = None) -> None:
+    """vzctl destroy; `lock=False`: the caller holds the CT lock (vzmigrate); `handed_to`:
+    the CT lives on at that host (a migration's source copy goes), so its CTID, name and
+    addresses in the cluster become that host's instead of free."""
     from contextlib import nullcontext
 
     from pyvz.cluster import namespace
@@ -283,5 +283,7 @@ def destroy(host: Host, ctid: int, lock: bool = True, keep_reservations: bool = 
         except OSError:
             pass
         log.info("Container private area was destroyed")
-        if not keep_reservations:
+        if handed_to is None:
             namespace.release_keys(host.paths, ctid, held)
+        else:
+            namespace.hand_over(host.paths, ctid, held, handed_to)

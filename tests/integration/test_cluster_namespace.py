@@ -159,3 +159,31 @@ def test_vzlist_cluster_shows_every_hosts_cts(test_hosts: HostFactory) -> None:
         for agent in agents:
             agent.wait(timeout=30)
         ok(hosts[1].vzctl("stop", "502", "--fast"))
+
+
+def test_a_migrated_ct_keeps_its_names_on_its_new_host(test_hosts: HostFactory) -> None:
+    from tests.integration.test_migrate import move, trust
+
+    a, b, _c = test_hosts(3, etcd=True)
+    trust(a, b)
+    ok(a.vzctl("create", "601", "--name", "moving", "--ipadd", "10.9.6.1"))
+    agents = [host.spawn([sys.executable, "-m", "pyvz.cli.vzcluster", "agent"]) for host in (a, b)]
+    try:
+        done = move(a, b, "601")
+        assert done.code == 0, done
+        assert b.vzctl("status", "601").out.split()[2] == "exist"
+
+        def held_by(host: str) -> bool:
+            refused = [a.vzctl("create", "602", "--name", "moving"), a.vzctl("create", "601")]
+            return all(r.code == 172 and f"on host {host}" in r.err for r in refused)
+
+        # Never free for someone else, nor the source's: the new host's from the hand-over.
+        assert held_by("b"), "the source handed the CT's names over as it let go of the CT"
+        assert not (a.root.conf_dir / "602.conf").exists()
+    finally:
+        for agent in agents:
+            agent.terminate()
+        for agent in agents:
+            agent.wait(timeout=30)
+    ok(b.vzctl("destroy", "601"))
+    ok(a.vzctl("create", "601", "--name", "moving", "--ipadd", "10.9.6.1"))
