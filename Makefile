@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 APT_PACKAGES := lxc btrfs-progs busybox-static uidmap zstd tar python3-venv python3-dev mmdebstrap gnupg \
 	iproute2 procps util-linux e2fsprogs nftables iperf3 openssh-server openssh-client rsync lxcfs lzop dmsetup \
-	xfsprogs nodejs chromium etcd-server etcd-client
+	xfsprogs nodejs chromium etcd-server etcd-client resource-agents
 # etcd-server/etcd-client: the cluster's etcd (docs/cluster.md), 3.4 in bookworm and 3.5 in trixie. A suite
 # without them gets everything else (vzcluster then says etcd is not installed). Their own etcd.service is
 # masked before a first install where systemd runs, so no system etcd starts: pyvz runs its own member
