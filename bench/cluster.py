@@ -73,3 +73,50 @@ def bench_cluster_list(ctx: Context) -> list[Row]:
     notes = {"hosts": 3, "cts_per_host": per_host, "both": "run on host a through its netns entry"}
     label = f"vzlist --cluster -a, 3 hosts x {per_host} CTs, vs vzlist -a of one host's {per_host}"
     return [Row(label, "ratio", "≤ 2×", ours, theirs, limit=2.0, notes=notes)]
+
+
+def bench_evacuate(ctx: Context) -> list[Row]:
+    """`vzcluster evacuate` of a host running 10 busybox CTs onto two others (live moves),
+    timed; `vzcluster restore` brings them back, untimed, before the next sample."""
+    from tests.integration.test_migrate import ssh_options, trust
+    from tests.testhosts import host_network
+
+    count, samples = 10, 2 if ctx.n.vzlist < 10 else 3
+    times: list[float] = []
+    with host_network(3, etcd=True) as hosts:
+        a, b, c = hosts
+        for other in (b, c):
+            trust(a, other)
+            trust(other, a)
+        for number in range(count):
+            _ok(a, [sys.executable, "-m", "pyvz.cli.vzctl", "--quiet", "create", str(801 + number)])
+            _ok(a, [sys.executable, "-m", "pyvz.cli.vzctl", "--quiet", "start", str(801 + number)])
+        agents = [host.spawn([sys.executable, "-m", "pyvz.cli.vzcluster", "agent"]) for host in hosts]
+        try:
+            time.sleep(8)  # every agent has published (PUBLISH_INTERVAL 5 s)
+            for sample in range(samples):
+                evacuate = [sys.executable, "-m", "pyvz.cli.vzcluster", "evacuate", f"--ssh={ssh_options(a)}"]
+                started = time.perf_counter()
+                _ok(a, evacuate)
+                times.append(time.perf_counter() - started)
+                log(f"evacuate {sample + 1}/{samples}: {times[-1]:.1f} s")
+                for other in (b, c):
+                    restore = [sys.executable, "-m", "pyvz.cli.vzcluster", "restore", "a"]
+                    _ok(other, [*restore, f"--ssh={ssh_options(other)}"])
+                time.sleep(6)
+        finally:
+            for agent in agents:
+                agent.terminate()
+            for agent in agents:
+                agent.wait(timeout=60)
+    notes = {"cts": count, "to": "2 hosts", "how": "live (CRIU) moves of running busybox CTs"}
+    return [
+        Row(
+            f"vzcluster evacuate, {count} running busybox CTs",
+            "abs",
+            "≤ 20 s",
+            times,
+            limit=20.0,
+            notes=notes,
+        )
+    ]

@@ -59,6 +59,13 @@ def _parser() -> ArgumentParser:
     nodes = commands.add_parser("nodes", help="every host of the cluster")
     nodes.add_argument("-H", "--no-header", action="store_true")
     nodes.add_argument("-j", "--json", action="store_true")
+    evacuate = commands.add_parser("evacuate", help="move every CT of this host to the others")
+    evacuate.add_argument("host", metavar="HOST", nargs="?", help="this host's name (a check)")
+    evacuate.add_argument("--to", metavar="HOSTS", help="only to these hosts (comma-separated)")
+    restore = commands.add_parser("restore", help="move the CTs evacuated from HOST back to it")
+    restore.add_argument("host", metavar="HOST", help="the host that was evacuated")
+    for sub in (evacuate, restore):
+        sub.add_argument("--ssh", default="", metavar="OPTIONS", help="more ssh options for vzmigrate")
     commands.add_parser("agent", help="run the per-host agent")
     commands.add_parser("etcd", help="run this host's etcd member, supervised")
     commands.add_parser("admit", help="the admitting end of a join (reads the request on stdin)")
@@ -85,6 +92,8 @@ def dispatch(argv: list[str]) -> int:
         "status": _status,
         "nodes": _nodes,
         "agent": _agent,
+        "evacuate": _evacuate,
+        "restore": _restore,
         "etcd": _etcd,
         "admit": _admit,
     }[ns.command]
@@ -212,6 +221,23 @@ def _nodes(paths: Paths, ns: Namespace) -> int:
             f"{'-' if node.cpus is None else node.cpus:>4} {_size(node.ram):>7} {_size(node.disk_free):>8}"
         )
     return code
+
+
+def _evacuate(paths: Paths, ns: Namespace) -> int:
+    import shlex
+
+    from pyvz.cluster.evacuate import evacuate
+
+    only = [name.strip() for name in ns.to.split(",") if name.strip()] if ns.to else None
+    return evacuate(paths, ns.host, only, tuple(shlex.split(ns.ssh)))
+
+
+def _restore(paths: Paths, ns: Namespace) -> int:
+    import shlex
+
+    from pyvz.cluster.evacuate import restore
+
+    return restore(paths, ns.host, tuple(shlex.split(ns.ssh)))
 
 
 def _agent(paths: Paths, ns: Namespace) -> int:
