@@ -210,10 +210,11 @@ def reconcile(agent: Agent) -> None:
     from pyvz.listing import records
 
     here = {ct.ctid: ct for ct in records(agent.host) if ct.status is not None}
+    reservations = {found.key: found for found in etcd.range(keys.RESERVATIONS)}  # one read for all
     for ctid, ct in here.items():
         mine = value(me, ctid)
         for key in of_config(ctid, ct.own):
-            found = etcd.get(key)
+            found = reservations.get(key)
             if found is None:
                 etcd.txn([absent(key)], [put_op(key, mine)])
                 continue
@@ -226,7 +227,7 @@ def reconcile(agent: Agent) -> None:
                 etcd.txn([value_is(key, found.value)], [put_op(key, mine)])
             elif held.get("host") != me:
                 _say_once(f"CT {ctid} here and {_holder(etcd, key)} both claim {key}: one must be renamed")
-    for found in etcd.range(keys.RESERVATIONS):
+    for found in reservations.values():
         held = found.json()
         if not isinstance(held, dict) or held.get("host") != me:
             continue
