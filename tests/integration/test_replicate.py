@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
+import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -470,3 +472,119 @@ def test_bad_input_is_one_line(test_hosts: HostFactory) -> None:
     assert host_files(a) == before_a
     assert host_files(b) == before_b
     assert host_files(c) == before_c
+
+
+# ---- the restricted key in replication mode ------------------------------------------------------
+
+
+class Forger:
+    """Replication sessions with b under `sender`'s migration key, driven by hand."""
+
+    def __init__(self, sender: TestHost, b: TestHost, tmp: Path) -> None:
+        self.sender, self.b, self.tmp = sender, b, tmp
+        self.count = 0
+
+    def run(self, *steps: dict[str, object]) -> list[dict[str, object]]:
+        from tests.integration.test_migrate_faults import DRIVER
+
+        self.count += 1
+        plan = self.tmp / f"plan-{self.count}.json"
+        ssh = shlex.split(ssh_options(self.sender))
+        plan.write_text(
+            json.dumps({"destination": self.b.address, "ssh": ssh, "steps": list(steps), "timeout": 20})
+        )
+        done = self.sender.run([sys.executable, "-c", DRIVER, str(plan)])
+        assert done.code == 0 and done.out.strip(), done
+        answers: list[dict[str, object]] = json.loads(done.out.strip().splitlines()[-1])
+        print(f"session {self.count}: {answers}")
+        no_receiver(self.b, 30)
+        answers = [answer for answer in answers if answer.get("op") != "ping"]
+        # After a refusal the receiver has ended: the driver's `bye` may find no one there.
+        if len(answers) > 1 and answers[-2]["op"] == "error" and answers[-1]["op"] == "raised":
+            answers.pop()
+        return answers
+
+    def stream(self, raw: bytes, incremental: bool) -> dict[str, object]:
+        self.count += 1
+        path = self.tmp / f"stream-{self.count}"
+        path.write_bytes(raw)
+        message = {
+            "op": "stream",
+            "kind": "btrfs",
+            "name": "fs",
+            "incremental": incremental,
+            "bytes": len(raw),
+        }
+        return {"message": message, "data": str(path)}
+
+
+def hello(ctid: int = 101) -> dict[str, object]:
+    return {"message": {"op": "replicate", "version": 1, "ctid": ctid, "source": "forger", "layout": "btrfs"}}
+
+
+def config(text: str) -> dict[str, object]:
+    return {"message": {"op": "config", "text": text, "scripts": {}}}
+
+
+def refused_at(answers: list[dict[str, object]], step: int) -> str:
+    assert len(answers) == step and all(a["op"] == "ok" for a in answers[:-1]), answers
+    assert answers[-1]["op"] == "error", answers
+    return str(answers[-1]["error"])
+
+
+def test_the_key_keeps_only_its_own_replicas(test_hosts: HostFactory, tmp_path: Path) -> None:
+    from tests.integration.test_migrate_faults import _subvolume_field, only_migration_key, real_stream
+    from tests.unit.test_sendstream import end, snapshot, stream, subvol
+
+    a, b, c = test_hosts(3)
+    only_migration_key(a, b)
+    trust(c, b)
+    ok(a, "create", "101", "--hostname", "rep")
+    write(a, "root/data", b"the real replica\n")
+    ok(a, "set", "101", "--replicate", b.address, "--save")
+    assert replicate(a, "101").code == 0
+    ok(b, "create", "103")  # a CT of b's own, with a snapshot
+    ok(b, "snapshot", "103", "--id", "31111111-2222-3333-4444-555555555555")
+    victim = uuidlib.UUID(
+        _subvolume_field(
+            b.root.private_dir / ".103.snapshots/31111111-2222-3333-4444-555555555555/fs", "UUID"
+        )
+    )
+    conf = (a.root.conf_dir / "101.conf").read_text()
+    replica_before = tree(replica_files(b))
+    before = host_files(b)
+    forger = Forger(a, b, tmp_path)
+
+    # A config whose paths lead out of b's root, a privileged one: refused.
+    evil = conf + 'VE_PRIVATE="/../../../etc/evil/$VEID"\n'
+    assert "outside" in refused_at(forger.run(hello(), config(evil)), 2)
+    assert "privileged" in refused_at(forger.run(hello(), config(conf + 'LOCAL_UID="0"\n')), 2)
+    # A stream whose parent is another CT's snapshot, full or "incremental": refused.
+    steal = stream(snapshot(victim, "fs", uuidlib.uuid4()), end())
+    for incremental in (False, True):
+        answers = forger.run(hello(), config(conf), forger.stream(steal, incremental))
+        assert "did not bring" in refused_at(answers, 3)
+    # A stream for another subvolume name, or claiming a UUID b's pool has.
+    other = real_stream(a, tmp_path, "other")
+    assert "not 'fs'" in refused_at(forger.run(hello(), config(conf), forger.stream(other, False)), 3)
+    claim = stream(subvol("fs", victim), end())
+    assert "already has" in refused_at(forger.run(hello(), config(conf), forger.stream(claim, False)), 3)
+    # A CTID that is a CT on b.
+    assert "exists on this host as a CT" in refused_at(forger.run(hello(103)), 1)
+    # Another host's key may not touch a's replica.
+    other_key = Forger(c, b, tmp_path)
+    assert "another host" in refused_at(other_key.run(hello()), 1)
+    assert "another host" in refused_at(
+        other_key.run({"message": {"op": "replicate-remove", "ctid": 101}}), 1
+    )
+    # Nothing but the protocol: a migration op in the middle of a replication session.
+    assert "unexpected" in refused_at(forger.run(hello(), {"message": {"op": "hello", "version": 1}}), 2)
+
+    assert tree(replica_files(b)) == replica_before
+    assert host_files(b) == before, f"b changed: {sorted(host_files(b) ^ before)}"
+    # The key's own replica: a may drop it (and only through vzreplicate remove).
+    done = vzreplicate(a, "remove", f"--ssh={ssh_options(a)}", "101", b.address)
+    assert done.code == 0, done
+    assert json.loads(vzreplicate(b, "list", "-j").out) == []
+    assert not (a.root.private_dir / ".101.replicate").exists()
+    assert status(a)[0]["last"] == "-"
