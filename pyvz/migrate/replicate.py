@@ -99,11 +99,13 @@ class _Run:
         self.target = target
         self.ssh_options = ssh_options
         self.attempt = _Attempt()
+        self._last = time.monotonic()
 
     def run(self) -> None:
         ct = self.ct
         with ct.host.ct_lock(ct.ctid):
             area = self._check()
+        self._mark("checks")
         with session(self.host, self.target, self.ssh_options) as wire:
             reply = wire.call(
                 {
@@ -115,8 +117,17 @@ class _Run:
                 }
             )
             self.attempt.heard = True
+            self._mark("connect")
             parent = reply.get("parent")
             self._send(wire, area, parent if isinstance(parent, str) else None)
+        self._mark("bye")
+
+    def _mark(self, phase: str) -> None:
+        """--verbose: how long each phase took (the fixed costs of a run are what an
+        incremental run of a CT that barely changed is made of)."""
+        now = time.monotonic()
+        log.debug(f"{self.target}: {phase} {now - self._last:.3f} s")
+        self._last = now
 
     def _check(self) -> Area:
         ct = self.ct
@@ -143,6 +154,7 @@ class _Run:
             remove_with_subvolumes(new)
             new.mkdir(mode=0o700)
             taken = self._stream(wire, area, parent, new)
+            self._mark("stream")
         except BaseException:
             # The standby has not been asked to commit: this snapshot is nobody's parent.
             remove_with_subvolumes(new)
@@ -153,6 +165,7 @@ class _Run:
                     pass
             raise
         wire.call({"op": "commit", "taken": taken, "size": attempt.size})
+        self._mark("commit")
         faults.point(self.host.paths, "replicate-sent")
         attempt.taken = taken
         # The standby holds it now: it is the parent of the next run.
@@ -174,7 +187,9 @@ class _Run:
             taken = time.time()
             self._snapshot(area, new / "fs")
             attempt.size = _size(ct, area)
+        self._mark("snapshot")
         wire.call({"op": "config", "text": config, "scripts": scripts})
+        self._mark("config")
         attempt.kind = "incremental" if parent is not None else "full"
         wire.send(
             {
