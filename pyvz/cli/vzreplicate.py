@@ -120,7 +120,7 @@ def _run(host: Host, ctid_text: str | None, hosts: list[str], due: bool, ssh: li
 def _table(rows: list[list[str]], head: list[str], no_header: bool) -> None:
     """vzlist's look: columns padded to their widest cell, numbers to the right."""
     right = {"CTID", "AGE", "SIZE", "SENT", "TRIES", "RECEIVED"}
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
+    widths = [max([len(h), 10 if h == "CTID" else 0] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
     lines = [] if no_header else [head]
     for line in [*lines, *rows]:
         cells = [c.rjust(w) if h in right else c.ljust(w) for c, w, h in zip(line, widths, head, strict=True)]
