@@ -22,7 +22,9 @@ install: apt criu $(STAMP) $(NODE_STAMP)
 	@if [ -d /etc/systemd/system ]; then \
 		install -m 644 tools/pyvz-boot.service /etc/systemd/system/pyvz-boot.service; \
 		install -m 644 tools/pyvzd.service /etc/systemd/system/pyvzd.service; \
-		if [ -d /run/systemd/system ]; then systemctl daemon-reload && systemctl enable pyvz-boot.service pyvzd.service >/dev/null 2>&1 || true; fi; \
+		install -m 644 tools/pyvz-replicate.service /etc/systemd/system/pyvz-replicate.service; \
+		install -m 644 tools/pyvz-replicate.timer /etc/systemd/system/pyvz-replicate.timer; \
+		if [ -d /run/systemd/system ]; then systemctl daemon-reload && systemctl enable pyvz-boot.service pyvzd.service pyvz-replicate.timer >/dev/null 2>&1 || true; fi; \
 	fi
 
 apt:
