@@ -1435,6 +1435,7 @@ _REACHES_HOST = frozenset(
         "netif_add",
         "bindmount_add",
         "bindmount_del",
+        "replicate",  # the host's migration key connects out, and the CT's files go there
     }
 )
 

@@ -13,7 +13,7 @@ from pyvz.errors import ExitCode, VzError
 from pyvz.migrate import replication_record as records
 from pyvz.migrate.replicas import ReplicaStore, meta_json
 from pyvz.migrate.replication_record import Good, HostRecord, Last
-from pyvz.params import REPLICATE, REPLICATE_INTERVAL, parse_options
+from pyvz.params import REPLICATE, REPLICATE_INTERVAL, parse_options, reaches_host
 from pyvz.paths import Paths
 from pyvz.units import format_duration, human_age, parse_duration
 
@@ -61,6 +61,7 @@ def test_replicate_params() -> None:
     assert REPLICATE.fmt(values["replicate"]) == "b.example 10.0.0.2"
     assert REPLICATE_INTERVAL.fmt(values["replicate_interval"]) == "5m"
     assert parse_options({"replicate": ""})["replicate"] == ()
+    assert reaches_host(REPLICATE) and not reaches_host(REPLICATE_INTERVAL)  # host admins only
     for bad in ({"replicate": "a/b"}, {"replicate": "-oProxyCommand=x"}, {"replicate_interval": "5s"}):
         with pytest.raises(VzError) as err:
             parse_options(bad)
