@@ -361,20 +361,26 @@ def _used(path: Path) -> int:
     return sum(os.lstat(Path(t) / f).st_blocks * 512 for t, _d, fs in os.walk(path) for f in fs)
 
 
-def test_sender_killed_after_the_commit(test_hosts: HostFactory) -> None:
-    """The standby took the new replica but the sender died before it knew: the next run
-    finds the standby's parent in what the killed run left and stays incremental; if this
-    side's parent is lost, the next run is full, and says why."""
+@pytest.mark.parametrize("side", ["sender", "receiver"])
+def test_killed_after_the_commit(test_hosts: HostFactory, side: str) -> None:
+    """The standby took the new replica but the sender never heard so (it died, or the
+    receiver died before it answered): the next run finds the standby's parent in what the
+    broken run left and stays incremental; if this side's parent is lost, the next run is
+    full, and says why."""
     a, b = test_hosts(2)
     standby(a, b)
     write(a, "root/second", b"second\n")
-    arm(a, "replicate-sent")
+    killed, point = (a, "replicate-sent") if side == "sender" else (b, "replica-committed")
+    set_conf(a, REPLICATE_RETRIES="0")
+    arm(killed, point)
     run = Run(a)
-    pid = run.wait_point("replicate-sent")
-    disarm(a)
+    pid = run.wait_point(point)
+    disarm(killed)
     kill(pid)
-    run.finish()
+    done = run.finish()
+    assert done.code == (-signal.SIGKILL if side == "sender" else 3), done
     assert (replica_files(b) / "root/second").read_text() == "second\n"
+    no_receiver(b)
     write(a, "root/third", b"third\n")
     row = next_run_works(a, b)
     assert row["kind"] == "incremental" and row["note"] is None, row
@@ -400,6 +406,27 @@ def test_sender_killed_after_the_commit(test_hosts: HostFactory) -> None:
 
 
 # ---- recover -------------------------------------------------------------------------------------
+
+
+def test_recover_after_a_broken_run(test_hosts: HostFactory) -> None:
+    """A run killed on the standby after its stream was all in (just before the swap): the
+    replica that recover starts is the previous one, whole."""
+    a, b = test_hosts(2)
+    standby(a, b)
+    write(a, "root/state", b"the next run's\n")
+    set_conf(a, REPLICATE_RETRIES="0")
+    arm(b, "replica-staged")
+    run = Run(a)
+    pid = run.wait_point("replica-staged")
+    disarm(b)
+    kill(pid)
+    assert run.finish().code == 3
+    done = b.vzctl("recover", "101", "--force")
+    assert done.code == 0, done
+    assert b.vzctl("exec", "101", "test -e /root/state").code != 0  # the previous replica's files
+    assert ok(b, "exec", "101", "wc -c < /root/data").strip() == str(8 << 20)
+    assert not staging(b).exists() and json.loads(vzreplicate(b, "list", "-j").out) == []
+    ok(b, "stop", "101")
 
 
 def test_recover_starts_the_replica(test_hosts: HostFactory) -> None:
