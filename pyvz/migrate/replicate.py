@@ -49,6 +49,9 @@ from pyvz.units import human_size
 
 DEFAULT_RETRIES = 2
 DEFAULT_RETRY_DELAY = 5.0
+# The CT's lock is held for an instant only (the snapshot), but a start or a stop may hold
+# it for a while: a run waits for it rather than fail on a CT that is busy for a moment.
+LOCK_WAIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ class _Run:
 
     def run(self) -> None:
         ct = self.ct
-        with ct.host.ct_lock(ct.ctid):
+        with ct.host.ct_lock(ct.ctid, wait=LOCK_WAIT):
             area = self._check()
         self._mark("checks")
         with session(self.host, self.target, self.ssh_options) as wire:
@@ -176,7 +179,7 @@ class _Run:
     def _stream(self, wire: Wire, area: Area, parent: Path | None, new: Path) -> float:
         """The snapshot, config and stream of a run; when the snapshot was taken."""
         ct, attempt = self.ct, self.attempt
-        with self.host.ct_lock(ct.ctid):
+        with self.host.ct_lock(ct.ctid, wait=LOCK_WAIT):
             self._check()
             config = ct.conf_file().render()
             scripts = {}
