@@ -189,7 +189,7 @@ class _Run:
                     scripts[action] = path.read_text()
             taken = time.time()
             self._snapshot(area, new / "fs")
-            attempt.size = _size(ct, area)
+            attempt.size = self._size(area, parent is None)
         self._mark("snapshot")
         wire.call({"op": "config", "text": config, "scripts": scripts})
         self._mark("config")
@@ -239,6 +239,16 @@ class _Run:
         log.info(attempt.note)
         remove_with_subvolumes(base)
         return None
+
+    def _size(self, area: Area, full: bool) -> int:
+        """The CT's bytes: its qgroup's count; without quotas a walk over its files, but
+        only for a full run (the standby checks its free space against it), else the
+        last good run's figure."""
+        usage = self.ct.driver().usage(area)
+        if usage is not None or full:
+            return usage if usage is not None else _size(self.ct, area)
+        good = records.load(self.host.paths, self.ct.ctid).get(self.target)
+        return good.good.size if good is not None and good.good is not None else 0
 
     def _snapshot(self, area: Area, target: Path) -> None:
         from pyvz.storage.btrfs import snapshot
