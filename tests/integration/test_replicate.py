@@ -615,3 +615,19 @@ def test_the_key_keeps_only_its_own_replicas(test_hosts: HostFactory, tmp_path: 
     assert json.loads(vzreplicate(b, "list", "-j").out) == []
     assert not (a.root.private_dir / ".101.replicate").exists()
     assert status(a)[0]["last"] == "-"
+
+
+def test_connection_reuse(test_hosts: HostFactory) -> None:
+    """REPLICATE_SSH_PERSIST keeps one SSH connection per standby for the next run."""
+    a, b = test_hosts(2)
+    set_conf(a, REPLICATE_SSH_PERSIST="30s")
+    standby(a, b, data_mb=1)
+    sockets = list((a.root.root / "run/pyvz/ssh").iterdir())
+    assert len(sockets) == 1 and sockets[0].is_socket(), sockets
+    write(a, "root/next", b"next\n")
+    done = replicate(a, "101")
+    assert done.code == 0, done
+    assert (replica_files(b) / "root/next").read_text() == "next\n"
+    assert status(a)[0]["kind"] == "incremental"
+    # The master goes when asked (the test hosts' end would kill it anyway).
+    a.run(["ssh", "-o", f"ControlPath={sockets[0]}", "-O", "exit", f"root@{b.address}"])
