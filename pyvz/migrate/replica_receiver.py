@@ -268,8 +268,9 @@ class ReplicaReceiver:
             incremental=incremental,
             name=self.config.get("NAME") or None,
         )
-        write_atomic(self.staging / "meta.json", meta, mode=0o600)
-        # On disk before it counts: once the source hears `ok` it builds on this one.
+        write_atomic(self.staging / "meta.json", meta, mode=0o600, durable=False)
+        # On disk before it counts (files, config and meta in one sync of the filesystem):
+        # once the source hears `ok` it builds on this one.
         run(["sync", "--file-system", str(self.staging)])
         faults.point(self.paths, "replica-staged")
         self.store.commit(self.ctid, self.staging)

@@ -196,9 +196,9 @@ class ReplicaStore:
         remove_with_subvolumes(self.staging(ctid))
 
     def commit(self, ctid: int, staged: Path) -> None:
-        """Make `staged` (complete: files, config, meta) the replica, in one step."""
+        """Make `staged` (complete: files, config, meta, all synced to disk) the replica, in
+        one step."""
         current = self.dir(ctid) / CURRENT
-        fsync_dir(staged)
         if current.exists():
             exchange(staged, current)  # the commit point; staged now holds the one before
             fsync_dir(current.parent)
@@ -233,5 +233,6 @@ class ReplicaStore:
 
 
 def write_staged(staging: Path, config: str, scripts: dict[str, str]) -> None:
-    write_atomic(staging / CONFIG, config, mode=0o600)
-    write_atomic(staging / SCRIPTS, json.dumps(scripts, indent=1) + "\n", mode=0o600)
+    """Not synced one by one: the commit syncs the whole filesystem before the swap."""
+    write_atomic(staging / CONFIG, config, mode=0o600, durable=False)
+    write_atomic(staging / SCRIPTS, json.dumps(scripts, indent=1) + "\n", mode=0o600, durable=False)
