@@ -2,7 +2,12 @@
 SHELL := /bin/bash
 APT_PACKAGES := lxc btrfs-progs busybox-static uidmap zstd tar python3-venv python3-dev mmdebstrap gnupg \
 	iproute2 procps util-linux e2fsprogs nftables iperf3 openssh-server openssh-client rsync lxcfs lzop dmsetup \
-	xfsprogs nodejs chromium
+	xfsprogs nodejs chromium etcd-server etcd-client resource-agents
+# etcd-server/etcd-client: the cluster's etcd (docs/cluster.md), 3.4 in bookworm and 3.5 in trixie. A suite
+# without them gets everything else (vzcluster then says etcd is not installed). Their own etcd.service is
+# masked before a first install where systemd runs, so no system etcd starts: pyvz runs its own member
+# (pyvz-etcd.service) once `vzcluster init` or `join` asks for it.
+OPTIONAL_PACKAGES := etcd-server etcd-client
 VENV := .venv
 PY := $(VENV)/bin/python3
 STAMP := $(VENV)/.installed
@@ -24,14 +29,28 @@ install: apt criu $(STAMP) $(NODE_STAMP)
 		install -m 644 tools/pyvzd.service /etc/systemd/system/pyvzd.service; \
 		install -m 644 tools/pyvz-replicate.service /etc/systemd/system/pyvz-replicate.service; \
 		install -m 644 tools/pyvz-replicate.timer /etc/systemd/system/pyvz-replicate.timer; \
+		install -m 644 tools/pyvz-etcd.service /etc/systemd/system/pyvz-etcd.service; \
+		install -m 644 tools/pyvz-cluster-agent.service /etc/systemd/system/pyvz-cluster-agent.service; \
+		# pyvz-etcd and pyvz-cluster-agent stay disabled: vzcluster init/join enables them. \
 		if [ -d /run/systemd/system ]; then systemctl daemon-reload && systemctl enable pyvz-boot.service pyvzd.service pyvz-replicate.timer >/dev/null 2>&1 || true; fi; \
 	fi
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
+		missing=$$(echo $$missing); apt-get update -q || exit 1; \
+		for p in $(OPTIONAL_PACKAGES); do \
+			case " $$missing " in *" $$p "*) \
+				if ! apt-cache show $$p >/dev/null 2>&1; then \
+					echo "This Debian suite has no $$p: skipped"; missing=$$(echo " $$missing " | sed "s/ $$p / /"); \
+				fi;; \
+			esac; \
+		done; \
+		case " $$missing " in *" etcd-server "*) \
+			if [ -d /run/systemd/system ]; then systemctl mask etcd.service >/dev/null 2>&1 || true; fi;; \
+		esac; \
 		echo "Installing Debian packages:" $$missing; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
 # npm is Debian's package unless the installed nodejs brings its own (NodeSource's does, and

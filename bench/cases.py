@@ -17,6 +17,7 @@ from typing import Any
 from bench.api import bench_api_clients, bench_api_event, bench_api_list, bench_api_start
 from bench.backup import bench_backup
 from bench.checkpoint import bench_checkpoint
+from bench.cluster import bench_cluster_list, bench_evacuate
 from bench.convert import bench_convert
 from bench.harness import VZCTL, VZLIST, BenchRoot, Row, alternate, log
 from bench.lxcfs import bench_lxcfs_free, bench_lxcfs_start
@@ -462,4 +463,6 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "api-event": bench_api_event,
     "api-clients": bench_api_clients,
     "metrics": bench_metrics,  # 500 CTs of its own, running; every other CT stopped meanwhile
+    "cluster-list": bench_cluster_list,  # three test hosts with etcd, 200 CTs each
+    "evacuate": bench_evacuate,  # three test hosts with etcd, 10 running CTs moved off one
 }

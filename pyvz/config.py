@@ -30,6 +30,8 @@ def _unquote(raw: str) -> str | None:
     are removed, and `#` after a blank starts a comment (OpenVZ's stock vz.conf has
     `NAMESERVER=inherit # Copy from host system's /etc/resolv.conf`). As vzctl reads it
     where a shell would not: the rest of an unquoted line is the value, blanks included."""
+    if raw[:1] == '"' and raw.find('"', 1) == len(raw) - 1 and "\\" not in raw:
+        return raw[1:-1]  # "plain": how pyvz and vzctl write every value
     out: list[str] = []
     at = 0
     while at < len(raw):
@@ -71,9 +73,12 @@ def _quote(value: str) -> str:
 
 
 class _Line:
-    def __init__(self, raw: str, key: str | None = None) -> None:
+    __slots__ = ("key", "raw", "value")
+
+    def __init__(self, raw: str, key: str | None = None, value: str | None = None) -> None:
         self.raw = raw
         self.key = key
+        self.value = value  # unquoted once, when read or set: listings read every CT's config
 
 
 class ConfigFile:
@@ -92,12 +97,13 @@ class ConfigFile:
                 lines.append(_Line(raw))
                 continue
             match = _LINE_RE.match(raw)
-            if not match or _unquote(match.group(2)) is None:
+            value = _unquote(match.group(2)) if match else None
+            if not match or value is None:
                 raise VzError(
                     ExitCode.INVALID_CONFIG,
                     f'{path}:{number}: malformed line {raw.strip()!r} (expected KEY="value")',
                 )
-            lines.append(_Line(raw, match.group(1)))
+            lines.append(_Line(raw, match.group(1), value))
         return cls(path, lines)
 
     @classmethod
@@ -111,9 +117,7 @@ class ConfigFile:
     def get(self, key: str) -> str | None:
         for line in reversed(self.lines):
             if line.key == key:
-                match = _LINE_RE.match(line.raw)
-                assert match
-                return _unquote(match.group(2))
+                return line.value
         return None
 
     def set(self, key: str, value: str) -> None:
@@ -122,9 +126,9 @@ class ConfigFile:
         rendered = f"{key}={_quote(value)}"
         for line in reversed(self.lines):
             if line.key == key:
-                line.raw = rendered
+                line.raw, line.value = rendered, value
                 return
-        self.lines.append(_Line(rendered, key))
+        self.lines.append(_Line(rendered, key, value))
 
     def remove(self, key: str) -> None:
         self.lines = [line for line in self.lines if line.key != key]
@@ -140,13 +144,7 @@ class ConfigFile:
     def assignments(self) -> list[tuple[str, str]]:
         """Every KEY=value line in order, repeats included (for files a shell sources,
         where a later line may build on an earlier one)."""
-        found = []
-        for line in self.lines:
-            match = _LINE_RE.match(line.raw) if line.key else None
-            value = _unquote(match.group(2)) if match else None
-            if line.key and value is not None:
-                found.append((line.key, value))
-        return found
+        return [(line.key, line.value) for line in self.lines if line.key and line.value is not None]
 
     def render(self) -> str:
         return "".join(line.raw + "\n" for line in self.lines)

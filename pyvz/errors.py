@@ -121,13 +121,29 @@ class QuotaExit(IntEnum):
     NOMOUNTPOINT = 13
 
 
+class ClusterExit(IntEnum):
+    """The cluster's own failures (vzcluster, and any command that needs etcd), numbered past
+    vzctl's table so that no script reading a vzctl code mistakes one for another."""
+
+    UNAVAILABLE = 170  # no etcd endpoint answered (down, unreachable, TLS refused)
+    NO_QUORUM = 171  # a member answers, but the cluster has no leader: nothing can be decided
+    TAKEN = 172  # a reservation (CTID, name, address, leadership) is held by someone else
+    NOT_CONFIGURED = 173  # this host is in no cluster (vzcluster init/join first)
+    ALREADY_MEMBER = 174  # this host is in a cluster already
+    CONNECT = 175  # the host to join through cannot be reached or refused us
+    PKI = 176  # a certificate could not be made, read or checked
+    MEMBER = 177  # the local etcd member would not start, or etcd refused a membership change
+
+
 class VzError(Exception):
     """Every failure pyvz reports: a vzctl exit code and a one-line message saying what to do.
 
     `stdout`: vzctl says this failure as a notice, on stdout ("Container is currently running.
     Stop it first."), and scripts read it there."""
 
-    def __init__(self, code: ExitCode | MigrateExit | QuotaExit, message: str, stdout: bool = False) -> None:
+    def __init__(
+        self, code: ExitCode | MigrateExit | QuotaExit | ClusterExit, message: str, stdout: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyvz.config import ConfigFile, CtConfig, name_owner
 from pyvz.errors import VzError
 from pyvz.host import Host
+from pyvz.kernelfiles import read_small
 from pyvz.params import LAYOUT, PRIVATE, ROOT, Layout, Param
 from pyvz.resources.beancounters import NAMES as UBC_NAMES
 from pyvz.resources.beancounters import Beancounter, configured
@@ -35,31 +37,36 @@ class Record:
     """One CT as vzlist sees it; each value is computed once, when first asked for."""
 
     def __init__(
-        self, host: Host, ctid: int, mounted_targets: frozenset[str], ubc: frozenset[str] | None = None
+        self,
+        host: Host,
+        ctid: int,
+        mounted_targets: frozenset[str],
+        ubc: frozenset[str] | None = None,
+        settings_stamp: tuple[int, ...] | None = None,
     ) -> None:
         self.host = host
         self.ctid = ctid
         self._mounted_targets = mounted_targets
         self._ubc = ubc  # the beancounters anyone will ask for (None: all)
+        self._settings_stamp = settings_stamp  # vz.conf's, looked at once for all records
 
     @cached_property
+    def _parsed(self) -> _Parsed | None:
+        return _read_config(self.host, self.ctid, self._settings_stamp)
+
+    @property
     def conf_file(self) -> ConfigFile | None:
-        try:
-            return ConfigFile.load(self.host.paths.conf_file(self.ctid))
-        except VzError:
-            return None
+        return self._parsed.file if self._parsed is not None else None
 
-    @cached_property
-    def own(self) -> dict[str, str]:
+    @property
+    def own(self) -> Mapping[str, str]:
         """The CT's own CTID.conf, key by key."""
-        return self.conf_file.items() if self.conf_file is not None else {}
+        return self._parsed.own if self._parsed is not None else {}
 
-    @cached_property
+    @property
     def config(self) -> CtConfig | None:
         """The effective settings: vz.conf overlaid by CTID.conf."""
-        if self.conf_file is None:
-            return None
-        return CtConfig.merge(self.ctid, self.host.global_conf.items(), self.own, self.conf_file.path)
+        return self._parsed.merged if self._parsed is not None else None
 
     def raw(self, key: str) -> str | None:
         """KEY as the CT's CTID.conf holds it (None: not there)."""
@@ -157,10 +164,10 @@ class Record:
         if pid is None:
             return None
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            since_boot = float(Path("/proc/uptime").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
+            stat = read_small(f"/proc/{pid}/stat")
+        except OSError:
             return None
+        since_boot = time.clock_gettime(time.CLOCK_BOOTTIME)  # what /proc/uptime says
         # The fields after "(comm)": the 22nd of the line, starttime, is the 20th of them.
         started = int(stat[stat.rindex(")") + 2 :].split()[19]) / os.sysconf("SC_CLK_TCK")
         return max(0.0, since_boot - started)
@@ -206,6 +213,56 @@ class Record:
         return None if self._quota_area is None else self._quota_area[0].inode_usage(self._quota_area[1])
 
 
+class _Parsed(NamedTuple):
+    """A CTID.conf as read, what it says, and the settings it gives over vz.conf."""
+
+    stamp: tuple[int, ...]  # of CTID.conf and vz.conf when they were read
+    file: ConfigFile
+    own: Mapping[str, str]
+    merged: CtConfig
+
+
+# Configs read before, by path, for a process that lists again and again (pyvzd: its CT
+# list, /metrics): parsing 500 configs was a third of a scrape. An entry is used only while
+# both files have the stamp they had when it was read (the atomic writer gives a changed
+# file a new inode, a new mtime and ctime). A file changed within the last seconds is read
+# every time: a second change in the same clock tick could keep its stamp.
+_PARSED: dict[Path, _Parsed] = {}
+_SETTLED = 2.0  # seconds after its last change when a file's stamp is trusted
+
+
+def _stamp(path: Path) -> tuple[int, ...] | None:
+    """None for a file that may still change without its stamp showing it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if time.time() - st.st_mtime < _SETTLED or time.time() - st.st_ctime < _SETTLED:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _read_config(host: Host, ctid: int, global_stamp: tuple[int, ...] | None) -> _Parsed | None:
+    path = host.paths.conf_file(ctid)
+    own_stamp = _stamp(path)
+    stamp = (*own_stamp, *global_stamp) if own_stamp and global_stamp else None
+    known = _PARSED.get(path)
+    if stamp is not None and known is not None and known.stamp == stamp:
+        return known
+    try:
+        conf = ConfigFile.load(path)
+    except VzError:
+        _PARSED.pop(path, None)
+        return None
+    own = conf.items()
+    parsed = _Parsed(stamp or (), conf, own, CtConfig.merge(ctid, host.global_conf.items(), own, path))
+    if stamp is not None:
+        _PARSED[path] = parsed
+    else:
+        _PARSED.pop(path, None)
+    return parsed
+
+
 def records(
     host: Host, ctids: Iterable[int] | None = None, ubc: frozenset[str] | None = None
 ) -> list[Record]:
@@ -213,7 +270,13 @@ def records(
     pool.mount_existing(host.paths)
     mounted = frozenset(m.target for m in mount_table())
     chosen = host.ctids() if ctids is None else sorted(set(ctids))
-    return [Record(host, ctid, mounted, ubc) for ctid in chosen]
+    if ctids is None:  # the configs of CTs that are gone go from the cache too
+        listed = {host.paths.conf_file(ctid) for ctid in chosen}
+        for path in list(_PARSED):  # a copy: pyvzd's readers run in threads
+            if path.parent == host.paths.conf_dir and path not in listed:
+                _PARSED.pop(path, None)
+    settings = _stamp(host.paths.vz_conf)
+    return [Record(host, ctid, mounted, ubc, settings) for ctid in chosen]
 
 
 def collect(

@@ -3,6 +3,7 @@ daemon's certificate by its fingerprint (as `pyvzd fingerprint` prints it)."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
 import json
@@ -31,6 +32,7 @@ class Reply:
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    sent_bytes: int = 0  # the body as it came over the wire (before any gunzip)
 
     @property
     def error_code(self) -> int | None:
@@ -70,9 +72,12 @@ class Client:
         response = connection.getresponse()
         raw = response.read()
         connection.close()
+        sent_bytes = len(raw)
+        if response.getheader("Content-Encoding") == "gzip":  # as a browser or aiohttp unpacks it
+            raw = gzip.decompress(raw)
         kind = response.getheader("Content-Type", "")
         parsed: Any = json.loads(raw) if "json" in kind and raw else raw.decode(errors="replace")
-        return Reply(response.status, parsed, {k: v for k, v in response.getheaders()})
+        return Reply(response.status, parsed, {k: v for k, v in response.getheaders()}, sent_bytes)
 
     def get(self, path: str) -> Reply:
         return self.request("GET", path)

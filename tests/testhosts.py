@@ -20,6 +20,19 @@ Use it from an integration test module by loading this module as a plugin::
         done = a.ssh(b, "vzlist -H -o ctid")      # runs in b's netns, in b's PYVZ_ROOT
         b.cut()                                  # pull b's cable; b.restore() plugs it back
 
+With ``test_hosts(3, etcd=True)`` every host also runs an etcd member of one cluster,
+inside its own namespace: listening on its own address only (clients on 2379, peers on
+2380), its data in its own root (var/lib/vz/etcd), TLS with a CA made for the run, and the
+host's etc/vz/cluster.conf written as ``vzcluster init``/``join`` would have written it
+(NODE_NAME is the host's letter), so pyvz on that host is a cluster member::
+
+    a, b, c = test_hosts(3, etcd=True)
+    b.stop_etcd()                 # lose b's member (kill -9); b.start_etcd() brings it back
+    agent = a.spawn([sys.executable, "-m", "pyvz.cli.vzcluster", "agent"])
+
+The members are killed before the roots are removed, whatever happens in the test; like
+every other process in a host's namespace they cannot outlive it.
+
 (``pytest_plugins`` rather than ``from tests.testhosts import test_hosts``: the import
 would be shadowed by the test's argument, which ruff reports as F811.)
 
@@ -46,10 +59,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -75,6 +89,7 @@ class TestHost:
     ssh_options: tuple[str, ...]  # ssh client options of the run: key, known_hosts, batch mode
     bridge_netns: str
     bridge_port: str  # the host's veth end on the bridge, in bridge_netns
+    etcd: subprocess.Popen[bytes] | None = field(default=None, repr=False)  # with etcd=True
 
     @property
     def enter(self) -> list[str]:
@@ -142,6 +157,39 @@ class TestHost:
         )
         return Done(proc.returncode, proc.stdout, proc.stderr)
 
+    def spawn(self, argv: Sequence[str], log: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start `argv` in the background inside this host's netns with its PYVZ_ROOT (it is
+        killed with the namespace at the end, if not before); its output is appended to
+        `log` (default: var/log/spawned.log in the host's root)."""
+        log = log or self.root.root / "var/log/spawned.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                [*self.enter, *argv],
+                env=self.env,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+
+    @property
+    def etcd_endpoint(self) -> str:
+        return f"https://{self.address}:2379"
+
+    def stop_etcd(self) -> None:
+        """Kill this host's etcd member (-9: a crash, no goodbye to its peers)."""
+        if self.etcd is not None:
+            self.etcd.kill()
+            self.etcd.wait()
+            self.etcd = None
+
+    def start_etcd(self) -> None:
+        """(Re)start this host's member from the data it has; returns once it answers."""
+        if self.etcd is None:
+            self.etcd = _start_member(self)
+
     def cut(self) -> None:
         """Pull this host's cable: its link to the bridge goes down (the host stays up)."""
         _sh("ip", "-n", self.bridge_netns, "link", "set", self.bridge_port, "down")
@@ -151,7 +199,8 @@ class TestHost:
         _sh("ip", "-n", self.bridge_netns, "link", "set", self.bridge_port, "up")
 
 
-HostFactory = Callable[[int], list[TestHost]]
+class HostFactory(Protocol):
+    def __call__(self, count: int, *, etcd: bool = False, ttl: int = 10) -> list[TestHost]: ...
 
 
 def new_key(directory: Path, name: str) -> tuple[Path, str]:
@@ -162,8 +211,10 @@ def new_key(directory: Path, name: str) -> tuple[Path, str]:
 
 
 @contextmanager
-def host_network(count: int) -> Iterator[list[TestHost]]:
-    """`count` hosts joined through one bridge; all of it is removed on exit."""
+def host_network(count: int, *, etcd: bool = False, ttl: int = 10) -> Iterator[list[TestHost]]:
+    """`count` hosts joined through one bridge; all of it is removed on exit. `etcd`: each
+    runs a member of one etcd cluster, and is configured as a cluster member with lease
+    TTL `ttl` (its agent is not started)."""
     if not 1 <= count <= 26:
         raise ValueError(f"between 1 and 26 test hosts, not {count}")
     if not os.access(SSHD, os.X_OK):
@@ -235,16 +286,111 @@ def host_network(count: int) -> Iterator[list[TestHost]]:
             host.authorize(client_pub)
             _start_sshd(stack, host, host_dir, host_key)
             hosts.append(host)
+        if etcd:
+            _etcd_cluster(stack, hosts, ttl)
         yield hosts
 
 
 @pytest.fixture
 def test_hosts() -> Iterator[HostFactory]:
-    """Factory: `test_hosts(2)` gives hosts a and b (more calls give more, separate networks)."""
+    """Factory: `test_hosts(2)` gives hosts a and b (more calls give more, separate networks);
+    `test_hosts(3, etcd=True)`: each runs a member of one etcd cluster (see above)."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
     with ExitStack() as stack:
-        yield lambda count: stack.enter_context(host_network(count))
+
+        def make(count: int, *, etcd: bool = False, ttl: int = 10) -> list[TestHost]:
+            return stack.enter_context(host_network(count, etcd=etcd, ttl=ttl))
+
+        yield make
+
+
+def _etcd_cluster(stack: ExitStack, hosts: list[TestHost], ttl: int) -> None:
+    """One etcd member per host, bootstrapped together as a static cluster: the files are
+    those init/join write (made by pyvz.cluster's own code), the command line is pyvz's."""
+    sys.path.insert(0, str(REPO))
+    from pyvz.cluster import pki
+    from pyvz.cluster.member import etcd_binary
+    from pyvz.cluster.settings import cert_dir, save
+    from pyvz.paths import Paths
+
+    etcd_binary()  # "not installed" says so, before anything is made
+    first = cert_dir(Paths(hosts[0].root.root))
+    pki.make_ca(first, "test")
+    initial = ",".join(f"{h.name}=https://{h.address}:2380" for h in hosts)
+    endpoints = ",".join(h.etcd_endpoint for h in hosts)
+    for host in hosts:
+        paths = Paths(host.root.root)
+        directory = cert_dir(paths)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if directory != first:
+            pki.install_ca(directory, pki.ca_cert(first).read_text())
+        pki.issue_all(directory, first, host.name, host.address)
+        save(
+            paths,
+            {
+                "CLUSTER_NAME": "test",
+                "NODE_NAME": host.name,
+                "NODE_ADDRESS": host.address,
+                "ENDPOINTS": endpoints,
+                "ETCD_MANAGED": "yes",
+                "INITIAL_CLUSTER": initial,
+                "INITIAL_STATE": "new",
+                "LEASE_TTL": str(ttl),
+                "STATE": "ready",
+            },
+        )
+    for host in hosts:
+        # Registered after the root's cleanup, so it runs before it: no member writes into a
+        # root being removed.
+        stack.callback(host.stop_etcd)
+        host.etcd = _spawn_member(host)
+    for host in hosts:
+        _wait_member(host)
+
+
+def _spawn_member(host: TestHost) -> subprocess.Popen[bytes]:
+    from pyvz.cluster.member import argv, etcd_env
+    from pyvz.cluster.settings import load
+    from pyvz.paths import Paths
+
+    settings = load(Paths(host.root.root))
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log = host.root.root / "var/log/pyvz-etcd.log"
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [*host.enter, *argv(settings)],
+            env=etcd_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+
+
+def _wait_member(host: TestHost, leader: bool = True) -> None:
+    """Until the member answers its status (`leader`: and knows a leader, so its cluster
+    has formed; a member restarted while most of its peers are down never will)."""
+    want = "c.status(s.client_url).leader" if leader else "c.status(s.client_url)"
+    probe = [
+        sys.executable,
+        "-c",
+        "import sys; from pyvz.cluster.settings import load; from pyvz.paths import Paths\n"
+        f"s = load(Paths.from_env()); c = s.client(timeout=1.0)\nsys.exit(0 if {want} else 1)",
+    ]
+    deadline = time.monotonic() + 30
+    while host.run(probe, timeout=10).code != 0:
+        if host.etcd is None or host.etcd.poll() is not None or time.monotonic() > deadline:
+            tail = (host.root.root / "var/log/pyvz-etcd.log").read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"etcd member of test host {host.name} did not start: {tail}")
+        time.sleep(0.2)
+
+
+def _start_member(host: TestHost) -> subprocess.Popen[bytes]:
+    proc = _spawn_member(host)
+    host.etcd = proc
+    _wait_member(host, leader=False)
+    return proc
 
 
 def _sh(*argv: str) -> str:

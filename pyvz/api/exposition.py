@@ -44,11 +44,14 @@ class Family:
 
     def add(self, value: float, *label_sets: str) -> None:
         """`label_sets`: pre-rendered labels() strings, joined (empty ones left out)."""
-        inside = ",".join(part for part in label_sets if part)
-        braces = "{" + inside + "}" if inside else ""
+        if len(label_sets) == 1:  # most samples: a CT's own labels alone
+            braces = "{" + label_sets[0] + "}" if label_sets[0] else ""
+        else:
+            inside = ",".join(part for part in label_sets if part)
+            braces = "{" + inside + "}" if inside else ""
         self.lines.append(f"{self.name}{braces} {number(value)}")
 
     def text(self) -> str:
         help_text = self.help.replace("\\", "\\\\").replace("\n", "\\n")
         head = f"# HELP {self.name} {help_text}\n# TYPE {self.name} {self.kind}\n"
-        return head + "".join(line + "\n" for line in self.lines)
+        return head + "\n".join(self.lines) + "\n" if self.lines else head

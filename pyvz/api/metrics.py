@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
-from pyvz.api.exposition import Family, labels
+from pyvz.api.exposition import Family, labels, number
 from pyvz.errors import VzError
 from pyvz.host import Host
 from pyvz.listing import Record, records
@@ -33,6 +33,7 @@ from pyvz.runtime.lxc import LxcRuntime
 from pyvz.units import UNLIMITED
 
 STATES = ("running", "mounted", "suspended", "stopped")  # vzlist's status column
+_STATE_LABELS = {state: labels([("state", state)]) for state in STATES}
 
 
 class Metric(NamedTuple):
@@ -187,7 +188,7 @@ class _Scrape:
         add("pyvz_ct_info", 1, ct, labels(info))
         add("pyvz_ct_up", int(status == "running"), ct)
         for state in STATES:
-            add("pyvz_ct_state", int(state == status), ct, labels([("state", state)]))
+            add("pyvz_ct_state", int(state == status), ct, _STATE_LABELS[state])
         add("pyvz_ct_onboot", int(bool(record.value(ONBOOT)) and not record.value(DISABLED)), ct)
         used = record.disk_usage
         add("pyvz_ct_disk_used_bytes", None if used is None else used * 1024, ct)
@@ -215,13 +216,23 @@ class _Scrape:
         add("pyvz_ct_swap_limit_bytes", limits.swap if swap else None, ct)
         add("pyvz_ct_pids", tasks.held if tasks else None, ct)
         add("pyvz_ct_pids_limit", limits.pids, ct)
+        # Five samples per beancounter, twenty beancounters per CT: the bulk of a scrape's
+        # lines, so their labels are rendered once per counter rather than once per sample.
+        families = self.families
+        held, maxheld, barrier, limit, failcnt = (
+            families[f"pyvz_ct_beancounter_{what}"].lines
+            for what in ("held", "maxheld", "barrier", "limit", "failcnt_total")
+        )
         for counter in counters or ():
-            resource = labels([("resource", counter.name)])
-            add("pyvz_ct_beancounter_held", counter.held, ct, resource)
-            add("pyvz_ct_beancounter_maxheld", counter.maxheld, ct, resource)
-            add("pyvz_ct_beancounter_barrier", _bound(counter.barrier), ct, resource)
-            add("pyvz_ct_beancounter_limit", _bound(counter.limit), ct, resource)
-            add("pyvz_ct_beancounter_failcnt_total", counter.failcnt, ct, resource)
+            braces = f'{{{ct},resource="{counter.name}"}} '
+            if counter.held is not None:
+                held.append(f"pyvz_ct_beancounter_held{braces}{counter.held}")
+            if counter.maxheld is not None:
+                maxheld.append(f"pyvz_ct_beancounter_maxheld{braces}{counter.maxheld}")
+            barrier.append(f"pyvz_ct_beancounter_barrier{braces}{number(_bound(counter.barrier))}")
+            limit.append(f"pyvz_ct_beancounter_limit{braces}{number(_bound(counter.limit))}")
+            if counter.failcnt is not None:
+                failcnt.append(f"pyvz_ct_beancounter_failcnt_total{braces}{counter.failcnt}")
         pid = record.init_pid
         for link in (ct_traffic(pid) or ()) if pid is not None else ():
             interface = labels([("interface", link.interface)])

@@ -15,7 +15,11 @@ from pyvz.paths import Paths
 
 
 def _record_json(record: Any, fields: list[Any]) -> dict[str, Any]:
-    return {field.name: json.loads(field.json(record)) for field in fields}
+    # Each field gives its value as vzlist -j prints it: joined into one object and parsed
+    # once (parsing a hundred fragments per CT was a third of a listing's time).
+    text = ",".join(f"{json.dumps(field.name)}:{field.json(record)}" for field in fields)
+    found: dict[str, Any] = json.loads("{" + text + "}")
+    return found
 
 
 def _fields(names: str | None) -> list[Any]:

@@ -32,6 +32,7 @@ _LONG = [
     "sort=",
     "list",
     "help",
+    "cluster",
 ]
 _LONG_TO_SHORT = {
     "--no-header": "-H",
@@ -66,6 +67,9 @@ usage: vzlist [-a | -S] [-n] [-H] [-t] [-j] [-o FIELD[,FIELD...] | -1] [-s [-]FI
   -N, --name_filter PATTERN CTs whose name matches
   -d, --description PATTERN CTs whose description matches
   -L, --list                the fields and their headers
+      --cluster             every host's CTs, with a HOST column (pyvz: a cluster's hosts,
+                            as their agents last published them; fields: ctid, name,
+                            smart_name, hostname, ip, status, numproc)
 """
 
 
@@ -110,7 +114,7 @@ def dispatch(argv: list[str]) -> int:
     from pyvz.listing_output import field_names, sort_field
 
     output: str | None = None
-    show_header, trim, every, stopped, as_json = True, True, False, False, False
+    show_header, trim, every, stopped, as_json, cluster = True, True, False, False, False, False
     patterns: dict[str, str] = {}
     sort: tuple[Field, bool] | None = None
     for option, value in options:
@@ -135,6 +139,8 @@ def dispatch(argv: list[str]) -> int:
             output, show_header = "veid", False
         elif option == "-n":
             output = "smart_name,numproc,status,ip,hostname"
+        elif option == "--cluster":
+            cluster = True
         else:
             show_header &= option != "-H"
             trim &= option != "-t"
@@ -150,7 +156,66 @@ def dispatch(argv: list[str]) -> int:
                 print(f"CT ID {text} is invalid.", file=sys.stderr)
                 return 1
             wanted.append(ctid)
+    if cluster:
+        return _list_cluster(output, as_json, show_header, trim, every, stopped, wanted, sort, patterns)
     return _list(output, as_json, show_header, trim, every, stopped, wanted, sort, patterns)
+
+
+def _list_cluster(
+    output: str | None,
+    as_json: bool,
+    show_header: bool,
+    trim: bool,
+    every: bool,
+    stopped: bool,
+    wanted: list[int] | None,
+    sort: tuple[Field, bool] | None,
+    patterns: dict[str, str],
+) -> int:
+    """vzlist --cluster: the agents' publications, filtered and shown as vzlist shows CTs,
+    with the host first."""
+    import json
+
+    from pyvz.cluster.clusterlist import check_fields, cluster_cts
+    from pyvz.listing import glob_match
+    from pyvz.listing_fields import DEFAULT_FIELDS
+    from pyvz.listing_output import header, parse_fields, row
+    from pyvz.paths import Paths
+
+    try:
+        fields = parse_fields(output if output is not None else ",".join(DEFAULT_FIELDS), as_json)
+        check_fields([f.name for f in fields] + ([sort[0].name] if sort is not None else []))
+        found = cluster_cts(Paths.from_env())
+    except VzError as err:
+        print(err.message, file=sys.stderr)
+        return int(err.code) if err.code >= 100 else 1
+    shown = []
+    for ct in found:
+        if wanted is not None and ct.ctid not in wanted:
+            continue
+        if (stopped and ct.running) or not (every or stopped or wanted is not None or ct.running):
+            continue
+        texts = {"-h": ct.raw("HOSTNAME"), "-N": ct.name, "-d": None}
+        if all(texts[o] is not None and glob_match(p, texts[o] or "") for o, p in patterns.items()):
+            shown.append(ct)
+    if sort is not None:
+        shown.sort(key=lambda ct: sort[0].key(ct), reverse=sort[1])  # type: ignore[arg-type]
+    if as_json:
+        entries = [ct.as_json() for ct in shown]
+        if output is not None:
+            names = {"host", *(f.name for f in fields)}
+            entries = [{k: v for k, v in e.items() if k in names} for e in entries]
+        print(json.dumps(entries, indent=2, ensure_ascii=False))
+        return 0
+    if not shown and wanted is not None:
+        print("Container(s) not found", file=sys.stderr)
+        return 1
+    width = max([len("HOST"), *(len(ct.host) for ct in shown)])
+    lines = [f"{'HOST':<{width}} {header(fields)}"] if show_header else []
+    lines += [f"{ct.host:<{width}} {row(fields, ct, trim)}" for ct in shown]  # type: ignore[arg-type]
+    if lines:
+        print("\n".join(line.rstrip() for line in lines))
+    return 0
 
 
 def _list(

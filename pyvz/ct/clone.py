@@ -102,10 +102,10 @@ def clone(host: Host, source: int, target: int, raw: dict[str, str], snapshot: s
         if driver.layout != original.driver().layout:
             raise VzError(ExitCode.CANT_CREATE_PRIVATE, "a clone keeps its source's layout (VE_LAYOUT)")
         what = f"snapshot {shown(wanted)} of CT {source}" if wanted else f"CT {source}"
-        log.info(f"Cloning {what} to CT {target}")
-        if driver.copies_data:
-            log.info(f"layout {driver.layout}: the clone is a full copy of the CT's files")
         with new_ct(host, target, conf, name, area, driver):
+            log.info(f"Cloning {what} to CT {target}")  # once its names are its own
+            if driver.copies_data:
+                log.info(f"layout {driver.layout}: the clone is a full copy of the CT's files")
             if wanted is None and original.is_running():
                 cgroup = host.runtime.cgroups_of(source).container
                 with frozen(host.runtime.cgroups, cgroup, f"CT {source}"):

@@ -79,13 +79,19 @@ def new_ct(
     area: Area,
     driver: StorageDriver,
     was: str | None = None,
+    reserve: bool = True,
 ) -> Iterator[None]:
-    """The one order in which a CT comes into being (create, clone, vzrestore): config and name
-    link first, then the block builds the private area, which appears last. Rejected or
-    interrupted (Ctrl-C), everything written is taken back (`was`: the config file that was
-    there before, which comes back); after a kill -9 the CT reads as `deleted` and `vzctl
-    destroy` finishes the job."""
+    """The one order in which a CT comes into being (create, clone, vzrestore): in a cluster
+    its CTID, name and addresses reserved first, then config and name link, then the block
+    builds the private area, which appears last. Rejected or interrupted (Ctrl-C),
+    everything written is taken back (`was`: the config file that was there before, which
+    comes back); after a kill -9 the CT reads as `deleted` and `vzctl destroy` finishes the
+    job. `reserve=False`: a migrated CT, which keeps the reservations it has."""
+    from pyvz.cluster import namespace
+
     host.paths.conf_dir.mkdir(parents=True, exist_ok=True)
+    wanted = namespace.wanted(ctid, name, (conf.get("IP_ADDRESS") or "").split()) if reserve else {}
+    held = namespace.reserve_keys(host.paths, ctid, wanted, "created, cloned or restored")
     try:
         conf.write()  # inside the try: a Ctrl-C held back by the write lands in here
         if name is not None:
@@ -99,6 +105,7 @@ def new_ct(
             conf.path.unlink(missing_ok=True)
         else:
             write_atomic(conf.path, was)
+        namespace.release_keys(host.paths, ctid, held)
         raise
 
 
@@ -201,8 +208,8 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
             area = Area(area.private, area.root, idmap)
 
         pool.prepare(host.paths, area.private.parent, layout == Layout.BTRFS, host.setting("POOL_SIZE"))
-        log.info(f"Creating container private area ({template})")
         with new_ct(host, ctid, conf, name, area, driver, was):
+            log.info(f"Creating container private area ({template})")  # once its names are its own
             tree = unpacked_tree(archive, area.private.parent, driver.snapshots_template)
             driver.create(area, tree)
         log.info("Performing postcreate actions")
@@ -212,9 +219,13 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
         log.info("Container private area was created")
 
 
-def destroy(host: Host, ctid: int, lock: bool = True) -> None:
-    """vzctl destroy; `lock=False`: the caller holds the CT lock (vzmigrate)."""
+def destroy(host: Host, ctid: int, lock: bool = True, handed_to: str | None = None) -> None:
+    """vzctl destroy; `lock=False`: the caller holds the CT lock (vzmigrate); `handed_to`:
+    the CT lives on at that host (a migration's source copy goes), so its CTID, name and
+    addresses in the cluster become that host's instead of free."""
     from contextlib import nullcontext
+
+    from pyvz.cluster import namespace
 
     ct = Container(host, ctid)
     with host.ct_lock(ctid) if lock else nullcontext():
@@ -227,7 +238,9 @@ def destroy(host: Host, ctid: int, lock: bool = True) -> None:
             finish_interrupted(ct)  # so that the config names the tree to destroy
         if conf_path.exists():
             cfg = ct.config
+            held = namespace.of_config(ctid, ct.conf_file().items())
         else:
+            held = namespace.wanted(ctid, None, ())
             # A half-destroyed CT has no config any more; fall back on where vz.conf puts it.
             cfg = CtConfig.merge(ctid, host.global_conf.items(), {}, host.paths.vz_conf)
         pool.mount_existing(host.paths)
@@ -271,3 +284,7 @@ def destroy(host: Host, ctid: int, lock: bool = True) -> None:
         except OSError:
             pass
         log.info("Container private area was destroyed")
+        if handed_to is None:
+            namespace.release_keys(host.paths, ctid, held)
+        else:
+            namespace.hand_over(host.paths, ctid, held, handed_to)

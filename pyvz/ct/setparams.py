@@ -139,51 +139,64 @@ def set_params(
 
         refuse_escapes(merged)
         warn_not_enforced(merged, changes, host.runtime.cgroups.enforces)
+        # In a cluster, a saved new name or address is reserved before anything changes
+        # (a change that is not saved is this run's alone, and reserves nothing).
+        from pyvz.cluster import namespace
 
-        if USERPASSWD.name in values:
-            user, password = values[USERPASSWD.name]
-            _set_password(ct, user, password)
+        old_keys = namespace.of_config(ctid, conf.items())
+        new_keys = namespace.of_config(ctid, {**conf.items(), **changes}) if save else old_keys
+        added = {key: what for key, what in new_keys.items() if key not in old_keys}
+        held = namespace.reserve_keys(host.paths, ctid, added, "renamed or given new addresses")
+        try:
+            if USERPASSWD.name in values:
+                user, password = values[USERPASSWD.name]
+                _set_password(ct, user, password)
 
-        if running and new_netifs != old_netifs:
-            _apply_netifs(ct, old_netifs, new_netifs)
-        if running and (IPADD.name in values or IPDEL.name in values or FIREWALL_ACCEPT.key in changed):
-            _apply_network(ct, merged, values.get(IPADD.name, ()), values.get(IPDEL.name, ()))
-        if running and (NETDEV_ADD.name in values or NETDEV_DEL.name in values):
-            from pyvz.net import netdev
+            if running and new_netifs != old_netifs:
+                _apply_netifs(ct, old_netifs, new_netifs)
+            if running and (IPADD.name in values or IPDEL.name in values or FIREWALL_ACCEPT.key in changed):
+                _apply_network(ct, merged, values.get(IPADD.name, ()), values.get(IPDEL.name, ()))
+            if running and (NETDEV_ADD.name in values or NETDEV_DEL.name in values):
+                from pyvz.net import netdev
 
-            netdev.move_live(ct, values.get(NETDEV_ADD.name, ()), values.get(NETDEV_DEL.name, ()))
-        if running and BINDMOUNT.key in changed:
-            from pyvz.ct import bindmounts
+                netdev.move_live(ct, values.get(NETDEV_ADD.name, ()), values.get(NETDEV_DEL.name, ()))
+            if running and BINDMOUNT.key in changed:
+                from pyvz.ct import bindmounts
 
-            bindmounts.apply_live(ct, ct.config.get(BINDMOUNT) or (), merged.get(BINDMOUNT) or ())
-        if running:
-            _apply_live(ct, merged, changed, setmode)
-        elif save and {DISKSPACE.key, DISKINODES.key, DISK_QUOTA.key} & changed.keys():
-            # The quota lives on the private area itself, so a stopped CT gets it now.
-            which = next(p for p in (DISKSPACE, DISKINODES, DISK_QUOTA) if p.key in changed)
-            _apply_storage(ct, merged, which)
-        if save and changes:
-            old_name = conf.get("NAME")
-            if new_name:
-                set_name_link(host.paths, new_name, ctid)
-            for key, value in changes.items():
-                conf.set(key, value)
-            conf.write()
-            if new_name is not None and old_name and old_name != new_name:
-                remove_name_link(host.paths, old_name, ctid)
-            if new_name is not None:
-                log.info(f"Name {new_name} assigned")  # vzctl's words, also for '' ("Name  assigned")
-            log.info(f"Saved parameters for CT {ctid}")
-        elif changes and not save and not running:
-            log.warning(
-                f"CT {ctid} is not running and --save was not given: nothing was changed "
-                "(add --save to store the parameters)"
-            )
-        if running and save and changed and setmode == SetMode.RESTART and _needs_restart(changed):
-            log.info("Restarting container to apply the new parameters")
-            ct.reload()
-            ct.stop()
-            ct.start()
+                bindmounts.apply_live(ct, ct.config.get(BINDMOUNT) or (), merged.get(BINDMOUNT) or ())
+            if running:
+                _apply_live(ct, merged, changed, setmode)
+            elif save and {DISKSPACE.key, DISKINODES.key, DISK_QUOTA.key} & changed.keys():
+                # The quota lives on the private area itself, so a stopped CT gets it now.
+                which = next(p for p in (DISKSPACE, DISKINODES, DISK_QUOTA) if p.key in changed)
+                _apply_storage(ct, merged, which)
+            if save and changes:
+                old_name = conf.get("NAME")
+                if new_name:
+                    set_name_link(host.paths, new_name, ctid)
+                for key, value in changes.items():
+                    conf.set(key, value)
+                conf.write()
+                if new_name is not None and old_name and old_name != new_name:
+                    remove_name_link(host.paths, old_name, ctid)
+                if new_name is not None:
+                    log.info(f"Name {new_name} assigned")  # vzctl's words, also for '' ("Name  assigned")
+                log.info(f"Saved parameters for CT {ctid}")
+            elif changes and not save and not running:
+                log.warning(
+                    f"CT {ctid} is not running and --save was not given: nothing was changed "
+                    "(add --save to store the parameters)"
+                )
+            if running and save and changed and setmode == SetMode.RESTART and _needs_restart(changed):
+                log.info("Restarting container to apply the new parameters")
+                ct.reload()
+                ct.stop()
+                ct.start()
+
+        except BaseException:
+            namespace.release_keys(host.paths, ctid, held)
+            raise
+        namespace.release_keys(host.paths, ctid, [key for key in old_keys if key not in new_keys])
 
 
 def _check_moved_area(ct: Container, values: dict[str, Any], running: bool) -> None:

@@ -32,10 +32,14 @@ from pyvz.storage.base import Area, driver_for
 from pyvz.storage.idmap import IdMap
 
 
-def promote(host: Host, ctid: int, start: bool = True) -> Container:
+def promote(host: Host, ctid: int, start: bool = True, reserve: bool = True) -> Container:
     """Make the newest replica of `ctid` a CT of this host and start it (unless `start` is
     False); the CT. Refuses (PRIVATE_EXISTS) if CT `ctid` exists here, NO_PRIVATE if there
-    is no replica. The replica is gone afterwards."""
+    is no replica. The replica is gone afterwards.
+
+    In a cluster the CT's CTID, name and addresses are reserved for this host as for a
+    created CT (`reserve`), which fails while the CT's old host holds them: the HA leader
+    hands them over first and passes reserve=False, as a migration's receiver does."""
     store = ReplicaStore(host)
     with host.ct_lock(ctid):
         pool.mount_existing(host.paths)
@@ -55,7 +59,7 @@ def promote(host: Host, ctid: int, start: bool = True) -> Container:
 
         write_atomic(store.promoting(ctid), f"{os.getpid()}\n", mode=0o600)
         try:
-            with new_ct(host, ctid, conf, name, area, driver):
+            with new_ct(host, ctid, conf, name, area, driver, reserve=reserve):
                 _install_scripts(host, ctid, replica)
                 snapshot(replica.files, area.partial)  # writable, and no received UUID
                 cfg = CtConfig.merge(ctid, host.global_conf.items(), conf.items(), conf.path)

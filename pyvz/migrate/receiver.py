@@ -423,7 +423,7 @@ class Receiver:
         write_atomic(self.staging / "commit", f"{message.get('txid', '')}\n", mode=0o600)
         self.conf.path = self.paths.conf_file(self.ctid)
         area = self.area
-        with new_ct(self.host, self.ctid, self.conf, self.name, area, driver):
+        with new_ct(self.host, self.ctid, self.conf, self.name, area, driver, reserve=False):
             self._install_scripts()
             if entries:
                 os.rename(staged_snapshots, area.snapshots)

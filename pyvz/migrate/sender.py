@@ -414,9 +414,17 @@ class Sender:
         ct = self.ct
         conf = self.host.paths.conf_file(ct.ctid)
         if self.opts.remove_area:
-            destroy(self.host, ct.ctid, lock=False)  # its firewall table too
+            destroy(self.host, ct.ctid, lock=False, handed_to=self.opts.destination)  # its firewall table too
         else:
+            from pyvz.cluster import namespace
             from pyvz.net.firewall import remove
+
+            namespace.hand_over(
+                self.host.paths,
+                ct.ctid,
+                namespace.of_config(ct.ctid, ct.conf_file().items()),
+                self.opts.destination,
+            )
 
             # A live move's checkpoint left the table here until now (checkpoint.chkpnt's `quick`).
             remove(ct.firewall_table())
@@ -471,7 +479,7 @@ def resolve(host: Host, destination: str, ctid: int, options: tuple[str, ...]) -
             log.info(f"CT {ctid} arrived at {destination}: taking it apart here")
             from pyvz.ct.create import destroy
 
-            destroy(host, ctid, lock=False)
+            destroy(host, ctid, lock=False, handed_to=destination)
         else:
             log.info(f"CT {ctid} did not arrive at {destination}: it stays here")
             path.unlink()

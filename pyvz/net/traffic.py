@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+from pyvz.kernelfiles import read_small
+
 
 class Traffic(NamedTuple):
     interface: str
@@ -40,7 +42,6 @@ def ct_traffic(pid: int) -> list[Traffic] | None:
     try:
         if os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
             return None
-        with open(f"/proc/{pid}/net/dev") as handle:
-            return parse_net_dev(handle.read())
+        return parse_net_dev(read_small(f"/proc/{pid}/net/dev"))
     except OSError:
         return None

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from pyvz.errors import ExitCode, VzError
+from pyvz.kernelfiles import read_small
 from pyvz.log import log
 from pyvz.run import run
 
@@ -187,7 +188,7 @@ def init_pid(pids: list[int]) -> int | None:
     """The CT's init among its processes: pid 1 in its own pid namespace."""
     for pid in sorted(pids):
         try:
-            status = Path(f"/proc/{pid}/status").read_text()
+            status = read_small(f"/proc/{pid}/status")
         except OSError:
             continue
         for line in status.splitlines():

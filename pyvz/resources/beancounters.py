@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from pyvz.atomic import write_atomic
 from pyvz.config import CtConfig
+from pyvz.kernelfiles import read_small
 from pyvz.params import PAGE, UBC_PARAMS, Param, ubc_name
 from pyvz.resources.cgroups import CgroupTree, Usage
 from pyvz.units import UNLIMITED, BarrierLimit
@@ -72,7 +73,7 @@ def process_usage(pids: list[int]) -> dict[str, Usage]:
     found = {"numfile": Usage(files)}
     try:
         # The CT has its own network namespace: these counts are the CT's alone.
-        sockstat = Path(f"/proc/{pids[0]}/net/sockstat").read_text().split("\n")
+        sockstat = read_small(f"/proc/{pids[0]}/net/sockstat").split("\n")
         fields = {line.split(":")[0]: line.split()[1:] for line in sockstat if ":" in line}
         used, tcp = int(fields["sockets"][1]), int(fields["TCP"][1])
         found["numtcpsock"], found["numothersock"] = Usage(tcp), Usage(max(0, used - tcp))
@@ -126,7 +127,7 @@ class State:
         self.path = path
         data: dict[str, Any] = {}
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_small(path))
         except (OSError, ValueError):
             pass
         self.identity = identity
@@ -157,13 +158,13 @@ def read(
 
     `kernel` and `pids`: cgroups.usage() and cgroups.procs() of the CT if the caller has
     read them already (a scrape wants the bytes too), so no file is read twice."""
-    dirs = cgroups.dirs(relative)
-    if not dirs:
+    identity = cgroups.identity(relative)
+    if identity is None:
         return None
     kernel = dict(cgroups.usage(relative) if kernel is None else kernel)
     if names is None or names & FROM_PROCESSES:
         kernel.update(process_usage(cgroups.procs(relative) if pids is None else pids))
-    state = State(state_file, dirs[0].stat().st_ino)
+    state = State(state_file, identity)
     counters = []
     for name in NAMES if names is None else [n for n in NAMES if n in names]:
         usage = kernel.get(name, Usage(None))

@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 from pyvz.errors import ExitCode, VzError
+from pyvz.kernelfiles import read_small
 from pyvz.params import format_id_list
 from pyvz.resources.limits import CPU_PERIOD_US, Limits, cpu_shares, cpu_weight, host_cpus, host_nodes
 
@@ -136,10 +138,10 @@ class CgroupTree(ABC):
         the cgroup `relative` if it takes one; v2 always counts."""
         return None
 
-    def _limit(self, path: Path, none_at: int) -> float | None:
+    def _limit(self, path: str | Path, none_at: int) -> float | None:
         """A limit file's value: math.inf for "max" or a value at or above `none_at`."""
         try:
-            text = path.read_text().strip()
+            text = read_small(path).strip()
         except OSError:
             return None
         if text == "max":
@@ -150,24 +152,39 @@ class CgroupTree(ABC):
             return None
         return math.inf if value < 0 or value >= none_at else float(value)
 
-    def _read(self, path: Path) -> int | None:
+    def _read(self, path: str | Path) -> int | None:
         try:
-            return int(path.read_text().split()[0])
+            return int(read_small(path).split()[0])
         except (OSError, ValueError, IndexError):
             return None
 
-    def _keyed(self, path: Path) -> dict[str, int]:
+    def _keyed(self, path: str | Path) -> dict[str, int]:
         """A `key value` per line file (memory.stat, pids.events, memory.oom_control)."""
         try:
-            lines = path.read_text().splitlines()
+            lines = read_small(path).splitlines()
         except OSError:
             return {}
         pairs = (line.split() for line in lines)
         return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].lstrip("-").isdigit()}
 
-    def _subtree_sum(self, top: Path, file: str, key: str) -> int:
+    def _key(self, path: str, key: str) -> int | None:
+        """One key of a big keyed file (v1's memory.stat has some 40): found, not parsed."""
+        try:
+            text = read_small(path)
+        except OSError:
+            return None
+        at = 0 if text.startswith(f"{key} ") else text.find(f"\n{key} ") + 1
+        if at == 0 and not text.startswith(f"{key} "):
+            return None
+        end = text.find("\n", at)
+        try:
+            return int(text[at + len(key) + 1 : end if end >= 0 else None])
+        except ValueError:
+            return None
+
+    def _subtree_sum(self, top: str, file: str, key: str) -> int:
         """Events are counted where they happen: in the CT's inner cgroups too."""
-        return sum(self._keyed(Path(d) / file).get(key, 0) for d, _s, _f in os.walk(top))
+        return sum(self._keyed(f"{d}/{file}").get(key, 0) for d in subtree(top))
 
     def lxc_lines(self, limits: Limits) -> list[str]:
         """The LXC config lines for a start: a new cgroup has no limits, so only real ones."""
@@ -215,11 +232,24 @@ class CgroupTree(ABC):
                 raise VzError(ExitCode.SETUBC_ERROR, f"cannot set {path.name}={value}: {problem.strerror}")
             pending = [(path, value) for path, value, _err in failed]
 
+    def each_dir(self, relative: str) -> Iterator[str]:
+        """dirs(), one at a time: a reader that needs only the first stops there."""
+        for directory in self.dirs(relative):
+            yield str(directory)
+
+    def identity(self, relative: str) -> int | None:
+        """The inode of the cgroup's first directory: new each time the CT starts."""
+        for directory in self.each_dir(relative):
+            try:
+                return os.stat(directory).st_ino
+            except OSError:
+                return None
+        return None
+
     def procs(self, relative: str) -> list[int]:
         """Processes in the cgroup and its inner cgroups (a CT's live one level down)."""
-        for directory in self.dirs(relative):
-            tops = (Path(top) for top, _d, _f in os.walk(directory))
-            pids = [pid for top in tops for pid in _read_pids(top / "cgroup.procs")]
+        for directory in self.each_dir(relative):
+            pids = [pid for top in subtree(directory) for pid in _read_pids(f"{top}/cgroup.procs")]
             if pids:
                 return pids
         return []
@@ -315,52 +345,51 @@ class CgroupV1(CgroupTree):
         return frozenset({"physpages", "numproc", *swap, *tcp})
 
     def usage(self, relative: str) -> dict[str, Usage]:
-        mem, pids = self.mount / "memory" / relative, self.mount / "pids" / relative
-        if not pids.is_dir() and not mem.is_dir():
-            return {}
+        # Plain strings, no existence checks: a missing cgroup reads as nothing counted.
+        mem, pids = f"{self.mount}/memory/{relative}", f"{self.mount}/pids/{relative}"
         found: dict[str, Usage] = {}
         read = self._read
-        held = read(mem / "memory.usage_in_bytes")
+        held = read(f"{mem}/memory.usage_in_bytes")
         if held is not None:
-            failcnt = (read(mem / "memory.failcnt") or 0) + (read(mem / "memory.memsw.failcnt") or 0)
-            found["physpages"] = Usage(held, read(mem / "memory.max_usage_in_bytes"), failcnt)
-            both = read(mem / "memory.memsw.usage_in_bytes")
+            failcnt = (read(f"{mem}/memory.failcnt") or 0) + (read(f"{mem}/memory.memsw.failcnt") or 0)
+            found["physpages"] = Usage(held, read(f"{mem}/memory.max_usage_in_bytes"), failcnt)
+            both = read(f"{mem}/memory.memsw.usage_in_bytes")
             if both is not None:
                 found["swappages"] = Usage(max(0, both - held), None, None)
             oom = self._subtree_sum(mem, "memory.oom_control", "oom_kill")
             found["oomguarpages"] = Usage(both if both is not None else held, None, oom)
-            found["shmpages"] = Usage(self._keyed(mem / "memory.stat").get("total_shmem"))
+            found["shmpages"] = Usage(self._key(f"{mem}/memory.stat", "total_shmem"))
         for name, prefix in (("kmemsize", "memory.kmem"), ("tcpsndbuf", "memory.kmem.tcp")):
-            kheld = read(mem / f"{prefix}.usage_in_bytes")
+            kheld = read(f"{mem}/{prefix}.usage_in_bytes")
             if kheld is not None:
                 found[name] = Usage(
-                    kheld, read(mem / f"{prefix}.max_usage_in_bytes"), read(mem / f"{prefix}.failcnt")
+                    kheld, read(f"{mem}/{prefix}.max_usage_in_bytes"), read(f"{mem}/{prefix}.failcnt")
                 )
         if "tcpsndbuf" in found:
             found["tcprcvbuf"] = found["tcpsndbuf"]  # one kernel counter for both directions
-        current = read(pids / "pids.current")
+        current = read(f"{pids}/pids.current")
         if current is not None:
             found["numproc"] = Usage(
-                current, read(pids / "pids.peak"), self._subtree_sum(pids, "pids.events", "max")
+                current, read(f"{pids}/pids.peak"), self._subtree_sum(pids, "pids.events", "max")
             )
         return found
 
     def cpu_seconds(self, relative: str) -> float | None:
-        nanoseconds = self._read(self.mount / "cpuacct" / relative / "cpuacct.usage")
+        nanoseconds = self._read(f"{self.mount}/cpuacct/{relative}/cpuacct.usage")
         return None if nanoseconds is None else nanoseconds / 1e9
 
     def in_force(self, relative: str) -> InForce:
-        mem = self.mount / "memory" / relative
-        memory = self._limit(mem / "memory.limit_in_bytes", _V1_NO_LIMIT)
-        both = self._limit(mem / "memory.memsw.limit_in_bytes", _V1_NO_LIMIT)
+        mem = f"{self.mount}/memory/{relative}"
+        memory = self._limit(f"{mem}/memory.limit_in_bytes", _V1_NO_LIMIT)
+        both = self._limit(f"{mem}/memory.memsw.limit_in_bytes", _V1_NO_LIMIT)
         swap = None if memory is None or both is None else max(0.0, both - memory)
-        return InForce(memory, swap, self._limit(self.mount / "pids" / relative / "pids.max", 1 << 62))
+        return InForce(memory, swap, self._limit(f"{self.mount}/pids/{relative}/pids.max", 1 << 62))
 
     def io_counts(self, relative: str) -> list[IoCount]:
         # The throttle files are v1's only per-cgroup I/O counts since CFQ went (see count_io).
-        top = self.mount / "blkio" / relative
-        data = _v1_rwstat(top / "blkio.throttle.io_service_bytes_recursive")
-        ops = _v1_rwstat(top / "blkio.throttle.io_serviced_recursive")
+        top = f"{self.mount}/blkio/{relative}"
+        data = _v1_rwstat(f"{top}/blkio.throttle.io_service_bytes_recursive")
+        ops = _v1_rwstat(f"{top}/blkio.throttle.io_serviced_recursive")
         return [
             IoCount(device, *data[device], *ops.get(device, (0, 0)))
             for device in sorted(data)
@@ -426,6 +455,12 @@ class CgroupV1(CgroupTree):
     def dirs(self, relative: str) -> list[Path]:
         return [h / relative for h in self._hierarchies() if (h / relative).is_dir()]
 
+    def each_dir(self, relative: str) -> Iterator[str]:
+        for hierarchy in self._hierarchies():
+            directory = f"{hierarchy}/{relative}"
+            if os.path.isdir(directory):
+                yield directory
+
     def freezer(self, relative: str) -> tuple[Path, str, str]:
         return self.mount / "freezer" / relative / "freezer.state", "FROZEN", "THAWED"
 
@@ -433,13 +468,12 @@ class CgroupV1(CgroupTree):
         return self.mount / "freezer" / relative / "freezer.state", "FROZEN"
 
     def nproc(self, relative: str) -> int:
-        pids = self.mount / "pids" / relative / "pids.current"
         try:
-            return int(pids.read_text())
+            return int(read_small(f"{self.mount}/pids/{relative}/pids.current"))
         except (FileNotFoundError, ValueError):
             pass
-        for directory in self.dirs(relative):
-            return sum(len(_read_pids(Path(top) / "tasks")) for top, _d, _f in os.walk(directory))
+        for directory in self.each_dir(relative):
+            return sum(len(_read_pids(f"{top}/tasks")) for top in subtree(directory))
         return 0
 
 
@@ -474,48 +508,46 @@ class CgroupV2(CgroupTree):
         return values
 
     def usage(self, relative: str) -> dict[str, Usage]:
-        path = self.mount / relative
-        if not path.is_dir():
-            return {}
+        path = f"{self.mount}/{relative}"  # a missing cgroup reads as nothing counted
         read, keyed = self._read, self._keyed
         found: dict[str, Usage] = {}
-        held = read(path / "memory.current")
+        held = read(f"{path}/memory.current")
         if held is not None:
-            events = keyed(path / "memory.events")  # hierarchical: inner cgroups included
-            found["physpages"] = Usage(held, read(path / "memory.peak"), events.get("max", 0))
-            swap = read(path / "memory.swap.current")
+            events = keyed(f"{path}/memory.events")  # hierarchical: inner cgroups included
+            found["physpages"] = Usage(held, read(f"{path}/memory.peak"), events.get("max", 0))
+            swap = read(f"{path}/memory.swap.current")
             if swap is not None:
-                swap_events = keyed(path / "memory.swap.events")
-                found["swappages"] = Usage(swap, read(path / "memory.swap.peak"), swap_events.get("fail", 0))
+                swap_events = keyed(f"{path}/memory.swap.events")
+                found["swappages"] = Usage(swap, read(f"{path}/memory.swap.peak"), swap_events.get("fail", 0))
             found["oomguarpages"] = Usage(held + (swap or 0), None, events.get("oom_kill", 0))
-            stat = keyed(path / "memory.stat")
+            stat = keyed(f"{path}/memory.stat")
             found["kmemsize"] = Usage(stat.get("kernel"))
             found["shmpages"] = Usage(stat.get("shmem"))
             found["tcpsndbuf"] = found["tcprcvbuf"] = Usage(stat.get("sock"))
-        current = read(path / "pids.current")
+        current = read(f"{path}/pids.current")
         if current is not None:
             found["numproc"] = Usage(
-                current, read(path / "pids.peak"), keyed(path / "pids.events").get("max", 0)
+                current, read(f"{path}/pids.peak"), keyed(f"{path}/pids.events").get("max", 0)
             )
         return found
 
     def cpu_seconds(self, relative: str) -> float | None:
-        microseconds = self._keyed(self.mount / relative / "cpu.stat").get("usage_usec")
+        microseconds = self._keyed(f"{self.mount}/{relative}/cpu.stat").get("usage_usec")
         return None if microseconds is None else microseconds / 1e6
 
     def in_force(self, relative: str) -> InForce:
-        path = self.mount / relative
+        path = f"{self.mount}/{relative}"
         limit = self._limit
         return InForce(
-            limit(path / "memory.max", 1 << 62),
-            limit(path / "memory.swap.max", 1 << 62),
-            limit(path / "pids.max", 1 << 62),
+            limit(f"{path}/memory.max", 1 << 62),
+            limit(f"{path}/memory.swap.max", 1 << 62),
+            limit(f"{path}/pids.max", 1 << 62),
         )
 
     def io_counts(self, relative: str) -> list[IoCount]:
         # io.stat: "MAJ:MIN rbytes=N wbytes=N rios=N wios=N dbytes=N dios=N", hierarchical.
         try:
-            lines = (self.mount / relative / "io.stat").read_text().splitlines()
+            lines = read_small(f"{self.mount}/{relative}/io.stat").splitlines()
         except OSError:
             return []
         found = []
@@ -556,23 +588,23 @@ class CgroupV2(CgroupTree):
     def nproc(self, relative: str) -> int:
         path = self.mount / relative
         try:
-            return int((path / "pids.current").read_text())
+            return int(read_small(f"{path}/pids.current"))
         except (FileNotFoundError, ValueError):
             pass
         if not path.is_dir():
             return 0
-        return sum(len(_read_pids(Path(top) / "cgroup.threads")) for top, _d, _f in os.walk(path))
+        return sum(len(_read_pids(f"{top}/cgroup.threads")) for top in subtree(str(path)))
 
 
 # v1 shows "no memory limit" as the page counter's maximum (LONG_MAX rounded down to a page).
 _V1_NO_LIMIT = 1 << 62
 
 
-def _v1_rwstat(path: Path) -> dict[str, tuple[int, int]]:
+def _v1_rwstat(path: str) -> dict[str, tuple[int, int]]:
     """(read, write) per device of a v1 blkio stat file ("MAJ:MIN Read N" lines)."""
     found: dict[str, tuple[int, int]] = {}
     try:
-        lines = path.read_text().splitlines()
+        lines = read_small(path).splitlines()
     except OSError:
         return found
     for line in lines:
@@ -593,9 +625,33 @@ def host_has_swap() -> bool:
         return False
 
 
-def _read_pids(path: Path) -> list[int]:
+def subtree(top: str) -> list[str]:
+    """`top` and every directory below it, parents first; nothing if `top` is gone.
+
+    cgroupfs counts a directory's links as 2 + its subdirectories (as ext4 and tmpfs do;
+    btrfs says 1), so one with 2 has none and is not listed: a CT's cgroups are mostly
+    leaves, each holding tens of files to step over."""
     try:
-        return [int(line) for line in path.read_text().split()]
+        links = os.stat(top).st_nlink
+    except OSError:
+        return []
+    found, pending = [top], [] if links == 2 else [top]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        found.append(entry.path)
+                        if entry.stat(follow_symlinks=False).st_nlink != 2:
+                            pending.append(entry.path)
+        except OSError:
+            pass  # removed meanwhile
+    return found
+
+
+def _read_pids(path: str | Path) -> list[int]:
+    try:
+        return [int(line) for line in read_small(path).split()]
     except (FileNotFoundError, ValueError, OSError):
         return []
 

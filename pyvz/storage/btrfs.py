@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pyvz.atomic import exchange
 from pyvz.errors import ExitCode, VzError
+from pyvz.kernelfiles import read_small
 from pyvz.log import log
 from pyvz.params import Layout
 from pyvz.run import run
@@ -228,9 +229,9 @@ class BtrfsDriver(BindRootDriver):
 
     def usage(self, area: Area) -> int | None:
         """Bytes the CT's quota counts (its qgroup's referenced bytes), read from sysfs."""
-        try:
-            qgroup = qgroup_dir(area.private)
-            return int((qgroup / "referenced").read_text()) if qgroup else None
+        try:  # no qgroup directory (quotas off) is an OSError too
+            qgroup = f"/sys/fs/btrfs/{filesystem_uuid(area.private)}/qgroups/0_{subvolume_id(area.private)}"
+            return int(read_small(f"{qgroup}/referenced"))
         except (OSError, ValueError):
             return None
 

@@ -159,6 +159,18 @@ def test_vzctl_and_the_api_see_each_others_changes(api: Daemon, vzroot: VzRoot) 
     assert running and "start 101" in running[0]["command"]
 
 
+def test_a_client_that_takes_gzip_gets_the_same_list_gzipped(api: Daemon, vzroot: VzRoot) -> None:
+    vzroot.ok("create", "101", "--ostemplate", "busybox", "--hostname", "zipped")
+    plain = api.admin.get("/api/v1/cts")
+    assert plain.status == 200 and "Content-Encoding" not in plain.headers
+    packed = api.admin.request("GET", "/api/v1/cts", headers={"Accept-Encoding": "br, gzip;q=0.5"})
+    assert packed.status == 200 and packed.headers["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in packed.headers["Vary"]
+    assert packed.body == plain.body and packed.sent_bytes < plain.sent_bytes / 3
+    refused = api.admin.request("GET", "/api/v1/cts", headers={"Accept-Encoding": "gzip;q=0, *"})
+    assert "Content-Encoding" not in refused.headers and refused.body == plain.body
+
+
 def test_audit_log_says_who_changed_what_from_where(api: Daemon, vzroot: VzRoot) -> None:
     api.admin.ok("POST", "/api/v1/cts", {"ctid": 101, "params": {"ostemplate": "busybox"}})
     api.admin.ok("POST", "/api/v1/cts/101/mount")

@@ -140,3 +140,32 @@ def test_cleanup_leaves_nothing_even_after_a_failure() -> None:
     assert not any(name in mounts for name in names)
     assert not any(str(root) in mounts for root in roots)
     assert not tmp.exists() and not any(root.exists() for root in roots)
+
+
+def test_etcd_members_listen_at_home_and_are_gone_after_a_failure() -> None:
+    with pytest.raises(RuntimeError, match="test failed"), host_network(3, etcd=True) as hosts:
+        names = [h.netns for h in hosts] + [hosts[0].bridge_netns]
+        roots = [h.root.root for h in hosts]
+        pids = [h.etcd.pid for h in hosts if h.etcd is not None]
+        assert len(pids) == 3
+        for host in hosts:
+            assert (host.root.root / "var/lib/vz/etcd/member").is_dir()  # its data in its own root
+            listening = {line.split()[3] for line in host.run(["ss", "-Htln"]).out.splitlines()}
+            assert {f"{host.address}:2379", f"{host.address}:2380"} <= listening
+            assert not {a for a in listening if a.endswith((":2379", ":2380")) and host.address not in a}
+        # Nothing of it is in the machine's own namespace.
+        here = subprocess.run(["ss", "-Htln"], capture_output=True, text=True).stdout
+        assert not any(h.address in here for h in hosts)
+        hosts[1].stop_etcd()  # a member lost mid-test is no trouble for the cleanup either
+        raise RuntimeError("test failed")
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists()
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not any(name in netns for name in names)
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        assert not any(str(root).encode() in cmdline for root in roots), cmdline
+    assert not any(root.exists() for root in roots)

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from pyvz.config import CtConfig
+from pyvz.config import ConfigFile, CtConfig
 from pyvz.errors import VzError
-from pyvz.listing import Record, glob_match
+from pyvz.listing import Record, _Parsed, glob_match
 from pyvz.listing_fields import (
     DEFAULT_FIELDS,
     FIELDS,
@@ -74,10 +74,10 @@ def fake(
 ) -> Record:
     """A record whose host-side answers are given; its config values are read for real."""
     record = Record.__new__(Record)
+    path = Path(f"/etc/vz/conf/{ctid}.conf")
     values: dict[str, Any] = {
         "ctid": ctid,
-        "own": dict(own),
-        "config": CtConfig.merge(ctid, GLOBAL, own, Path(f"/etc/vz/conf/{ctid}.conf")),
+        "_parsed": _Parsed((), ConfigFile(path), dict(own), CtConfig.merge(ctid, GLOBAL, own, path)),
         # the task count and the numproc counter are one kernel number (pids.current)
         "nproc": next((c.held or 0 for c in counters or () if c.name == "numproc"), 7) if running else 0,
         "status": status or ("running" if running else "stopped"),
