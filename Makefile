@@ -27,10 +27,12 @@ install: apt criu $(STAMP) $(NODE_STAMP)
 	@if [ -d /etc/systemd/system ]; then \
 		install -m 644 tools/pyvz-boot.service /etc/systemd/system/pyvz-boot.service; \
 		install -m 644 tools/pyvzd.service /etc/systemd/system/pyvzd.service; \
+		install -m 644 tools/pyvz-replicate.service /etc/systemd/system/pyvz-replicate.service; \
+		install -m 644 tools/pyvz-replicate.timer /etc/systemd/system/pyvz-replicate.timer; \
 		install -m 644 tools/pyvz-etcd.service /etc/systemd/system/pyvz-etcd.service; \
 		install -m 644 tools/pyvz-cluster-agent.service /etc/systemd/system/pyvz-cluster-agent.service; \
 		# pyvz-etcd and pyvz-cluster-agent stay disabled: vzcluster init/join enables them. \
-		if [ -d /run/systemd/system ]; then systemctl daemon-reload && systemctl enable pyvz-boot.service pyvzd.service >/dev/null 2>&1 || true; fi; \
+		if [ -d /run/systemd/system ]; then systemctl daemon-reload && systemctl enable pyvz-boot.service pyvzd.service pyvz-replicate.timer >/dev/null 2>&1 || true; fi; \
 	fi
 
 apt:

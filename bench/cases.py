@@ -24,6 +24,7 @@ from bench.lxcfs import bench_lxcfs_free, bench_lxcfs_start
 from bench.metrics import bench_metrics
 from bench.migrate import bench_migrate
 from bench.network import bench_throughput
+from bench.replicate import bench_replicate
 from bench.resources import bench_cpu, bench_vzlist_ubc, bench_vzubc
 from bench.snapshots import bench_snapshots
 from bench.templates import bench_template_build, bench_template_cold_create, bench_template_create
@@ -453,6 +454,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "backup": bench_backup,
     "checkpoint": bench_checkpoint,
     "migrate": bench_migrate,  # on three test hosts of their own (tests/testhosts.py)
+    "replicate": bench_replicate,  # on two test hosts of their own
     "lxcfs-start": bench_lxcfs_start,
     "lxcfs-free": bench_lxcfs_free,
     "convert": bench_convert,

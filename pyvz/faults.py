@@ -18,6 +18,9 @@ from pyvz.paths import Paths
 
 SENDER_POINTS = ("precopy", "frozen", "final", "handover")
 RECEIVER_POINTS = ("receiving", "staged", "committed", "started")
+# vzreplicate (migrate/replicate.py, migrate/replica_receiver.py)
+REPLICATE_SENDER_POINTS = ("replicate-sending", "replicate-sent")
+REPLICATE_RECEIVER_POINTS = ("replica-receiving", "replica-staged", "replica-committed")
 CONVERT_POINTS = ("convert-built", "convert-swapped")
 CLUSTER_POINTS = ("join-admitted", "join-started")  # vzcluster join (cluster/membership.py)
 PULL_POINTS = (  # vzmigrate --from (migrate/pull.py)

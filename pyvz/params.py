@@ -19,8 +19,10 @@ from pyvz.units import (
     UNLIMITED,
     BarrierLimit,
     bad_value,
+    format_duration,
     format_yes_no,
     parse_barrier_limit,
+    parse_duration,
     parse_int,
     parse_size,
     parse_yes_no,
@@ -1310,6 +1312,49 @@ PCI_DEL: Param[tuple[str, ...]] = Param(
     multi=True,
 )
 
+_REPLICA_HOST_RE = r"(?:root@)?[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}"
+
+
+def _replica_hosts(text: str) -> tuple[str, ...]:
+    """HOST[,HOST...] (commas or spaces); `''` is none. Each is a host name or address that
+    ssh can reach with the host's migration key (vzmigrate's DESTINATION syntax)."""
+    hosts: list[str] = []
+    for word in text.replace(",", " ").split():
+        if not re.fullmatch(_REPLICA_HOST_RE, word):
+            raise bad_value("replicate", word, "expected host names or addresses, comma-separated")
+        host = word.removeprefix("root@")
+        if host not in hosts:
+            hosts.append(host)
+    return tuple(hosts)
+
+
+DEFAULT_REPLICATE_INTERVAL = 900  # Proxmox's pvesr default: every 15 minutes
+
+REPLICATE: Param[tuple[str, ...]] = Param(
+    "replicate",
+    "REPLICATE",
+    ("--replicate",),
+    _replica_hosts,
+    _words,
+    "standby hosts that keep a replica of the CT (vzreplicate; `''` removes)",
+    "HOST[,HOST...]",
+    SET,
+    Subsystem.CONFIG,
+    default=(),
+)
+REPLICATE_INTERVAL: Param[int] = Param(
+    "replicate_interval",
+    "REPLICATE_INTERVAL",
+    ("--replicate-interval", "--replicate_interval"),
+    lambda text: parse_duration(text, "replicate-interval", minimum=10),
+    format_duration,
+    "how often `vzreplicate run --due` sends the CT to its standby hosts (5m, 1h; default 15m)",
+    "DURATION",
+    SET,
+    Subsystem.CONFIG,
+    default=DEFAULT_REPLICATE_INTERVAL,
+)
+
 PARAMS: tuple[Param[Any], ...] = (
     OSTEMPLATE,
     ORIGIN_SAMPLE,
@@ -1347,6 +1392,8 @@ PARAMS: tuple[Param[Any], ...] = (
     *ACCESS_PARAMS,
     BINDMOUNT,
     BINDMOUNT_DEL,
+    REPLICATE,
+    REPLICATE_INTERVAL,
     USERPASSWD,
     APPLYCONFIG,
     APPLYCONFIG_MAP,
@@ -1388,6 +1435,7 @@ _REACHES_HOST = frozenset(
         "netif_add",
         "bindmount_add",
         "bindmount_del",
+        "replicate",  # the host's migration key connects out, and the CT's files go there
     }
 )
 

@@ -74,6 +74,22 @@ class Paths(NamedTuple):
         return self.lib_vz / "pool.img"
 
     @property
+    def replication_dir(self) -> Path:
+        """The sending side of vzreplicate: one record per CT of its runs to each standby."""
+        return self.lib_vz / "replication"
+
+    def replication_record(self, ctid: int) -> Path:
+        return self.replication_dir / f"{ctid}.json"
+
+    @staticmethod
+    def replicas_in(private_dir: Path) -> Path:
+        """The standby side of vzreplicate: the replicas of other hosts' CTs, one directory
+        per CTID. They live in the directory that holds this host's private areas (the
+        btrfs pool), so they are received with `btrfs receive` and become a CT by an O(1)
+        snapshot; a dot name, so no CTID or CT listing ever meets them."""
+        return private_dir / ".replicas"
+
+    @property
     def run_dir(self) -> Path:
         """Sockets of a running pyvzd (the API daemon) for this root."""
         return self.root / "run/pyvz"

@@ -114,3 +114,42 @@ def parse_int(text: str, what: str, minimum: int = 0, maximum: int = UNLIMITED) 
     if not minimum <= value <= maximum:
         raise bad_value(what, text, f"must be between {minimum} and {maximum}")
     return value
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION_RE = re.compile(r"^(\d+)([smhdw]?)$")
+
+
+def parse_duration(text: str, what: str, minimum: int = 0) -> int:
+    """A span of time in seconds: plain seconds or N with s, m, h, d or w (`5m`, `90s`, `1h`);
+    several parts add up (`1h30m`)."""
+    body = text.strip().lower()
+    parts = re.findall(r"\d+[smhdw]?", body)
+    if not body or "".join(parts) != body or len(parts) > 5:
+        raise bad_value(what, text, "expected seconds or N with s, m, h, d or w, such as 5m")
+    total = 0
+    for part in parts:
+        match = _DURATION_RE.match(part)
+        assert match is not None
+        total += int(match[1]) * _DURATION_UNITS[match[2] or "s"]
+    if total < minimum:
+        raise bad_value(what, text, f"at least {minimum} s")
+    return total
+
+
+def format_duration(seconds: int) -> str:
+    """The shortest exact form with one unit, as people write it: 300 -> 5m, 90 -> 90s."""
+    for suffix in ("w", "d", "h", "m"):
+        scale = _DURATION_UNITS[suffix]
+        if seconds and seconds % scale == 0:
+            return f"{seconds // scale}{suffix}"
+    return f"{seconds}s"
+
+
+def human_age(seconds: float) -> str:
+    """How long ago, on one short column: 45s, 12m, 3h, 2d."""
+    value = max(0, int(seconds))
+    for suffix, scale in (("d", 86400), ("h", 3600), ("m", 60)):
+        if value >= scale * (2 if suffix != "m" else 1):
+            return f"{value // scale}{suffix}"
+    return f"{value}s"

@@ -125,11 +125,20 @@ COMMANDS: dict[str, Command] = {
         ),
         aliases=("resume",),
     ),
+    "recover": Command(
+        "make a CT of the newest replica this standby holds of it, and start it",
+        (
+            ("--force", "the CT's own host is down and stays down: I vouch for it (required)"),
+            ("--skip-start", "leave the recovered CT stopped"),
+        ),
+    ),
 }
 ALIASES = {alias: name for name, cmd in COMMANDS.items() for alias in cmd.aliases}
 # Commands read without argparse (see _fast_parse): only on/off flags, or a command line.
 PASS_THROUGH = frozenset({"exec", "exec2", "exec3"})
-FLAGS_ONLY = frozenset({"destroy", "start", "stop", "restart", "status", "mount", "umount", "compact"})
+FLAGS_ONLY = frozenset(
+    {"destroy", "start", "stop", "restart", "status", "mount", "umount", "compact", "recover"}
+)
 # vzctl reads these commands' options with getopt_long (its parse_opt): an unknown option
 # or one without its value is exit 21 there, not 20.
 GETOPT_COMMANDS = frozenset(
@@ -300,7 +309,7 @@ def parse_argv(argv: list[str]) -> argparse.Namespace:
 
 # The commands vzctl runs without a CTID.conf (its main()); destroy is pyvz's too, so that
 # it can clean up a half-made CT (ct/create.py says vzctl's words when nothing is there).
-WITHOUT_CONFIG = frozenset({"create", "status", "set", "destroy", "delete"})
+WITHOUT_CONFIG = frozenset({"create", "status", "set", "destroy", "delete", "recover"})
 
 
 def dispatch(argv: list[str]) -> int:
@@ -323,8 +332,14 @@ def _ctid(host: Host, text: str, command: str) -> int:
     from pyvz.config import resolve_ctid
     from pyvz.params import MIN_CTID, parse_ctid
 
+    if command == "recover" and not (text.isascii() and text.isdigit()):
+        from pyvz.migrate.replicas import ReplicaStore
+
+        replica = ReplicaStore(host).by_name(text)  # the CT's name, as its replica knows it
+        if replica is not None:
+            return replica.ctid
     try:
-        return parse_ctid(text) if command == "create" else resolve_ctid(host.paths, text)
+        return parse_ctid(text) if command in ("create", "recover") else resolve_ctid(host.paths, text)
     except VzError:
         if text.isascii() and text.isdigit() and int(text) < MIN_CTID:
             raise  # pyvz's own rule (ids up to 100 are the system's) says why
@@ -366,6 +381,8 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
         _snapshot(ct, command, ns)
     elif command in ("chkpnt", "suspend", "restore", "resume"):
         _checkpoint(ct, ALIASES.get(command, command), ns)
+    elif command == "recover":
+        _recover(host, ctid, ns)
     elif command == "clone":
         from pyvz.ct.clone import clone
         from pyvz.params import parse_ctid
@@ -400,6 +417,24 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
     else:  # pragma: no cover - argparse only lets known commands through
         raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, f"unknown command {command}")
     return 0
+
+
+def _recover(host: Host, ctid: int, ns: argparse.Namespace) -> None:
+    """Without a cluster nothing can tell that the CT's own host is gone for good, so the
+    admin says so (--force); the cluster's HA calls promote() after its fencing wait."""
+    from pyvz.migrate.promote import promote
+    from pyvz.migrate.replicas import ReplicaStore
+
+    replica = ReplicaStore(host).get(ctid)
+    if replica is None:
+        raise VzError(ExitCode.NO_PRIVATE, f"this host holds no replica of CT {ctid}")
+    if not ns.force:
+        raise VzError(
+            ExitCode.INVALID_PARAMETER_SYNTAX,
+            f"CT {ctid} would start here from its replica from {replica.source}: if that host still "
+            "runs it, it would answer twice; when it is down and stays down, say so with --force",
+        )
+    promote(host, ctid, start=not ns.skip_start)
 
 
 def _snapshot(ct: Container, command: str, ns: argparse.Namespace) -> None:

@@ -269,6 +269,7 @@ def destroy(host: Host, ctid: int, lock: bool = True, handed_to: str | None = No
 
         sweep(area)  # what a convert's background removal did not finish
         host.paths.quota_file(ctid).unlink(missing_ok=True)  # vzquota's saved limits (ct/quota.py)
+        host.paths.replication_record(ctid).unlink(missing_ok=True)  # vzreplicate's runs from here
         host.runtime.forget(ctid)
         from pyvz.net.firewall import remove
 

@@ -105,6 +105,13 @@ class Receiver:
             if op == "bye":
                 self._sweep()  # a session that ends before its commit leaves nothing
                 return
+            if op in ("replicate", "replicate-remove") and not self.ctid:
+                # The same key may keep replicas here (vzreplicate): that mode takes the
+                # session over, with its own checks (replica_receiver.py).
+                from pyvz.migrate.replica_receiver import ReplicaReceiver
+
+                ReplicaReceiver(self.host, self.wire, self.peer).serve(message)
+                return
             handler = getattr(self, f"op_{op}", None)
             if handler is None or (op != "hello" and op != "status" and not self.ctid):
                 self.wire.refuse(VzError(ExitCode.INVALID_PARAMETER_SYNTAX, f"unexpected {op!r}"))
@@ -349,11 +356,8 @@ class Receiver:
         return dump.with_name(f".{dump.name}.incoming")
 
     def _taken_uuids(self) -> set[str]:
-        from pyvz.run import run
-
         assert self.area is not None
-        listing = run(["btrfs", "subvolume", "list", "-uR", str(self.area.private.parent)]).stdout
-        return set(re.findall(r"uuid ([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})", listing))
+        return taken_uuids(self.area.private.parent)
 
     def _receive_tar(self, name: str) -> None:
         target = self._dump_staging() if name == "dump" else self.staging / name
@@ -605,6 +609,14 @@ class Receiver:
 
     def _remove_staging(self) -> None:
         remove_with_subvolumes(self.staging)
+
+
+def taken_uuids(pool_dir: Path) -> set[str]:
+    """Every UUID and received UUID on the pool: a stream may claim none of them."""
+    from pyvz.run import run
+
+    listing = run(["btrfs", "subvolume", "list", "-uR", str(pool_dir)]).stdout
+    return set(re.findall(r"uuid ([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})", listing))
 
 
 def _snapshot_entry(entry: Any) -> dict[str, str]:

@@ -42,6 +42,12 @@ class Area(NamedTuple):
         return self.private.with_name(f".{self.private.name}.migrate")
 
     @property
+    def replicating(self) -> Path:
+        """What vzreplicate keeps of the CT: per standby host, the read-only snapshot the
+        standby's replica was received from (the parent of the next incremental run)."""
+        return self.private.with_name(f".{self.private.name}.replicate")
+
+    @property
     def incoming(self) -> Path:
         """Where a CT being received by vzmigrate is built."""
         return self.private.with_name(f".{self.private.name}.incoming")
@@ -224,7 +230,7 @@ class StorageDriver(ABC):
         for leftover in (area.private, area.doomed, area.partial):
             if leftover.exists() or leftover.is_symlink():
                 self.delete_tree(leftover)
-        for leftover in (area.migrating, area.incoming):
+        for leftover in (area.migrating, area.incoming, area.replicating):
             remove_with_subvolumes(leftover)
         self.delete_snapshots(area)
         if area.backups.is_dir():

@@ -231,6 +231,8 @@ SAMPLES: dict[str, str] = {
     "mount_opts": "noatime",
     "diskquota": "yes",
     "quotatime": "600",
+    "replicate": "standby-1,standby-2",
+    "replicate_interval": "5m",
     "quotaugidlimit": "200",
     "kmemsize": "14372700:14790164",
     "lockedpages": "256",
