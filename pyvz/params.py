@@ -83,6 +83,7 @@ class Param(NamedTuple, Generic[T]):
     multi: bool = False  # the option may repeat; the values are kept space-separated
     option_parse: Callable[[str], T] | None = None  # when the CLI's unit differs from the config's
     merge: Callable[[T, T], T] | None = None  # set merges the new value into the old (vzctl's lists)
+    bare: str | None = None  # the option given without a value means this one (a flag: --ephemeral)
 
 
 def _text(text: str) -> str:
@@ -306,6 +307,20 @@ OSTEMPLATE: Param[str] = Param(
     BOTH,
     Subsystem.CONFIG,
     field="ostemplate",
+)
+EPHEMERAL: Param[bool] = Param(
+    "ephemeral",
+    "EPHEMERAL",
+    ("--ephemeral",),
+    _yes_no("ephemeral"),
+    format_yes_no,
+    "destroy the CT when it stops: vzctl stop, a halt inside it, or a host reboot (ct/ephemeral.py)",
+    "[yes|no]",
+    CREATE | {"clone"},
+    Subsystem.CONFIG,
+    field="ephemeral",
+    default=False,
+    bare="yes",
 )
 STOP_TIMEOUT: Param[int] = Param(
     "stop_timeout",
@@ -1324,6 +1339,7 @@ PARAMS: tuple[Param[Any], ...] = (
     ONBOOT,
     BOOTORDER,
     DISABLED,
+    EPHEMERAL,
     STOP_TIMEOUT,
     DISKSPACE,
     NAMESERVER,

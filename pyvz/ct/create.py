@@ -3,7 +3,8 @@
 Create writes the config first, then builds the private area under a partial name and
 renames it into place: until that rename the CT reads as `deleted`, and destroy cleans up.
 Destroy renames the private area away first, so from its first step the CT reads as
-`deleted`, and running destroy again finishes the job.
+`deleted`, and running destroy again finishes the job; its config goes last, so that the
+next destroy (or `vzctl boot`, for an ephemeral CT) still finds what a kill -9 left.
 """
 
 from __future__ import annotations
@@ -249,13 +250,14 @@ def destroy(host: Host, ctid: int, lock: bool = True) -> None:
         if area.private.exists():
             os.rename(area.private, area.doomed)
         remove_name_links_to(host.paths, ctid)
-        if conf_path.exists():
-            os.replace(conf_path, conf_path.with_name(conf_path.name + ".destroyed"))
         driver.destroy(area)
         from pyvz.ct.convert import sweep
 
         sweep(area)  # what a convert's background removal did not finish
         host.paths.quota_file(ctid).unlink(missing_ok=True)  # vzquota's saved limits (ct/quota.py)
+        from pyvz.ct.bindmounts import release
+
+        release(ct)  # staged bind mounts a crashed start left: forget() must not walk into them
         host.runtime.forget(ctid)
         from pyvz.net.firewall import remove
 
@@ -269,4 +271,8 @@ def destroy(host: Host, ctid: int, lock: bool = True) -> None:
             area.root.rmdir()
         except OSError:
             pass
+        # The config goes last: until then a killed destroy leaves a CT that `vzctl destroy`
+        # finds and finishes, and that `vzctl boot` still knows to be ephemeral.
+        if conf_path.exists():
+            os.replace(conf_path, conf_path.with_name(conf_path.name + ".destroyed"))
         log.info("Container private area was destroyed")
