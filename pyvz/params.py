@@ -314,9 +314,11 @@ EPHEMERAL: Param[bool] = Param(
     ("--ephemeral",),
     _yes_no("ephemeral"),
     format_yes_no,
+    # set: `--ephemeral no` keeps a scratch CT for good at once; `yes` on a running CT covers
+    # a halt inside it from its next start on (the hook is written at start).
     "destroy the CT when it stops: vzctl stop, a halt inside it, or a host reboot (ct/ephemeral.py)",
     "[yes|no]",
-    CREATE | {"clone"},
+    BOTH_AND_CLONE,
     Subsystem.CONFIG,
     field="ephemeral",
     default=False,

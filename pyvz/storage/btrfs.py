@@ -170,10 +170,66 @@ def delete_and_reclaim(path: Path) -> None:
     # The cleaner thread wakes every 30 s (the commit interval); BTRFS_IOC_SYNC commits and
     # pokes it, so the wait below is the cleaning itself, not the timer (30 s -> ~0.2 s).
     dir_ioctl(parent, _IOC_SYNC)
+    if not wait_cleaned(parent, ident):
+        wait_cleaned_by_progs(parent, ident)
+
+
+def wait_cleaned_by_progs(parent: Path, ident: int) -> None:
+    """wait_cleaned on a kernel before 6.13: btrfs-progs looks once a second."""
     run(["btrfs", "subvolume", "sync", str(parent), str(ident)], error_code=ExitCode.CANT_DELETE_PRIVATE)
 
 
 _IOC_SYNC = 0x9408  # BTRFS_IOC_SYNC: _IO(0x94, 8)
+# BTRFS_IOC_SUBVOL_SYNC_WAIT (Linux 6.13, include/uapi/linux/btrfs.h): _IOW(0x94, 65, struct
+# btrfs_ioctl_subvol_wait { __u64 subvolid; __u32 mode; __u32 count; }), 16 bytes.
+_IOC_SUBVOL_SYNC_WAIT = 0x40109441
+_SYNC_WAIT_FOR_ONE = 0
+_TICK = 0.005  # seconds between the kernel's looks while it waits (its own: one second)
+
+
+def wait_cleaned(parent: Path, ident: int) -> bool:
+    """Wait until the cleaner has dropped the deleted subvolume `ident` (on the filesystem
+    of `parent`) and its space is free; False if the kernel has no ioctl for that (< 6.13).
+
+    The kernel's wait looks once and then sleeps a second at a time (interruptibly), while
+    a small snapshot is cleaned in a few milliseconds: an interval timer interrupts each
+    sleep so that the ioctl is made again, and the second call finds the subvolume gone
+    (ENOENT: not there at its first look) the moment it is. Where signals cannot be had
+    (not the main thread) the kernel waits on its own, in whole seconds."""
+    import fcntl
+    import signal
+    import struct
+    import threading
+
+    args = bytearray(struct.pack("=QII", ident, _SYNC_WAIT_FOR_ONE, 0))
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    ticking = threading.current_thread() is threading.main_thread()
+    if ticking:
+        previous = signal.signal(signal.SIGALRM, lambda _signum, _frame: None)
+        timer = signal.setitimer(signal.ITIMER_REAL, _TICK, _TICK)
+    try:
+        while True:
+            try:
+                fcntl.ioctl(fd, _IOC_SUBVOL_SYNC_WAIT, args)
+                return True  # waited, and it is gone
+            except InterruptedError:
+                continue  # a tick: look again
+            except OSError as err:
+                if err.errno == errno.ENOENT:
+                    return True  # gone already
+                if err.errno in (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP):
+                    return False  # no such ioctl here
+                raise VzError(
+                    ExitCode.CANT_DELETE_PRIVATE,
+                    f"cannot wait for subvolume {ident} under {parent} to be cleaned: {err.strerror}",
+                ) from None
+    finally:
+        if ticking:
+            signal.setitimer(signal.ITIMER_REAL, *timer)  # whatever timer ran before (none)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
+        os.close(fd)
+
+
 GET_SUBVOL_INFO = 0x81F8943C  # _IOR(0x94, 60, struct btrfs_ioctl_get_subvol_info_args)
 SUBVOL_INFO_SIZE = 504
 _SUBVOL_INFO_CTRANSID = 344  # after treeid, name, ids, generation, flags and three uuids

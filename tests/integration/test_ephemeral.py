@@ -228,3 +228,18 @@ def _kill_reapers(vzroot: VzRoot, ctid: int) -> None:
                 os.kill(int(entry.name), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_set_ephemeral_no_keeps_it(vzroot: VzRoot) -> None:
+    vzroot.ok("create", "101", "--ephemeral")
+    vzroot.ok("start", "101")
+    vzroot.ok("set", "101", "--ephemeral", "no", "--save")  # the scratch CT is worth keeping
+    assert listed(vzroot, 101) == "no"
+    vzroot.vzctl("exec", "101", "halt")
+    deadline = time.monotonic() + 30
+    while vzroot.ok("status", "101").strip().endswith(" running") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # what a reaper would have destroyed by now
+    assert vzroot.ok("status", "101").split()[2] == "exist"
+    vzroot.ok("boot")
+    assert vzroot.ok("status", "101").split()[2] == "exist"
