@@ -81,16 +81,23 @@ def test_halt_inside_destroys_it(vzroot: VzRoot) -> None:
 
 
 def test_reboot_inside_is_no_stop(vzroot: VzRoot) -> None:
+    from pyvz.resources.cgroups import detect
+
     vzroot.ok("create", "101", "--ephemeral")
     vzroot.ok("start", "101")
+    tree = detect()
+    container, _monitor = _cgroups(vzroot, 101)
+    first = tree.identity(container)  # a new cgroup (inode) each time LXC starts the CT
     vzroot.vzctl("exec", "101", "reboot")
     deadline = time.monotonic() + 30
     # LXC starts it again: the CT is back, and stays.
     while time.monotonic() < deadline:
-        done = vzroot.vzctl("exec", "101", "echo back")
-        if done.code == 0 and done.out.strip() == "back":
+        again = tree.identity(container)
+        if again is not None and again != first and vzroot.vzctl("exec", "101", "true").code == 0:
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
+    else:
+        pytest.fail("the CT did not come back from its reboot within 30 s")
     time.sleep(1.0)  # a reaper (there must be none) would have destroyed it by now
     assert vzroot.ok("status", "101").strip() == "CTID 101 exist mounted running"
     vzroot.ok("stop", "101")
