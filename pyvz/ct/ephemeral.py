@@ -123,6 +123,12 @@ def destroy_if_down(host: Host, ctid: int) -> bool:
     ct = Container(host, ctid)
     if not ct.has_config() or not is_ephemeral(ct.config) or ct.is_running():
         return False  # gone already, made permanent, or started again meanwhile
+    if (host.paths.conf_dir / f"{ctid}.migrating").exists():
+        return False  # stopped to be moved: `vzmigrate --resolve` settles where it lives
+    from pyvz.ct.checkpoint import default_dump, resumable
+
+    if resumable(default_dump(host, ctid)):
+        return False  # suspended (vzctl chkpnt), not stopped: `vzctl start` resumes it
     wait_monitor_gone(host, ctid)
     if ct.is_running():
         return False

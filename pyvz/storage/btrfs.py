@@ -154,6 +154,25 @@ def qgroup_dir(path: Path) -> Path | None:
 _LIMIT_MAX_RFER = 1  # BTRFS_QGROUP_LIMIT_MAX_RFER in a qgroup's limit_flags
 
 
+# BTRFS_IOC_QGROUP_LIMIT: _IOR(0x94, 43, struct btrfs_ioctl_qgroup_limit_args), 48 bytes: the
+# qgroup id (0: the subvolume the fd is in), then struct btrfs_qgroup_limit's flags, max_rfer,
+# max_excl, rsv_rfer, rsv_excl. A max of all ones with the flag set clears the limit.
+_IOC_QGROUP_LIMIT = 0x8030942B
+_CLEAR_LIMIT = 2**64 - 1
+
+
+def qgroup_limit(path: Path, limit: int | None) -> None:
+    """What `btrfs qgroup limit SIZE|none PATH` does on the subvolume's own qgroup, by the
+    ioctl (clone and create set one; the tool would cost a process). OSError as the kernel
+    says it (ENOTCONN: quotas are off)."""
+    import struct
+
+    args = bytearray(
+        struct.pack("=QQQQQQ", 0, _LIMIT_MAX_RFER, _CLEAR_LIMIT if limit is None else limit, 0, 0, 0)
+    )
+    dir_ioctl(path, _IOC_QGROUP_LIMIT, args)
+
+
 def quota_enable(path: Path) -> None:
     run(["btrfs", "quota", "enable", str(path)], error_code=ExitCode.DISKQUOTA_SET)
 
@@ -301,16 +320,18 @@ class BtrfsDriver(BindRootDriver):
                 f"DISKSPACE barrier {format_size(space.barrier, 1024)} is not enforced (btrfs has one "
                 f"hard limit per subvolume); the limit {format_size(space.limit, 1024)} is"
             )
-        argv = ["btrfs", "qgroup", "limit", limit, str(area.private)]
-        result = run(argv, check=False)
-        if result.returncode != 0 and "quota" in (result.stderr + result.stdout).lower():
-            quota_enable(area.private)
-            result = run(argv, check=False)
-        if result.returncode != 0:
+        try:
+            try:
+                qgroup_limit(area.private, None if limit == "none" else int(limit))
+            except OSError as err:
+                if err.errno != errno.ENOTCONN:  # ENOTCONN: quotas are off on this filesystem
+                    raise
+                quota_enable(area.private)
+                qgroup_limit(area.private, None if limit == "none" else int(limit))
+        except OSError as err:
             raise VzError(
-                ExitCode.DISKQUOTA_SET,
-                f"cannot set disk quota on {area.private}: {result.stderr.strip()}",
-            )
+                ExitCode.DISKQUOTA_SET, f"cannot set disk quota on {area.private}: {err.strerror}"
+            ) from None
 
     def quota_counts(self, area: Area) -> QuotaCounts | None:
         """The qgroup's referenced bytes and its limit on them, read from sysfs after a commit
