@@ -185,12 +185,35 @@ def delete_and_reclaim(path: Path) -> None:
         return
     ident = subvolume_id(path)
     parent = path.parent
+    only_its_root = holds_only_its_root_node(path)
     delete_subvolume(path)
+    if only_its_root:
+        return  # every other block is shared: the cleaner's work frees no space to wait for
     # The cleaner thread wakes every 30 s (the commit interval); BTRFS_IOC_SYNC commits and
     # pokes it, so the wait below is the cleaning itself, not the timer (30 s -> ~0.2 s).
     dir_ioctl(parent, _IOC_SYNC)
     if not wait_cleaned(parent, ident):
         wait_cleaned_by_progs(parent, ident)
+
+
+def holds_only_its_root_node(path: Path) -> bool:
+    """Whether the subvolume's qgroup says it holds nothing of its own but its root node
+    (one nodesize of exclusive bytes: what every snapshot holds, its tree's root being its
+    own copy), so deleting it frees no more than that. The cleaner still walks the whole
+    tree to drop the shared references (about a second for 20,000 files here), but no block
+    of data comes free by it. False whenever the numbers cannot be trusted: quotas off,
+    qgroups inconsistent, or anything unreadable."""
+    try:
+        dir_ioctl(path, _IOC_SYNC)  # qgroup numbers are brought up to date at a commit
+        qgroups = qgroup_dir(path)
+        if qgroups is None:
+            return False
+        fs = qgroups.parent.parent
+        if read_small(f"{fs}/qgroups/inconsistent").strip() != "0":
+            return False
+        return int(read_small(f"{qgroups}/exclusive")) == int(read_small(f"{fs}/nodesize"))
+    except (OSError, ValueError):
+        return False
 
 
 def wait_cleaned_by_progs(parent: Path, ident: int) -> None:

@@ -66,3 +66,23 @@ def test_waiting_for_a_live_subvolume_is_an_error(vzroot: VzRoot) -> None:
         assert "cannot wait for subvolume" in err.message
     else:
         assert done is False, "a kernel with the ioctl must refuse to wait for a live subvolume"
+
+
+def test_a_snapshot_holding_only_its_root_node_needs_no_wait(vzroot: VzRoot) -> None:
+    """A snapshot that shares every block but its root node frees nothing more when the
+    cleaner is done; one that holds data of its own does, and is waited for."""
+    vzroot.ok("create", "101")
+    parent = vzroot.private_dir
+    source = parent / "101"
+    shared = parent / "shared-snap"
+    btrfs.snapshot(source, shared, readonly=True)
+    assert btrfs.holds_only_its_root_node(shared)
+    own = parent / "own-data"
+    btrfs.create_subvolume(own)
+    subprocess.run(["dd", "if=/dev/urandom", f"of={own}/data", "bs=1M", "count=8", "status=none"], check=True)
+    assert not btrfs.holds_only_its_root_node(own)
+    before = free_bytes(parent)
+    btrfs.delete_and_reclaim(own)  # waits for the cleaner
+    assert free_bytes(parent) - before > 6 << 20
+    btrfs.delete_and_reclaim(shared)  # does not: nothing of it but its root node is its own
+    assert not shared.exists()
