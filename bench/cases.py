@@ -26,7 +26,7 @@ from bench.migrate import bench_migrate
 from bench.network import bench_throughput
 from bench.replicate import bench_replicate
 from bench.resources import bench_cpu, bench_vzlist_ubc, bench_vzubc
-from bench.snapshots import bench_snapshots
+from bench.snapshots import bench_clone_destroy, bench_snapshot_delete, bench_snapshot_switch, bench_snapshots
 from bench.templates import bench_template_build, bench_template_cold_create, bench_template_create
 from pyvz.resources.cgroups import CtCgroups, detect
 
@@ -448,6 +448,9 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "cpu": bench_cpu,
     "network": bench_throughput,
     "snapshots": bench_snapshots,
+    "snapshot-delete": bench_snapshot_delete,
+    "snapshot-switch": bench_snapshot_switch,
+    "clone-destroy": bench_clone_destroy,
     "template-create": bench_template_create,
     "template-cold-create": bench_template_cold_create,
     "template-build": bench_template_build,

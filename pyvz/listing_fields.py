@@ -604,6 +604,8 @@ def _extension(param: Param[Any]) -> Field:
         found = value(record)
         if found is None or found == "" or found == ():
             return None
+        if isinstance(found, bool):
+            return "yes" if found else "no"  # as the config says it
         return " ".join(map(str, found)) if isinstance(found, tuple) else str(found)
 
     def as_json(record: Record) -> str:

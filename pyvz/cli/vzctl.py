@@ -21,6 +21,16 @@ if TYPE_CHECKING:
 
 def _add_params(parser: argparse.ArgumentParser, command: str) -> None:
     for param in for_command(command):
+        if param.bare is not None:  # a flag that may also be given a value (--ephemeral [no])
+            parser.add_argument(
+                *param.options,
+                dest=param.name,
+                metavar=param.metavar,
+                help=param.help,
+                nargs="?",
+                const=param.bare,
+            )
+            continue
         action = "append" if param.multi else "store"
         parser.add_argument(
             *param.options, dest=param.name, metavar=param.metavar, help=param.help, action=action
@@ -365,12 +375,18 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
     elif command in ("start", "stop", "restart", "mount", "umount"):
         with host.ct_lock(ctid):
             if command == "stop" and ct.has_config() and not ct.is_running():
+                from pyvz.ct.ephemeral import destroy_if_down
                 from pyvz.log import log
 
                 log.note("Unable to stop: container is not running")  # and 0, as vzctl
+                destroy_if_down(host, ctid)  # an ephemeral CT a power cut stopped
                 return 0
             if command in ("stop", "restart") and not (command == "restart" and not ct.is_running()):
                 ct.stop(fast=ns.fast, keep_mounted=ns.skip_umount and command == "stop")
+            if command == "stop":
+                from pyvz.ct.ephemeral import destroy_if_down
+
+                destroy_if_down(host, ctid)
             if command in ("start", "restart"):
                 ct.start(wait=ns.wait, force=ns.force, skip_setup=ns.skip_ve_setup)
             elif command == "mount":

@@ -1,4 +1,5 @@
-"""`vzctl boot`: start every CT with ONBOOT=yes, higher BOOTORDER first."""
+"""`vzctl boot`: destroy the ephemeral CTs a host reboot stopped, then start every CT with
+ONBOOT=yes, higher BOOTORDER first."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def boot_order(host: Host) -> list[int]:
 
 def boot(host: Host) -> int:
     """Start them all; one CT failing does not stop the others. Returns the first error code."""
+    from pyvz.ct.ephemeral import sweep
+
+    sweep(host)
     first_error: int = ExitCode.OK
     for ctid in boot_order(host):
         set_ctid(ctid)

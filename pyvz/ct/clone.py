@@ -20,7 +20,7 @@ from pyvz.ct.freeze import frozen
 from pyvz.errors import ExitCode, VzError
 from pyvz.host import Host
 from pyvz.log import log
-from pyvz.params import HOSTNAME, IPADD, NAME, NETIF, parse_options
+from pyvz.params import EPHEMERAL, HOSTNAME, IPADD, NAME, NETIF, parse_options
 from pyvz.resources.policy import disk_quota
 from pyvz.storage.base import Area
 from pyvz.storage.idmap import IdMap
@@ -32,7 +32,7 @@ def _moved_path(value: str, source: int, target: int) -> str:
 
 
 def clone(host: Host, source: int, target: int, raw: dict[str, str], snapshot: str | None = None) -> None:
-    """Options in `raw` are name, hostname and ipadd, as vzctl create takes them."""
+    """Options in `raw` are name, hostname, ipadd and ephemeral, as vzctl create takes them."""
     from pyvz.ct.create import new_ct, taken_uids
     from pyvz.ct.snapshots import Store, parse_uuid, shown
     from pyvz.net import veth
@@ -72,6 +72,10 @@ def clone(host: Host, source: int, target: int, raw: dict[str, str], snapshot: s
             if owner is not None:
                 raise VzError(ExitCode.SET_NAME_ERROR, f"name {name!r} is already used by CT {owner}")
             conf.set("NAME", name)
+        # Ephemeral is what this clone is told, not what its source is (a prototype is not).
+        conf.remove(EPHEMERAL.key or "")
+        if values.get(EPHEMERAL.name):
+            conf.set(EPHEMERAL.key or "", EPHEMERAL.fmt(True))
         if HOSTNAME.name in values:
             conf.set(HOSTNAME.key or "", HOSTNAME.fmt(values[HOSTNAME.name]))
         conf.remove(IPADD.key or "")

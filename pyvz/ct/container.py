@@ -303,9 +303,10 @@ class Container:
             self.ran_in = None
 
     def runtime_spec(
-        self, area: Area, cfg: CtConfig, halt_signal: str, restoring: bool = False
+        self, area: Area, cfg: CtConfig, halt_signal: str, restoring: bool = False, executing: bool = False
     ) -> tuple[RuntimeSpec, Limits]:
-        """What LXC is given to start (or restore) the CT, and the limits it is given."""
+        """What LXC is given to start (or restore) the CT, and the limits it is given;
+        `executing`: for a command in the stopped CT (runscript), which is no stop of it."""
         driver = self.driver()
         netifs = cfg.get(NETIF) or ()
         if netifs:
@@ -317,7 +318,7 @@ class Container:
             log.warning(problem)
         refuse_escapes(cfg)
         warn_not_enforced(cfg, cfg.values, self.host.runtime.cgroups.enforces)
-        from pyvz.ct import bindmounts, devices
+        from pyvz.ct import bindmounts, devices, ephemeral
 
         spec = RuntimeSpec(
             ctid=self.ctid,
@@ -331,6 +332,7 @@ class Container:
             limits=tuple(self.host.runtime.cgroups.lxc_lines(limits)),
             network=self._network_lines(cfg.get(IPADD) or (), netifs),
             access=devices.start_lines(self, cfg) + tuple(bindmounts.start_lines(self, cfg)),
+            hooks=() if executing else ephemeral.lxc_lines(self, cfg),
         )
         return spec, limits
 
@@ -480,7 +482,9 @@ class Container:
                 raise VzError(ExitCode.RUNNING, f"CT {self.ctid} was started meanwhile: run the script again")
             mounted_here = self.mount()
             try:
-                spec, _limits = self.runtime_spec(area, self.config, self.distro().halt_signal)
+                spec, _limits = self.runtime_spec(
+                    area, self.config, self.distro().halt_signal, executing=True
+                )
                 return self.host.runtime.execute(spec, ["/bin/sh", "-s"], text)
             finally:
                 from pyvz.ct.bindmounts import release

@@ -3,7 +3,8 @@
 Create writes the config first, then builds the private area under a partial name and
 renames it into place: until that rename the CT reads as `deleted`, and destroy cleans up.
 Destroy renames the private area away first, so from its first step the CT reads as
-`deleted`, and running destroy again finishes the job.
+`deleted`, and running destroy again finishes the job; its config goes last, so that the
+next destroy (or `vzctl boot`, for an ephemeral CT) still finds what a kill -9 left.
 """
 
 from __future__ import annotations
@@ -46,8 +47,6 @@ from pyvz.params import (
 from pyvz.resources.policy import derived_changes, disk_quota, refuse_escapes, warn_not_enforced
 from pyvz.storage import pool
 from pyvz.storage.base import Area, StorageDriver, driver_for, remove_path
-from pyvz.storage.trees import unpacked_tree
-from pyvz.templates import cache
 
 
 def _sample(host: Host, name: str) -> ConfigFile:
@@ -188,6 +187,11 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
             conf.set(LAYOUT.key or "", str(layout))
             cfg = CtConfig.merge(ctid, host.global_conf.items(), conf.items(), conf_path)
         driver = driver_for(layout)
+        # Imported here: clone and destroy live in this module too, and need neither the
+        # template cache nor hashlib and tempfile (~8 ms of their start-up).
+        from pyvz.storage.trees import unpacked_tree
+        from pyvz.templates import cache
+
         archive = cache.require(host.paths, template)
         area = ct.area(cfg)
         if DISKSPACE.name in values and (why := driver.quota_missing(area)) is not None:
@@ -262,14 +266,15 @@ def destroy(host: Host, ctid: int, lock: bool = True, handed_to: str | None = No
         if area.private.exists():
             os.rename(area.private, area.doomed)
         remove_name_links_to(host.paths, ctid)
-        if conf_path.exists():
-            os.replace(conf_path, conf_path.with_name(conf_path.name + ".destroyed"))
         driver.destroy(area)
         from pyvz.ct.convert import sweep
 
         sweep(area)  # what a convert's background removal did not finish
         host.paths.quota_file(ctid).unlink(missing_ok=True)  # vzquota's saved limits (ct/quota.py)
         host.paths.replication_record(ctid).unlink(missing_ok=True)  # vzreplicate's runs from here
+        from pyvz.ct.bindmounts import release
+
+        release(ct)  # staged bind mounts a crashed start left: forget() must not walk into them
         host.runtime.forget(ctid)
         from pyvz.net.firewall import remove
 
@@ -283,6 +288,10 @@ def destroy(host: Host, ctid: int, lock: bool = True, handed_to: str | None = No
             area.root.rmdir()
         except OSError:
             pass
+        # The config goes last: until then a killed destroy leaves a CT that `vzctl destroy`
+        # finds and finishes, and that `vzctl boot` still knows to be ephemeral.
+        if conf_path.exists():
+            os.replace(conf_path, conf_path.with_name(conf_path.name + ".destroyed"))
         log.info("Container private area was destroyed")
         if handed_to is None:
             namespace.release_keys(host.paths, ctid, held)

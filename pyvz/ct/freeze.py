@@ -7,6 +7,7 @@ guard process is started that thaws the CT if pyvz dies, kill -9 included (run.i
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,5 +37,11 @@ def frozen(cgroups: CgroupTree, relative: str, what: str) -> Iterator[None]:
                 time.sleep(0.001)
             yield
         finally:
-            path.write_text(thaw)
+            try:
+                path.write_text(thaw)
+            except OSError as err:
+                # ENOENT, or ENODEV from a v1 cgroup removed while open: the block stopped
+                # the CT and LXC removed its cgroups (snapshot-switch).
+                if err.errno not in (errno.ENOENT, errno.ENODEV):
+                    raise
             log.info(f"{what} was frozen for {(time.monotonic() - started) * 1000:.0f} ms")

@@ -69,6 +69,55 @@ def install(script: str, prefix: list[str] | None = None) -> None:
 
 def remove(table: str, prefix: list[str] | None = None) -> None:
     """Delete the CT's tables (inet: addresses and ports; bridge: MAC filter) if they are
-    there (add-then-delete never fails on a missing one)."""
-    script = "".join(f"add table {f} {table}\ndelete table {f} {table}\n" for f in ("inet", "bridge"))
+    there (add-then-delete never fails on a missing one). In our own namespace the kernel
+    is asked first, so that a CT with none (every stopped CT's destroy) runs no nft."""
+    families: tuple[str, ...] = ("inet", "bridge")
+    if not prefix:
+        families = tuple(f for f in families if has_table(f, table) is not False)
+        if not families:
+            return
+    script = "".join(f"add table {f} {table}\ndelete table {f} {table}\n" for f in families)
     run([*(prefix or []), "nft", "-f", "-"], input=script, check=False)
+
+
+_NFPROTO = {"inet": 1, "bridge": 7}
+_NETLINK_NETFILTER = 12
+_GETTABLE = (10 << 8) | 1  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE
+_NLMSG_ERROR = 2
+_REQUEST_ACK = 0x1 | 0x4  # NLM_F_REQUEST | NLM_F_ACK
+_TABLE_NAME = 1  # NFTA_TABLE_NAME
+
+
+def has_table(family: str, table: str) -> bool | None:
+    """Whether this network namespace has the nftables table (one netlink request, what
+    `nft list table` asks, without starting nft: ~1 ms instead of ~30); None if the kernel
+    could not be asked, which the caller takes as "maybe"."""
+    import errno
+    import socket
+    import struct
+
+    name = table.encode() + b"\0"
+    attribute = struct.pack("=HH", 4 + len(name), _TABLE_NAME) + name
+    attribute += b"\0" * (-len(attribute) % 4)
+    body = struct.pack("=BBH", _NFPROTO[family], 0, 0) + attribute  # nfgenmsg: family, v0, res_id
+    message = struct.pack("=IHHII", 16 + len(body), _GETTABLE, _REQUEST_ACK, 1, 0) + body
+    try:
+        kind = socket.SOCK_RAW | socket.SOCK_CLOEXEC
+        with socket.socket(socket.AF_NETLINK, kind, _NETLINK_NETFILTER) as sock:
+            sock.settimeout(2.0)
+            sock.send(message)
+            found = False
+            while True:
+                reply = sock.recv(65536)
+                offset = 0
+                while offset + 16 <= len(reply):
+                    length, kind = struct.unpack_from("=IH", reply, offset)
+                    if kind == _NLMSG_ERROR:
+                        (code,) = struct.unpack_from("=i", reply, offset + 16)
+                        if code == 0:
+                            return found  # the ack after the table, or after nothing
+                        return False if -code == errno.ENOENT else None
+                    found = True  # NFT_MSG_NEWTABLE: it is there
+                    offset += max(length + (-length % 4), 16)
+    except OSError:
+        return None

@@ -8,6 +8,7 @@ talking to LXC, which is fast and works from any network namespace.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from abc import ABC, abstractmethod
@@ -87,7 +88,13 @@ class CgroupTree(ABC):
         path, _freeze, thaw = self.freezer(relative)
         for top, _dirs, files in os.walk(path.parent):
             if path.name in files:
-                (Path(top) / path.name).write_text(thaw)
+                try:
+                    (Path(top) / path.name).write_text(thaw)
+                except OSError as err:
+                    # Gone meanwhile (ENOENT; ENODEV on v1): a killed CT's cgroups are
+                    # removed by LXC as its tasks die, which is what a thaw after a kill awaits.
+                    if err.errno not in (errno.ENOENT, errno.ENODEV):
+                        raise
 
     @abstractmethod
     def frozen_probe(self, relative: str) -> tuple[Path, str]:

@@ -44,6 +44,7 @@ class RuntimeSpec(NamedTuple):
     limits: tuple[str, ...] = ()  # LXC config lines that set the CT's cgroup limits
     network: tuple[str, ...] = ("lxc.net.0.type = empty",)  # LXC config lines of its interfaces
     access: tuple[str, ...] = ()  # LXCFS views, devices, capabilities, seccomp (ct/devices.py)
+    hooks: tuple[str, ...] = ()  # pyvz's own LXC hooks (an ephemeral CT's post-stop, ct/ephemeral.py)
 
 
 def _apparmor_lines() -> list[str]:
@@ -90,6 +91,7 @@ def render_config(spec: RuntimeSpec, log_file: Path) -> str:
         "lxc.log.level = WARN",
         *spec.limits,
         *spec.access,
+        *spec.hooks,
     ]
     return "\n".join(lines) + "\n"
 

@@ -256,6 +256,7 @@ SAMPLES: dict[str, str] = {
     "firewall_accept": "22/tcp 53/udp 8000-8080/tcp",
     "netif": "ifname=eth0,mac=00:18:51:AA:BB:CC,host_ifname=veth101.0,host_mac=00:18:51:DD:EE:FF,bridge=br0",
     "applyconfig": "basic",
+    "ephemeral": "yes",
 }
 
 

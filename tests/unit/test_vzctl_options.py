@@ -105,3 +105,19 @@ def test_an_option_vzctl_does_not_have_is_still_refused() -> None:
         parse_argv(["set", "101", "--no-such-option", "1"])
     assert caught.value.code == ExitCode.INVALID_PARAMETER_VALUE
     assert caught.value.message == "vzctl: unrecognized option '--no-such-option'"
+
+
+@pytest.mark.parametrize(
+    ("argv", "value"),
+    [
+        (["create", "101", "--ephemeral"], "yes"),
+        (["create", "101", "--ephemeral", "--hostname", "h"], "yes"),
+        (["create", "101", "--ephemeral", "no"], "no"),
+        (["create", "101"], None),
+        (["clone", "101", "102", "--ephemeral"], "yes"),
+        (["set", "101", "--ephemeral", "no", "--save"], "no"),
+    ],
+)
+def test_a_flag_parameter_may_be_given_a_value(argv: list[str], value: str | None) -> None:
+    """--ephemeral alone is `yes` (the table's `bare`), and takes yes|no as the API sends it."""
+    assert parse_argv(argv).ephemeral == value
