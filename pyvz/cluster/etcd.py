@@ -101,6 +101,7 @@ class Status(NamedTuple):
     version: str
     raft_term: int
     errors: tuple[str, ...]
+    learner: bool = False  # this member has not been promoted (as far as it has applied)
 
 
 # ---- request bodies -------------------------------------------------------------------
@@ -525,6 +526,7 @@ class Etcd:
             version=str(answer.get("version", "")),
             raft_term=int(answer.get("raftTerm", 0)),
             errors=tuple(answer.get("errors", ())),
+            learner=bool(answer.get("isLearner", False)),
         )
 
 

@@ -328,6 +328,7 @@ def join(
         member.start(settings)
         faults.point(paths, "join-started")
         _promote(others, member_id)
+        _wait_voting(settings)
         with settings.client() as client:
             client.put(keys.member(name), _member_record(settings, member_id))
         member.start_agent(paths)
@@ -398,6 +399,26 @@ def _promote(client: Etcd, member_id: int) -> None:
                 said = f"this host's member was not promoted: {err.message}"
                 raise VzError(ClusterExit.MEMBER, said) from None
         time.sleep(0.3)
+
+
+def _wait_voting(settings: Settings) -> None:
+    """Until this host's own member has applied its promotion: until then it refuses reads
+    and writes ("rpc not supported for learner"), and this host's clients ask it first."""
+    deadline = time.monotonic() + PROMOTE_TIMEOUT
+    client = Etcd([settings.client_url], settings.tls, 2.0)
+    try:
+        while True:
+            try:
+                if not client.status(settings.client_url).learner:
+                    return
+                said = "it is still a learner"
+            except VzError as err:
+                said = err.message
+            if time.monotonic() > deadline:
+                raise VzError(ClusterExit.MEMBER, f"this host's member did not take its promotion: {said}")
+            time.sleep(0.2)
+    finally:
+        client.close()
 
 
 def _ask(via: str, ask: dict[str, Any], ssh_options: Sequence[str]) -> dict[str, Any]:
