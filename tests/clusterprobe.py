@@ -3,6 +3,8 @@ through pyvz's etcd client, with this host's cluster.conf, as create will make o
 
   reserve KEY [KEY...] [--at UNIX_TIME]   exit 0: all reserved; 172: one is taken (printed);
                                           any other VzError: its code, its one line on stderr
+  lead                                    make this host's member the etcd leader (etcd's
+                                          MoveLeader, asked of the leader); exit 0 once it is
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 import sys
 import time
 
-from pyvz.cluster.etcd import owner_value, reserve
-from pyvz.cluster.settings import load
+from pyvz.cluster.etcd import Etcd, owner_value, reserve
+from pyvz.cluster.settings import Settings, load
 from pyvz.errors import ClusterExit, VzError
 from pyvz.paths import Paths
 
@@ -23,10 +25,16 @@ def main(argv: list[str]) -> int:
         at = rest.index("--at")
         start = float(rest[at + 1])
         del rest[at : at + 2]
+    settings = load(Paths.from_env())
+    if command == "lead" and not rest:
+        try:
+            return lead(settings)
+        except VzError as err:
+            print(err.message, file=sys.stderr)
+            return int(err.code)
     if command != "reserve" or not rest:
         print(__doc__, file=sys.stderr)
         return 2
-    settings = load(Paths.from_env())
     try:
         with settings.client() as client:
             client.revision()  # connected before the start line
@@ -39,6 +47,26 @@ def main(argv: list[str]) -> int:
     if taken is not None:
         print(taken)
         return int(ClusterExit.TAKEN)
+    return 0
+
+
+def lead(settings: Settings) -> int:
+    with settings.client() as client:
+        own = client.status(settings.client_url)
+        deadline = time.monotonic() + 30
+        while own.leader != own.member_id:
+            if time.monotonic() > deadline:
+                print(f"{settings.name}'s member did not become the leader", file=sys.stderr)
+                return 1
+            leader = next((m for m in client.members() if m.id == own.leader), None)
+            if leader is not None and leader.client_urls:
+                with Etcd(leader.client_urls, settings.tls) as there:
+                    try:
+                        there.call("/v3/maintenance/transfer-leadership", {"targetID": str(own.member_id)})
+                    except VzError:
+                        pass  # an election meanwhile: ask the new leader
+            time.sleep(0.2)
+            own = client.status(settings.client_url)
     return 0
 
 

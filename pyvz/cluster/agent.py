@@ -109,14 +109,22 @@ class Agent:
             log.info("etcd answers again; the lease is held")
         self._problem = problem
 
-    def _grant(self, client: Etcd) -> None:
+    def _grant(self, client: Etcd, deadline: float) -> None:
         sent = time.monotonic()
-        self.lease = client.grant(self.settings.ttl)
+        self.lease = client.grant(self.settings.ttl, deadline=deadline)
         self.lease_valid = sent + self.settings.ttl
         self._renewed.set()
 
     def _keepalive_loop(self) -> None:
-        """Renew every TTL/3; a lease found expired is replaced (and the host republished)."""
+        """Renew every TTL/3; a lease found expired is replaced (and the host republished).
+
+        One try may take a period at most, over every endpoint it tries: when the etcd
+        leader's host is cut off, this host's member still forwards the renewal to it until
+        it learns of the new leader, and keeps the request waiting for as long as etcd's
+        request timeout (7 s with the default election timeout: more than a short TTL), and
+        the next endpoint may be the cut-off host itself. Given up on and sent again, a
+        renewal reaches the new leader a second or two after the election, well within the
+        TTL that the new leader gives every lease afresh."""
         client = self.settings.client()
         period = self.settings.ttl / 3
         try:
@@ -124,17 +132,18 @@ class Agent:
                 sent = time.monotonic()
                 try:
                     if self.lease == 0:
-                        self._grant(client)
-                    elif client.keepalive(self.lease) > 0:
+                        self._grant(client, sent + period)
+                    elif client.keepalive(self.lease, deadline=sent + period) > 0:
                         self.lease_valid = sent + self.settings.ttl
                     else:
                         log.warning(f"lease {self.lease:x} had expired; taking a new one")
-                        self._grant(client)
+                        self._grant(client, time.monotonic() + period)
                     self._say("")
                 except Exception as err:  # the thread must outlive any one failure
                     said = err.message if isinstance(err, VzError) else f"{type(err).__name__}: {err}"
                     self._say(f"cannot renew the lease: {said}")
-                    self.stopping.wait(1.0)
+                    # Soon again (a refusal is quick: not at once), while the lease may live.
+                    self.stopping.wait(0.25)
                     continue
                 self.stopping.wait(max(0.0, period - (time.monotonic() - sent)))
         finally:

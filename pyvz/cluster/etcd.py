@@ -101,6 +101,7 @@ class Status(NamedTuple):
     version: str
     raft_term: int
     errors: tuple[str, ...]
+    learner: bool = False  # this member has not been promoted (as far as it has applied)
 
 
 # ---- request bodies -------------------------------------------------------------------
@@ -304,17 +305,29 @@ class Etcd:
         return response.status, data
 
     def call(
-        self, path: str, body: Mapping[str, Any], *, write: bool = False, timeout: float | None = None
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        write: bool = False,
+        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
         """POST `body` to the gateway's `path` and return etcd's answer. `write`: the request
-        changes something, so it is not sent again once it may have arrived."""
+        changes something, so it is not sent again once it may have arrived. `deadline`
+        (time.monotonic()): the request, over every endpoint it tries, ends by then (each
+        endpoint still gets at most `timeout`)."""
         data = json.dumps(body).encode()
-        wait = self.timeout if timeout is None else timeout
+        most = self.timeout if timeout is None else timeout
         reasons: list[str] = []
         with self._lock:
             for step in range(len(self.endpoints)):
                 at = (self._current + step) % len(self.endpoints)
                 endpoint = self.endpoints[at]
+                wait = most if deadline is None else min(most, deadline - time.monotonic())
+                if wait <= 0.05:
+                    reasons.append(f"{endpoint}: not tried, the request's time was up")
+                    break
                 try:
                     try:
                         status, raw = self._once(endpoint, path, data, wait)
@@ -324,7 +337,8 @@ class Etcd:
                     reasons.append(f"{endpoint}: {err}")
                     continue
                 except _Lost as err:
-                    if self._leaderless(endpoint):
+                    left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+                    if left > 0.05 and self._leaderless(endpoint, left):
                         # A member without a leader drops what it is asked to propose, so the
                         # next member may be asked (it is in the majority, if there is one).
                         reasons.append(f"{endpoint} answers but has no leader")
@@ -350,13 +364,13 @@ class Etcd:
                 raise _refusal(endpoint, path, message, int(answer.get("code", 0) or 0))
         raise _unavailable(reasons)
 
-    def _leaderless(self, endpoint: str) -> bool:
+    def _leaderless(self, endpoint: str, timeout: float = 1.0) -> bool:
         """Whether the member at `endpoint` answers but knows no leader (a request it took
         then times out: it cannot reach a majority). Asked on a connection of its own."""
-        probe = Etcd([endpoint], self.tls, 1.0)
+        probe = Etcd([endpoint], self.tls, timeout)
         probe._context = self._context
         try:
-            status, raw = probe._once(endpoint, "/v3/maintenance/status", b"{}", 1.0)
+            status, raw = probe._once(endpoint, "/v3/maintenance/status", b"{}", timeout)
         except (_Unreachable, _Lost, _Stale, VzError):
             return False
         finally:
@@ -418,14 +432,14 @@ class Etcd:
 
     # ---- leases -------------------------------------------------------------------------
 
-    def grant(self, ttl: int) -> int:
+    def grant(self, ttl: int, *, deadline: float | None = None) -> int:
         """A new lease of `ttl` seconds; returns its id."""
-        answer = self.call("/v3/lease/grant", {"TTL": str(ttl)}, write=True)
+        answer = self.call("/v3/lease/grant", {"TTL": str(ttl)}, write=True, deadline=deadline)
         return int(answer["ID"])
 
-    def keepalive(self, lease: int) -> int:
+    def keepalive(self, lease: int, *, deadline: float | None = None) -> int:
         """Renew the lease; returns the TTL it has again, 0 when it has expired (or never was)."""
-        answer = self.call("/v3/lease/keepalive", {"ID": str(lease)})
+        answer = self.call("/v3/lease/keepalive", {"ID": str(lease)}, deadline=deadline)
         return int(answer.get("result", answer).get("TTL", 0))
 
     def revoke(self, lease: int) -> bool:
@@ -512,6 +526,7 @@ class Etcd:
             version=str(answer.get("version", "")),
             raft_term=int(answer.get("raftTerm", 0)),
             errors=tuple(answer.get("errors", ())),
+            learner=bool(answer.get("isLearner", False)),
         )
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from pyvz import faults
 from pyvz.cluster import keys, member, pki
-from pyvz.cluster.etcd import Etcd, Member, TlsFiles, parse_endpoints
+from pyvz.cluster.etcd import Etcd, Member, TlsFiles, Uncertain, parse_endpoints
 from pyvz.cluster.settings import (
     DEFAULT_TTL,
     Settings,
@@ -328,6 +328,7 @@ def join(
         member.start(settings)
         faults.point(paths, "join-started")
         _promote(others, member_id)
+        _wait_voting(settings)
         with settings.client() as client:
             client.put(keys.member(name), _member_record(settings, member_id))
         member.start_agent(paths)
@@ -350,11 +351,22 @@ def _remove_member(client: Etcd, member_id: int) -> None:
 def _add_learner(client: Etcd, peer_url: str, timeout: float = 60.0) -> Member:
     """etcd refuses a membership change until every member has been up a few seconds
     ("unhealthy cluster", right after a join), and a second learner while one is catching
-    up: wait for those."""
+    up: wait for those. An add whose answer was lost (a slow fsync under load outlasts the
+    request timeout) may have been applied: the learner at this peer URL is then ours, and
+    only if there is none is the add sent again."""
     deadline = time.monotonic() + timeout
+    uncertain = False
     while True:
+        if uncertain:
+            for known in client.members():
+                if known.learner and not known.name and peer_url in known.peer_urls:
+                    return known
         try:
             return client.member_add([peer_url], learner=True)
+        except Uncertain:
+            uncertain = True
+            if time.monotonic() > deadline:
+                raise
         except VzError as err:
             # A member that started a moment ago, or another host's join still in progress
             # (etcd takes one learner at a time).
@@ -371,6 +383,15 @@ def _promote(client: Etcd, member_id: int) -> None:
         try:
             client.member_promote(member_id)
             return
+        except Uncertain as err:
+            # Lost answer: promoted already if it is a voting member now.
+            promoted = any(m.id == member_id and not m.learner for m in client.members())
+            if promoted:
+                return
+            if time.monotonic() > deadline:
+                raise VzError(
+                    ClusterExit.MEMBER, f"this host's member was not promoted: {err.message}"
+                ) from None
         except VzError as err:
             # etcd's words for "not caught up yet" (ErrLearnerNotReady, ErrNotEnoughStartedMembers)
             waiting = any(words in err.message for words in ("in sync with leader", "not enough started"))
@@ -378,6 +399,26 @@ def _promote(client: Etcd, member_id: int) -> None:
                 said = f"this host's member was not promoted: {err.message}"
                 raise VzError(ClusterExit.MEMBER, said) from None
         time.sleep(0.3)
+
+
+def _wait_voting(settings: Settings) -> None:
+    """Until this host's own member has applied its promotion: until then it refuses reads
+    and writes ("rpc not supported for learner"), and this host's clients ask it first."""
+    deadline = time.monotonic() + PROMOTE_TIMEOUT
+    client = Etcd([settings.client_url], settings.tls, 2.0)
+    try:
+        while True:
+            try:
+                if not client.status(settings.client_url).learner:
+                    return
+                said = "it is still a learner"
+            except VzError as err:
+                said = err.message
+            if time.monotonic() > deadline:
+                raise VzError(ClusterExit.MEMBER, f"this host's member did not take its promotion: {said}")
+            time.sleep(0.2)
+    finally:
+        client.close()
 
 
 def _ask(via: str, ask: dict[str, Any], ssh_options: Sequence[str]) -> dict[str, Any]:

@@ -322,3 +322,21 @@ def test_no_member_at_all_is_unavailable_quickly() -> None:
         client.put("/x", "1")
     assert caught.value.code == ClusterExit.UNAVAILABLE
     assert time.monotonic() - started < 5
+
+
+def test_a_deadline_ends_the_request_over_every_endpoint(etcd: Etcd, member: Settings) -> None:
+    lease = etcd.grant(30)
+    with socket.socket() as silent:
+        # Takes the connection (the kernel's backlog) and never answers: a member that keeps a
+        # request waiting, as one does while it forwards a lease renewal to a lost leader.
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        mute = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with Etcd([mute, member.client_url], member.tls, 30.0) as client, pytest.raises(VzError) as caught:
+            client.keepalive(lease, deadline=time.monotonic() + 1.0)
+        assert caught.value.code == ClusterExit.UNAVAILABLE
+        assert f"{member.client_url}: not tried" in caught.value.message
+        # Without a deadline, each endpoint gets its timeout and the next one answers.
+        with Etcd([mute, member.client_url], member.tls, 1.0) as client:
+            assert client.keepalive(lease) == 30
+    etcd.revoke(lease)
