@@ -161,6 +161,13 @@ def dispatch(argv: list[str]) -> int:
     return _list(output, as_json, show_header, trim, every, stopped, wanted, sort, patterns)
 
 
+def _matches(patterns: dict[str, str], texts: dict[str, str | None]) -> bool:
+    """-h/-N/-d: every pattern given matches its text (a CT without that text never does)."""
+    from pyvz.listing import glob_match
+
+    return all(texts.get(o) is not None and glob_match(p, texts[o] or "") for o, p in patterns.items())
+
+
 def _list_cluster(
     output: str | None,
     as_json: bool,
@@ -177,12 +184,17 @@ def _list_cluster(
     import json
 
     from pyvz.cluster.clusterlist import check_fields, cluster_cts
-    from pyvz.listing import glob_match
+    from pyvz.errors import ExitCode
     from pyvz.listing_fields import DEFAULT_FIELDS
-    from pyvz.listing_output import header, parse_fields, row
+    from pyvz.listing_output import header, ordered, parse_fields, row
     from pyvz.paths import Paths
 
     try:
+        if "-d" in patterns:
+            raise VzError(
+                ExitCode.INVALID_PARAMETER_VALUE,
+                "--cluster cannot filter by description: the agents do not publish it",
+            )
         fields = parse_fields(output if output is not None else ",".join(DEFAULT_FIELDS), as_json)
         check_fields([f.name for f in fields] + ([sort[0].name] if sort is not None else []))
         found = cluster_cts(Paths.from_env())
@@ -195,11 +207,10 @@ def _list_cluster(
             continue
         if (stopped and ct.running) or not (every or stopped or wanted is not None or ct.running):
             continue
-        texts = {"-h": ct.raw("HOSTNAME"), "-N": ct.name, "-d": None}
-        if all(texts[o] is not None and glob_match(p, texts[o] or "") for o, p in patterns.items()):
+        if _matches(patterns, {"-h": ct.raw("HOSTNAME"), "-N": ct.name}):
             shown.append(ct)
     if sort is not None:
-        shown.sort(key=lambda ct: sort[0].key(ct), reverse=sort[1])  # type: ignore[arg-type]
+        shown = ordered(shown, *sort)  # type: ignore[arg-type,assignment]
     if as_json:
         entries = [ct.as_json() for ct in shown]
         if output is not None:
@@ -230,7 +241,7 @@ def _list(
     patterns: dict[str, str],
 ) -> int:
     from pyvz.host import Host
-    from pyvz.listing import collect, glob_match, ubc_names
+    from pyvz.listing import collect, ubc_names
     from pyvz.listing_fields import DEFAULT_FIELDS, FIELDS
     from pyvz.listing_output import header, json_lines, ordered, parse_fields, row
 
@@ -259,8 +270,9 @@ def _list(
     for record in found:
         if record.status is None or (stopped and record.running):
             continue
-        texts = {"-h": record.raw("HOSTNAME"), "-N": record.name, "-d": record.raw("DESCRIPTION")}
-        if all(texts[o] is not None and glob_match(p, texts[o] or "") for o, p in patterns.items()):
+        if _matches(
+            patterns, {"-h": record.raw("HOSTNAME"), "-N": record.name, "-d": record.raw("DESCRIPTION")}
+        ):
             shown.append(record)
     shown = ordered(shown, sort_by, reverse)
     if as_json:

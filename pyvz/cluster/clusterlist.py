@@ -13,6 +13,8 @@ from typing import Any
 from pyvz.cluster import keys, settings
 from pyvz.errors import ExitCode, VzError
 from pyvz.paths import Paths
+from pyvz.resources.beancounters import Beancounter
+from pyvz.units import UNLIMITED
 
 # The vzlist fields the agents publish what for (the others need the CT's own host).
 FIELDS = ("ctid", "veid", "vpsid", "hostname", "name", "smart_name", "ip", "status", "numproc")
@@ -34,6 +36,12 @@ class RemoteCT:
             "".join(a + " " for a in addresses) if self.running else " ".join(addresses)
         ) or None
         self._hostname: str | None = entry.get("hostname")
+
+    def beancounter(self, name: str) -> Beancounter:
+        """What vzlist's numproc field asks of a running CT: its task count, all that is
+        published of its beancounters (check_fields lets no other through)."""
+        held = self.nproc if name == "numproc" and self.running else None
+        return Beancounter(name, held, None, UNLIMITED, UNLIMITED, None)
 
     def raw(self, key: str) -> str | None:
         return {"HOSTNAME": self._hostname, "NAME": self.name}.get(key)

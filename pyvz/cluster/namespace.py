@@ -32,6 +32,7 @@ from pyvz.paths import Paths
 if TYPE_CHECKING:
     from pyvz.cluster.agent import Agent
     from pyvz.cluster.etcd import Etcd
+    from pyvz.cluster.settings import Settings
 
 
 def clustered(paths: Paths) -> bool:
@@ -42,6 +43,14 @@ def clustered(paths: Paths) -> bool:
     from pyvz.cluster import settings
 
     return settings.ready(paths)
+
+
+def _ours(paths: Paths, ctid: int) -> tuple[Settings, str]:
+    """This host's cluster settings, and the value its reservations for CT `ctid` hold."""
+    from pyvz.cluster import settings
+
+    conf = settings.load(paths)
+    return conf, value(conf.name, ctid)
 
 
 def value(host: str, ctid: int) -> str:
@@ -91,11 +100,9 @@ def reserve_keys(paths: Paths, ctid: int, wanted_keys: Mapping[str, str], what: 
     returns the keys, to be given back with release_keys() if the change fails."""
     if not wanted_keys or not clustered(paths):
         return []
-    from pyvz.cluster import settings
     from pyvz.cluster.etcd import reserve
 
-    conf = settings.load(paths)
-    mine = value(conf.name, ctid)
+    conf, mine = _ours(paths, ctid)
     with conf.client() as etcd:
         try:
             taken = reserve(etcd, dict.fromkeys(wanted_keys, mine))
@@ -117,11 +124,9 @@ def release_keys(paths: Paths, ctid: int, held: Iterable[str]) -> None:
     held = list(held)
     if not held or not clustered(paths):
         return
-    from pyvz.cluster import settings
     from pyvz.cluster.etcd import release
 
-    conf = settings.load(paths)
-    mine = value(conf.name, ctid)
+    conf, mine = _ours(paths, ctid)
     try:
         with conf.client() as etcd:
             release(etcd, dict.fromkeys(held, mine))
@@ -140,11 +145,9 @@ def hand_over(paths: Paths, ctid: int, held: Iterable[str], destination: str) ->
     held = list(held)
     if not held or not clustered(paths):
         return
-    from pyvz.cluster import settings
     from pyvz.cluster.etcd import delete_op, put_op, value_is
 
-    conf = settings.load(paths)
-    mine = value(conf.name, ctid)
+    conf, mine = _ours(paths, ctid)
     try:
         with conf.client() as etcd:
             # The members' records (vzcluster join writes them), else the agents' publications.

@@ -151,6 +151,12 @@ def test_vzlist_cluster_shows_every_hosts_cts(test_hosts: HostFactory) -> None:
         assert as_json == [
             {"host": h.name, "ctid": 501 + i, "hostname": f"ct-on-{h.name}"} for i, h in enumerate(hosts)
         ]
+        by_tasks = hosts[0].run(
+            [sys.executable, "-m", "pyvz.cli.vzlist", "--cluster", "-a", "-H", "-s", "-numproc"]
+        )
+        assert by_tasks.out.split()[:2] == ["b", "502"], by_tasks  # the running one has the most
+        described = hosts[0].run([sys.executable, "-m", "pyvz.cli.vzlist", "--cluster", "-d", "*"])
+        assert described.code == 1 and "cannot filter by description" in one_line(described.err)
         unknown = hosts[0].run([sys.executable, "-m", "pyvz.cli.vzlist", "--cluster", "-o", "diskspace"])
         assert unknown.code == 1 and "not in the cluster's view" in one_line(unknown.err)
     finally:

@@ -24,7 +24,6 @@ import struct
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
@@ -33,7 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Done
+from tests.background import Background
+from tests.conftest import Done
 from tests.integration.test_migrate import (
     COUNTER,
     _counter,
@@ -179,9 +179,8 @@ def disarm(host: TestHost) -> None:
     (host.root.root / "var/lib/vz/.fault-point").unlink(missing_ok=True)
 
 
-class Migration:
-    """vzmigrate started on `sender`; its output is read as it comes, and so is its ssh's
-    stderr (where the receiver's stderr arrives), from the memfd the sender keeps it in."""
+class Migration(Background):
+    """vzmigrate started on `sender`, in the background (tests/background.py)."""
 
     def __init__(
         self, sender: TestHost, receiver: TestHost, ctid: str, *args: str, env: dict[str, str] | None = None
@@ -189,63 +188,7 @@ class Migration:
         self.sender, self.receiver = sender, receiver
         _started.append(self)
         argv = [*sender.enter, sys.executable, "-m", "pyvz.cli.vzmigrate", f"--ssh={ssh_options(sender)}"]
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [*argv, *args, receiver.address, ctid],
-            env=env or sender.env,
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self.readers = [
-            threading.Thread(target=self._read, args=(pipe, lines), daemon=True)
-            for pipe, lines in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))
-        ]
-        for reader in self.readers:
-            reader.start()
-
-    @staticmethod
-    def _read(pipe: object, lines: list[str]) -> None:
-        for line in pipe:  # type: ignore[attr-defined]
-            lines.append(line)
-
-    def remote_err(self) -> str:
-        """What the sender's ssh wrote to stderr so far (the receiver's stderr included)."""
-        texts = []
-        fd_dir = Path(f"/proc/{self.proc.pid}/fd")
-        try:
-            fds = list(fd_dir.iterdir())
-        except OSError:
-            return ""
-        for fd in fds:
-            try:
-                if os.readlink(fd).startswith("/memfd:stderr"):
-                    texts.append(fd.read_text(errors="replace"))
-            except OSError:
-                pass
-        return "".join(texts)
-
-    def wait_point(self, name: str, timeout: float = 120) -> int:
-        """The PID of the process (sender or receiver) that stopped at point `name`."""
-        pattern = re.compile(rf"fault point {name} reached \(pid (\d+)\)")
-        deadline = time.monotonic() + timeout
-        while True:
-            match = pattern.search("".join(self.err)) or pattern.search(self.remote_err())
-            if match:
-                return int(match[1])
-            if self.proc.poll() is not None:
-                self.finish(10)
-                pytest.fail(
-                    f"vzmigrate ended ({self.proc.returncode}) before point {name}: "
-                    f"{''.join(self.err)}{''.join(self.out)}"
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(f"point {name} not reached in {timeout:.0f} s: {''.join(self.err)}")
-            time.sleep(0.05)
+        super().__init__([*argv, *args, receiver.address, ctid], env or sender.env, "vzmigrate")
 
     def kill(self, pid: int, side: TestHost) -> None:
         """kill -9 of the pyvz process of `side` that is `pid` (checked: not its ssh)."""
@@ -259,18 +202,6 @@ class Migration:
         while Path(f"/proc/{pid}").exists() and _proc_state(pid) != "Z":
             assert time.monotonic() < deadline, f"pid {pid} did not die"
             time.sleep(0.02)
-
-    def finish(self, timeout: float = 120) -> Done:
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"vzmigrate did not end within {timeout:.0f} s: {''.join(self.err)}")
-        for reader in self.readers:
-            reader.join(10)
-        self.took = time.monotonic() - self.started
-        return Done(self.proc.returncode, "".join(self.out), "".join(self.err))
 
 
 _started: list[Migration] = []

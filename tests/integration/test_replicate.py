@@ -11,7 +11,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid as uuidlib
 from collections.abc import Iterator
@@ -20,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, Done
+from tests.background import Background
+from tests.conftest import Done
 from tests.integration.test_migrate import ok, ssh_options, trust
 from tests.integration.test_migrate_faults import (
     _proc_state,
@@ -156,9 +156,8 @@ def test_running_ct_and_due(test_hosts: HostFactory) -> None:
 # ---- runs that break off ------------------------------------------------------------------------
 
 
-class Run:
-    """vzreplicate run on `a` in the background; its stderr and its ssh's (where the
-    receiver's stderr arrives) are read as they come."""
+class Run(Background):
+    """vzreplicate run on `a`, in the background (tests/background.py)."""
 
     def __init__(self, a: TestHost, ctid: str = "101") -> None:
         argv = [
@@ -170,61 +169,8 @@ class Run:
             f"--ssh={ssh_options(a)}",
             ctid,
         ]
-        self.proc = subprocess.Popen(
-            argv,
-            env=a.env,
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        super().__init__(argv, a.env, "vzreplicate")
         _started.append(self)
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self.readers = [
-            threading.Thread(target=self._read, args=(pipe, lines), daemon=True)
-            for pipe, lines in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))
-        ]
-        for reader in self.readers:
-            reader.start()
-
-    @staticmethod
-    def _read(pipe: Any, lines: list[str]) -> None:
-        for line in pipe:
-            lines.append(line)
-
-    def remote_err(self) -> str:
-        texts = []
-        try:
-            fds = list(Path(f"/proc/{self.proc.pid}/fd").iterdir())
-        except OSError:
-            return ""
-        for fd in fds:
-            try:
-                if os.readlink(fd).startswith("/memfd:stderr"):
-                    texts.append(fd.read_text(errors="replace"))
-            except OSError:
-                pass
-        return "".join(texts)
-
-    def wait_point(self, name: str, timeout: float = 120) -> int:
-        pattern = re.compile(rf"fault point {name} reached \(pid (\d+)\)")
-        deadline = time.monotonic() + timeout
-        while True:
-            match = pattern.search("".join(self.err)) or pattern.search(self.remote_err())
-            if match:
-                return int(match[1])
-            if self.proc.poll() is not None:
-                pytest.fail(f"vzreplicate ended ({self.proc.returncode}) before {name}: {''.join(self.err)}")
-            assert time.monotonic() < deadline, f"point {name} not reached: {''.join(self.err)}"
-            time.sleep(0.05)
-
-    def finish(self, timeout: float = 120) -> Done:
-        self.proc.wait(timeout)
-        for reader in self.readers:
-            reader.join(10)
-        return Done(self.proc.returncode, "".join(self.out), "".join(self.err))
 
 
 _started: list[Run] = []
