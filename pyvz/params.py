@@ -1378,6 +1378,33 @@ REPLICATE_INTERVAL: Param[int] = Param(
     default=DEFAULT_REPLICATE_INTERVAL,
 )
 
+HA_ENABLE: Param[bool] = Param(
+    "ha_enable",
+    "HA_ENABLE",
+    ("--ha_enable", "--ha-enable"),
+    _yes_no("ha_enable"),
+    format_yes_no,
+    # OpenVZ 7's option. Enforced by the cluster (pyvz/cluster/ha.py): without one it is saved
+    # and `vzctl set` says that nothing acts on it.
+    "restart the CT on a standby holding its newest replica when its host dies (a cluster's HA)",
+    "yes|no",
+    SET,
+    Subsystem.CONFIG,
+    default=False,
+)
+HA_PRIO: Param[int] = Param(
+    "ha_prio",
+    "HA_PRIO",
+    ("--ha_prio", "--ha-prio"),
+    _int("ha_prio"),
+    str,
+    "HA order: of a dead host's CTs, higher ones are restarted first (default 0)",
+    "N",
+    SET,
+    Subsystem.CONFIG,
+    default=0,
+)
+
 PARAMS: tuple[Param[Any], ...] = (
     OSTEMPLATE,
     ORIGIN_SAMPLE,
@@ -1418,6 +1445,8 @@ PARAMS: tuple[Param[Any], ...] = (
     BINDMOUNT_DEL,
     REPLICATE,
     REPLICATE_INTERVAL,
+    HA_ENABLE,
+    HA_PRIO,
     USERPASSWD,
     APPLYCONFIG,
     APPLYCONFIG_MAP,

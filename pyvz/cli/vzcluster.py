@@ -68,6 +68,7 @@ def _parser() -> ArgumentParser:
         sub.add_argument("--ssh", default="", metavar="OPTIONS", help="more ssh options for vzmigrate")
     commands.add_parser("agent", help="run the per-host agent")
     commands.add_parser("etcd", help="run this host's etcd member, supervised")
+    commands.add_parser("fence", help="run this host's fencing watchdog (the agent starts it)")
     commands.add_parser("admit", help="the admitting end of a join (reads the request on stdin)")
     for sub in commands.choices.values():
         sub.add_argument("--debug", action="store_true", help="a traceback on errors")
@@ -95,6 +96,7 @@ def dispatch(argv: list[str]) -> int:
         "evacuate": _evacuate,
         "restore": _restore,
         "etcd": _etcd,
+        "fence": _fence,
         "admit": _admit,
     }[ns.command]
     return handler(paths, ns)
@@ -245,6 +247,12 @@ def _agent(paths: Paths, ns: Namespace) -> int:
     from pyvz.cluster.settings import load
 
     return Agent(load(paths)).run()
+
+
+def _fence(paths: Paths, ns: Namespace) -> int:
+    from pyvz.cluster.fence import watchdog
+
+    return watchdog(paths)
 
 
 def _etcd(paths: Paths, ns: Namespace) -> int:

@@ -138,7 +138,7 @@ COMMANDS: dict[str, Command] = {
     "recover": Command(
         "make a CT of the newest replica this standby holds of it, and start it",
         (
-            ("--force", "the CT's own host is down and stays down: I vouch for it (required)"),
+            ("--force", "the CT's own host is down and stays down: I vouch for it (outside a cluster)"),
             ("--skip-start", "leave the recovered CT stopped"),
         ),
     ),
@@ -436,14 +436,24 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
 
 
 def _recover(host: Host, ctid: int, ns: argparse.Namespace) -> None:
-    """Without a cluster nothing can tell that the CT's own host is gone for good, so the
-    admin says so (--force); the cluster's HA calls promote() after its fencing wait."""
+    """In a cluster, the cluster tells whether the CT's host is gone, and its fencing is
+    waited out (pyvz.cluster.recover); without one, nothing can, so the admin says so
+    (--force)."""
+    from pyvz.cluster import namespace
     from pyvz.migrate.promote import promote
     from pyvz.migrate.replicas import ReplicaStore
 
+    if host.paths.conf_file(ctid).exists():  # first: a recover run twice says what happened
+        raise VzError(ExitCode.PRIVATE_EXISTS, f"CT {ctid} already exists on this host")
     replica = ReplicaStore(host).get(ctid)
     if replica is None:
         raise VzError(ExitCode.NO_PRIVATE, f"this host holds no replica of CT {ctid}")
+    if namespace.clustered(host.paths):
+        from pyvz.cluster.recover import take_over
+
+        came_from = take_over(host.paths, ctid)
+        promote(host, ctid, start=not ns.skip_start, reserve=not came_from, came_from=came_from)
+        return
     if not ns.force:
         raise VzError(
             ExitCode.INVALID_PARAMETER_SYNTAX,

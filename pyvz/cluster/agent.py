@@ -25,8 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pyvz.cluster import keys
+from pyvz.cluster import fence, keys
 from pyvz.cluster.etcd import Etcd
+from pyvz.cluster.ha import HaThread, replicas_held
 from pyvz.cluster.member import agent_pid_file, running_pid
 from pyvz.cluster.settings import Settings
 from pyvz.errors import ClusterExit, VzError
@@ -39,30 +40,38 @@ Loop = Callable[["Agent"], None]
 def default_loops() -> list[Loop]:
     """The loops every agent runs after each publication. Replication and HA add theirs here
     (each a function of the agent, quick, raising nothing it cannot live with)."""
+    from pyvz.cluster.ha import publish_records
     from pyvz.cluster.namespace import reconcile
 
-    return [reconcile]
+    return [reconcile, publish_records]
 
 
 def ct_entries(host: Host) -> list[dict[str, Any]]:
     """This host's CTs as vzlist sees them (a CT whose private area is gone is left out)."""
+    from pyvz.cluster.fence import load_fenced
+    from pyvz.cluster.ha import ha_settings
     from pyvz.listing import records
 
+    fenced = load_fenced(host.paths)
     entries = []
     for record in records(host):
         status = record.status
         if status is None:
             continue
-        entries.append(
-            {
-                "ctid": record.ctid,
-                "name": record.name,
-                "hostname": record.raw("HOSTNAME"),
-                "status": status,
-                "numproc": record.nproc,
-                "ip": [word.split("/")[0] for word in (record.ip or "").split()],
-            }
-        )
+        ha, prio = ha_settings(record.own)
+        entry = {
+            "ctid": record.ctid,
+            "name": record.name,
+            "hostname": record.raw("HOSTNAME"),
+            "status": status,
+            "numproc": record.nproc,
+            "ip": [word.split("/")[0] for word in (record.ip or "").split()],
+            "ha": ha,
+            "ha_prio": prio,
+        }
+        if record.ctid in fenced:
+            entry["fenced"] = "stale" if fenced[record.ctid].get("stale") else "fenced"
+        entries.append(entry)
     return entries
 
 
@@ -112,8 +121,16 @@ class Agent:
     def _grant(self, client: Etcd, deadline: float) -> None:
         sent = time.monotonic()
         self.lease = client.grant(self.settings.ttl, deadline=deadline)
-        self.lease_valid = sent + self.settings.ttl
+        self._valid_until(sent + self.settings.ttl)
         self._renewed.set()
+
+    def _valid_until(self, when: float) -> None:
+        """The lease lives at least until `when`: the fencing watchdog hears it at once."""
+        self.lease_valid = when
+        try:
+            fence.arm(self.settings.paths, when)
+        except OSError as err:  # the watchdog then fences at the last deadline it read
+            self._say(f"cannot tell the fencing watchdog the lease's deadline: {err}")
 
     def _keepalive_loop(self) -> None:
         """Renew every TTL/3; a lease found expired is replaced (and the host republished).
@@ -134,7 +151,7 @@ class Agent:
                     if self.lease == 0:
                         self._grant(client, sent + period)
                     elif client.keepalive(self.lease, deadline=sent + period) > 0:
-                        self.lease_valid = sent + self.settings.ttl
+                        self._valid_until(sent + self.settings.ttl)
                     else:
                         log.warning(f"lease {self.lease:x} had expired; taking a new one")
                         self._grant(client, time.monotonic() + period)
@@ -163,6 +180,7 @@ class Agent:
             "updated": round(time.time(), 3),
             "cts": ct_entries(self.host),
             "capacity": capacity(self.host),
+            "replicas": replicas_held(self.host),
             "health": {"load": [round(x, 2) for x in load], "problem": self._problem or None},
         }
 
@@ -187,6 +205,27 @@ class Agent:
 
     # ---- the process --------------------------------------------------------------------
 
+    def _goodbye(self) -> None:
+        """A clean stop. With CTs running that another host may start, the lease is left to
+        expire and the watchdog fences them then, unless an agent is back before: a host
+        nobody watches must not keep them. Otherwise the record goes now, not after the
+        TTL, and so does the watchdog."""
+        from pyvz.cluster.fence import protected
+
+        running = protected(self.host)
+        if running:
+            log.warning(
+                f"the agent stops with HA or replicated CTs running ({', '.join(map(str, running))}): "
+                "they are fenced when the lease expires, unless the agent is back before"
+            )
+            return
+        fence.disarm(self.settings.paths)
+        if self.lease:
+            try:
+                self.client.revoke(self.lease)
+            except VzError as err:
+                log.warning(f"could not revoke the lease: {err.message}")
+
     def run(self) -> int:
         paths = self.settings.paths
         other = running_pid(agent_pid_file(paths))
@@ -200,8 +239,15 @@ class Agent:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        if fence.read_deadline(paths) is None:
+            # A grace of one TTL for what runs already (vzctl start checked each HA CT's
+            # owner with etcd); a deadline left by an earlier agent stands as it is.
+            fence.arm(paths, time.monotonic() + self.settings.ttl)
+        fence.ensure_watchdog(paths)
         keeper = threading.Thread(target=self._keepalive_loop, name="lease", daemon=True)
         keeper.start()
+        ha = HaThread(self)
+        ha.start()
         log.info(f"cluster agent for {self.settings.name}: lease TTL {self.settings.ttl} s")
         try:
             lease = 0
@@ -219,6 +265,9 @@ class Agent:
                     self._say(f"cannot publish this host: {err.message}")
                 except Exception as err:  # a CT's unreadable state must not end the lease's holder
                     log.error(f"cannot publish this host: {type(err).__name__}: {err}")
+                if fence.running_watchdog(paths) is None:
+                    log.warning("the fencing watchdog had stopped: started again")
+                    fence.ensure_watchdog(paths)
                 for loop in self.loops:
                     try:
                         loop(self)
@@ -232,11 +281,8 @@ class Agent:
         finally:
             self.stopping.set()
             keeper.join(timeout=self.settings.timeout + 2)
-            if self.lease:
-                try:
-                    self.client.revoke(self.lease)  # the record goes now, not after the TTL
-                except VzError as err:
-                    log.warning(f"could not revoke the lease: {err.message}")
+            ha.join(timeout=self.settings.timeout + 2)
+            self._goodbye()
             self.client.close()
             if running_pid(agent_pid_file(paths)) == os.getpid():
                 agent_pid_file(paths).unlink(missing_ok=True)

@@ -12,6 +12,9 @@ shows it). Every value is JSON.
 /pyvz/reservations/ctid/<N>   reserve() keys for the CT namespace, one per CTID, name and
 /pyvz/reservations/name/<NAME>  address: value owner_value(host, ...) (for the helpers who
 /pyvz/reservations/ip/<ADDR>    build create/clone/migrate on them)
+/pyvz/ha/<CTID>               {ctid, host, prio, state, ...}: where an HA CT (HA_ENABLE=yes)
+                              belongs and whether it should run (pyvz.cluster.ha); no
+                              lease: it outlives its host, which is the point
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ MEMBERS = ROOT + "members/"
 HOSTS = ROOT + "hosts/"
 LEADER = ROOT + "leader/"
 RESERVATIONS = ROOT + "reservations/"
+HA = ROOT + "ha/"
 
 
 def member(name: str) -> str:
@@ -45,3 +49,7 @@ def ct_name(name: str) -> str:
 
 def ip(address: str) -> str:
     return f"{RESERVATIONS}ip/{address}"
+
+
+def ha(ctid: int) -> str:
+    return f"{HA}{ctid}"

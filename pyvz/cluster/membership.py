@@ -516,8 +516,12 @@ def leave(paths: Paths, force: bool = False) -> str:
         return "this host"
     settings = load(paths)
     member.stop_agent(paths)
+    from pyvz.cluster import fence
+
+    fence.stop_watchdog(paths)
     try:
         with settings.client() as client:
+            _drop_ha_records(client, settings.name)
             client.delete(keys.host(settings.name))
             client.delete(keys.member(settings.name))
             if settings.managed:
@@ -535,6 +539,17 @@ def leave(paths: Paths, force: bool = False) -> str:
         log.warning(f"leaving on this host's side only: {err.message}")
     _undo_local(paths)
     return settings.name
+
+
+def _drop_ha_records(client: Etcd, name: str) -> None:
+    """A host that leaves takes its CTs out of HA: nobody must start them elsewhere."""
+    from pyvz.cluster.etcd import delete_op, mod_revision_is
+    from pyvz.cluster.ha import HaRecord
+
+    for kv in client.range(keys.HA):
+        rec = HaRecord.of(kv)
+        if rec is not None and rec.host == name:
+            client.txn([mod_revision_is(kv.key, kv.mod_revision)], [delete_op(kv.key)])
 
 
 def data_dir_of(paths: Paths) -> Path:

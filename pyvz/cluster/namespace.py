@@ -180,6 +180,53 @@ def reserved(
         raise
 
 
+def check_may_start(paths: Paths, ctid: int, protected: bool, ha_prio: int | None) -> None:
+    """A CT that another host may start (HA, or replicated) starts here only while this
+    host owns it and its agent holds a lease (else HA would start it elsewhere too), and
+    not while it is fenced (fence.py). Elsewhere, nothing is asked. An HA CT (`ha_prio`
+    given) is marked started in its HA record now, not at the agent's next publication:
+    from this moment on, HA brings it back if this host dies."""
+    if not protected or not clustered(paths):
+        return
+    from pyvz.cluster.fence import refuse_start
+
+    refuse_start(paths, ctid)
+    conf, mine = _ours(paths, ctid)
+    try:
+        with conf.client() as etcd:
+            owner = etcd.get(keys.ctid(ctid))
+            published = etcd.get(keys.host(conf.name))
+            holder = (
+                _holder(etcd, keys.ctid(ctid)) if owner is not None and owner.value != mine.encode() else ""
+            )
+    except VzError as err:
+        raise VzError(
+            err.code,
+            f"CT {ctid} may run on another host (it has HA or standbys), and this host cannot ask "
+            f"its cluster ({err.message}): it is not started",
+        ) from None
+    if holder:
+        raise VzError(
+            ClusterExit.TAKEN,
+            f"CT {ctid} belongs to {holder} now: this copy is stale and stays stopped "
+            "(destroy it here, or migrate the CT back)",
+        )
+    if published is None:
+        raise VzError(
+            ClusterExit.UNAVAILABLE,
+            f"CT {ctid} has HA or standbys, and this host's cluster agent holds no lease (is it "
+            "running? `vzcluster agent`): the cluster would start it elsewhere too",
+        )
+    if ha_prio is not None:
+        from pyvz.cluster.ha import mark_started
+
+        try:
+            with conf.client() as etcd:
+                mark_started(etcd, conf.name, conf.address, ctid, ha_prio)
+        except VzError as err:
+            log.warning(f"CT {ctid}'s HA record is updated later, by the agent ({err.message})")
+
+
 # ---- the agent's part ------------------------------------------------------------------
 
 _said: set[str] = set()

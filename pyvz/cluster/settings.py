@@ -18,6 +18,8 @@ host a cluster member. Keys (defaults in brackets):
   LEASE_TTL        seconds a host's lease lives without renewal [10]; renewed every TTL/3
   PUBLISH_INTERVAL seconds between two publications of the host's CTs [5]
   REQUEST_TIMEOUT  seconds an etcd request may take before the next endpoint is tried [5]
+  FENCE_MARGIN     seconds past a lease's expiry by which a cut-off host has stopped its HA
+                   and replicated CTs, and that HA and `vzctl recover` wait out [5]
   STATE            joining while init/join runs, ready once it completed (written last: a
                    host that is not ready holds only the leftovers of an interrupted attempt,
                    which the next init/join, or `leave --force`, sweeps)
@@ -39,6 +41,9 @@ from pyvz.paths import Paths
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 DEFAULT_TTL = 10
+# Seconds past a lease's expiry by which its host has stopped the CTs others may start
+# (pyvz.cluster.fence), and that the HA leader and `vzctl recover` wait before they do.
+DEFAULT_FENCE_MARGIN = 5
 
 
 def conf_path(paths: Paths) -> Path:
@@ -105,6 +110,7 @@ class Settings(NamedTuple):
     ttl: int
     publish_interval: int
     timeout: float
+    fence_margin: int
 
     @property
     def client_url(self) -> str:
@@ -176,6 +182,7 @@ def load(paths: Paths) -> Settings:
         ttl=_int(conf, "LEASE_TTL", DEFAULT_TTL, 2, 3600),
         publish_interval=_int(conf, "PUBLISH_INTERVAL", 5, 1, 3600),
         timeout=float(_int(conf, "REQUEST_TIMEOUT", 5, 1, 120)),
+        fence_margin=_int(conf, "FENCE_MARGIN", DEFAULT_FENCE_MARGIN, 2, 600),
     )
 
 

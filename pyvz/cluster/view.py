@@ -8,6 +8,7 @@ from pyvz.cluster import keys, member
 from pyvz.cluster.etcd import Etcd, Member
 from pyvz.cluster.settings import Settings
 from pyvz.errors import ClusterExit, ExitCode, VzError
+from pyvz.host import Host
 
 
 class Node(NamedTuple):
@@ -170,4 +171,33 @@ def status(settings: Settings) -> Report:
             problems.append(
                 (ClusterExit.UNAVAILABLE, "the cluster agent is not running (vzcluster agent, or its unit)")
             )
+        _ha_lines(settings, client, lines, problems)
     return Report(lines, problems)
+
+
+def _ha_lines(
+    settings: Settings,
+    client: Etcd,
+    lines: list[tuple[str, str]],
+    problems: list[tuple[ClusterExit | ExitCode, str]],
+) -> None:
+    """The fencing watchdog, what it fenced, and where the cluster's HA CTs belong."""
+    from pyvz.cluster import fence
+    from pyvz.cluster.ha import HaRecord
+
+    watchdog = fence.running_watchdog(settings.paths)
+    said = f"watchdog running (pid {watchdog})" if watchdog else "watchdog not running"
+    lines.append(("fencing", f"{said}, margin {settings.fence_margin} s"))
+    for ctid, entry in sorted(fence.load_fenced(settings.paths).items()):
+        how = f"stale: runs on {entry.get('now_on', '?')}" if entry.get("stale") else "waits for the lease"
+        lines.append(("fenced", f"CT {ctid} ({how})"))
+    if watchdog is None and fence.protected(Host(settings.paths)):
+        problems.append(
+            (ClusterExit.UNAVAILABLE, "HA or replicated CTs run here, but no fencing watchdog watches them")
+        )
+    try:
+        records = [r for kv in client.range(keys.HA, serializable=True) if (r := HaRecord.of(kv))]
+    except VzError:
+        return  # said above: etcd does not answer
+    for rec in records:
+        lines.append(("ha", f"CT {rec.ctid} prio {rec.prio} {rec.state} on {rec.host}"))

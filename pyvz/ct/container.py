@@ -18,6 +18,8 @@ from pyvz.net import venet
 from pyvz.params import (
     DISABLED,
     FIREWALL_ACCEPT,
+    HA_ENABLE,
+    HA_PRIO,
     HOSTNAME,
     IOPRIO,
     IPADD,
@@ -29,6 +31,7 @@ from pyvz.params import (
     NETIF,
     OSTEMPLATE,
     PRIVATE,
+    REPLICATE,
     ROOT,
     SEARCHDOMAIN,
     STOP_TIMEOUT,
@@ -242,6 +245,11 @@ class Container:
             raise VzError(
                 ExitCode.START_DISABLED, f"CT {self.ctid} is disabled (DISABLED=yes); use --force to start it"
             )
+        from pyvz.cluster.namespace import check_may_start
+
+        ha, standbys = cfg.get(HA_ENABLE), cfg.get(REPLICATE)
+        protected = bool(ha) or bool(standbys)
+        check_may_start(self.paths, self.ctid, protected, cfg.get(HA_PRIO) or 0 if ha else None)
         self.return_to_netns()
         from pyvz.ct import checkpoint
 

@@ -11,11 +11,15 @@ import errno
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from pyvz.errors import ExitCode, VzError
 from pyvz.log import log
 from pyvz.resources.cgroups import CgroupTree
 from pyvz.run import if_we_die
+
+if TYPE_CHECKING:
+    from pyvz.ct.container import Container
 
 FREEZE_TIMEOUT = 10.0
 
@@ -45,3 +49,13 @@ def frozen(cgroups: CgroupTree, relative: str, what: str) -> Iterator[None]:
                 if err.errno not in (errno.ENOENT, errno.ENODEV):
                     raise
             log.info(f"{what} was frozen for {(time.monotonic() - started) * 1000:.0f} ms")
+
+
+def freeze_and_kill(ct: Container) -> None:
+    """Stop a running CT at once and for good, as vzctl 4.11's snapshot switch does (and a
+    host that fences itself): frozen first, so that it does nothing more (no write lands
+    after the decision, no stop script runs), then killed. A clean shutdown would cost its
+    init's seconds (busybox's: two). The caller holds the CT's lock."""
+    cgroup = ct.host.runtime.cgroups_of(ct.ctid).container
+    with frozen(ct.host.runtime.cgroups, cgroup, f"CT {ct.ctid}"):
+        ct.stop(fast=True)  # the runtime kills a frozen CT's tasks before it thaws them

@@ -23,6 +23,7 @@ from pyvz.params import (
     DISKINODES,
     DISKSPACE,
     FIREWALL_ACCEPT,
+    HA_ENABLE,
     HOSTNAME,
     IPADD,
     IPDEL,
@@ -37,6 +38,7 @@ from pyvz.params import (
     PCI_ADD,
     PCI_DEL,
     PRIVATE,
+    REPLICATE,
     ROOT,
     SEARCHDOMAIN,
     USERPASSWD,
@@ -53,6 +55,20 @@ def _from_sample(host: Host, sample: str) -> dict[str, str]:
     path = host.paths.sample_file(sample)
     conf = ConfigFile.load(path, missing=ExitCode.APPLY_CONFIG_ERROR)
     return {k: v for k, v in conf.items().items() if k not in NOT_APPLIED_FROM_SAMPLE}
+
+
+def _warn_ha(host: Host, merged: CtConfig) -> None:
+    """HA is the cluster's to enforce: where nothing can act on it, the admin is told so."""
+    if not merged.get(HA_ENABLE):
+        return
+    from pyvz.cluster import namespace
+
+    if not namespace.clustered(host.paths):
+        log.warning(
+            "HA_ENABLE is saved, but nothing acts on it: this host is in no cluster (vzcluster init/join)"
+        )
+    elif not merged.get(REPLICATE):
+        log.warning("HA_ENABLE is saved, but the CT has no standby to start on: give it --replicate HOST")
 
 
 def set_params(
@@ -139,6 +155,8 @@ def set_params(
 
         refuse_escapes(merged)
         warn_not_enforced(merged, changes, host.runtime.cgroups.enforces)
+        if HA_ENABLE.key in changes:
+            _warn_ha(host, merged)
         # In a cluster, a saved new name or address is reserved before anything changes
         # (a change that is not saved is this run's alone, and reserves nothing).
         from pyvz.cluster import namespace

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from pyvz.atomic import write_atomic
 from pyvz.ct.container import Container
-from pyvz.ct.freeze import frozen
+from pyvz.ct.freeze import freeze_and_kill, frozen
 from pyvz.errors import ExitCode, VzError
 from pyvz.log import log
 from pyvz.storage.base import Area, StorageDriver, remove_path
@@ -245,7 +245,7 @@ def switch(
         _require_unmounted(store, uuid, "switch to")
         log.info(f"Switching to snapshot {shown(uuid)}")
         if running:
-            _freeze_and_kill(ct)  # its processes are replaced (or discarded) anyway
+            freeze_and_kill(ct)  # its processes are replaced (or discarded) anyway
         elif driver.is_mounted(area):
             ct.umount()
         driver.restore(area, store.files(uuid))
@@ -261,16 +261,6 @@ def switch(
             checkpoint.resume_snapshot(ct, store.memory(uuid))
         elif running:
             ct.start()
-
-
-def _freeze_and_kill(ct: Container) -> None:
-    """Stop a running CT whose state a switch discards, as vzctl 4.11's snapshot switch
-    does: frozen first, so that it does nothing more (no write lands after the decision,
-    no stop script runs), then killed. A clean shutdown would only cost its init's seconds
-    (busybox's: two) for state that is thrown away."""
-    cgroup = ct.host.runtime.cgroups_of(ct.ctid).container
-    with frozen(ct.host.runtime.cgroups, cgroup, f"CT {ct.ctid}"):
-        ct.stop(fast=True)  # the runtime kills a frozen CT's tasks before it thaws them
 
 
 def delete(ct: Container, uuid: str) -> None:

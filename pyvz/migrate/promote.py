@@ -15,6 +15,7 @@ and starts over; once the CT is complete the replica goes (the CT holds its file
 from __future__ import annotations
 
 import os
+import socket
 
 from pyvz.atomic import write_atomic
 from pyvz.config import ConfigFile, CtConfig, name_owner
@@ -32,14 +33,19 @@ from pyvz.storage.base import Area, driver_for
 from pyvz.storage.idmap import IdMap
 
 
-def promote(host: Host, ctid: int, start: bool = True, reserve: bool = True) -> Container:
+def promote(
+    host: Host, ctid: int, start: bool = True, reserve: bool = True, came_from: str = ""
+) -> Container:
     """Make the newest replica of `ctid` a CT of this host and start it (unless `start` is
     False); the CT. Refuses (PRIVATE_EXISTS) if CT `ctid` exists here, NO_PRIVATE if there
     is no replica. The replica is gone afterwards.
 
     In a cluster the CT's CTID, name and addresses are reserved for this host as for a
     created CT (`reserve`), which fails while the CT's old host holds them: the HA leader
-    hands them over first and passes reserve=False, as a migration's receiver does."""
+    hands them over first and passes reserve=False, as a migration's receiver does.
+
+    `came_from`: the CT's old host (as ssh reaches it), which becomes one of its standbys
+    in place of this one (the replicas run the other way from now on)."""
     store = ReplicaStore(host)
     with host.ct_lock(ctid):
         pool.mount_existing(host.paths)
@@ -53,6 +59,7 @@ def promote(host: Host, ctid: int, start: bool = True, reserve: bool = True) -> 
         if conf_path.exists() or private.exists():
             raise VzError(ExitCode.PRIVATE_EXISTS, f"CT {ctid} already exists on this host")
         conf, area, name = _prepare(host, ctid, replica, defaults)
+        _replicate_back(host, conf, came_from or replica.source)
         driver = driver_for(Layout.BTRFS)
         from pyvz.ct.create import new_ct
         from pyvz.storage.btrfs import snapshot
@@ -79,6 +86,30 @@ def promote(host: Host, ctid: int, start: bool = True, reserve: bool = True) -> 
         if start:
             ct.start()
         return ct
+
+
+def _replicate_back(host: Host, conf: ConfigFile, old_host: str) -> None:
+    """REPLICATE named this host: it names the old host instead (if it named any)."""
+    targets = (conf.get("REPLICATE") or "").replace(",", " ").split()
+    if not targets:
+        return
+    me = set(_cluster_identity(host)) | {socket.gethostname()}
+    kept = [t for t in targets if t.removeprefix("root@") not in me]
+    if len(kept) != len(targets) and old_host and old_host not in kept:
+        kept.append(old_host)
+    conf.set("REPLICATE", ",".join(kept))
+
+
+def _cluster_identity(host: Host) -> tuple[str, ...]:
+    """This host's cluster name and address (what another host's REPLICATE calls it)."""
+    from pyvz.cluster import namespace
+
+    if not namespace.clustered(host.paths):
+        return ()
+    from pyvz.cluster.settings import load
+
+    settings = load(host.paths)
+    return (settings.name, settings.address)
 
 
 def _when(epoch: float) -> str:

@@ -115,7 +115,7 @@ class _Run:
                     "op": "replicate",
                     "version": VERSION,
                     "ctid": ct.ctid,
-                    "source": socket.gethostname(),
+                    "source": _source_name(self.host),
                     "layout": str(Layout.BTRFS),
                 }
             )
@@ -513,3 +513,15 @@ def describe(result: RunResult) -> str:
         f"CT {result.ctid} -> {result.target}: {result.kind}, {human_size(result.sent)} sent "
         f"(CT {human_size(result.size)}) in {result.seconds:.1f} s{tries}"
     )
+
+
+def _source_name(host: Host) -> str:
+    """How this host names itself to its standbys: its cluster name in a cluster (what HA
+    and `vzcluster` call it), else its hostname."""
+    from pyvz.cluster import namespace
+
+    if namespace.clustered(host.paths):
+        from pyvz.cluster.settings import load
+
+        return load(host.paths).name
+    return socket.gethostname()

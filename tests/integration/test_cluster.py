@@ -161,6 +161,8 @@ def test_init_join_nodes_lease_and_leave(test_hosts: HostFactory) -> None:
             "status": "stopped",
             "numproc": 0,
             "ip": ["10.99.0.1"],
+            "ha": False,
+            "ha_prio": 0,
         }
     ]
 

@@ -180,8 +180,9 @@ def _counter(host: TestHost, ctid: str) -> tuple[int, int]:
 
 
 COUNTER = (
-    "sh -c 'echo $$ > /tmp/counter.pid; i=0; while :; do i=$((i+1)); echo $i > /tmp/count; "
-    "sleep 0.05; done' </dev/null >/dev/null 2>&1 &"
+    # The count is renamed into place: a reader never catches it truncated and empty.
+    "sh -c 'echo $$ > /tmp/counter.pid; i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; "
+    "mv /tmp/count.new /tmp/count; sleep 0.05; done' </dev/null >/dev/null 2>&1 &"
 )
 
 

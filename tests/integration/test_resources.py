@@ -186,15 +186,21 @@ def test_ioprio_and_iopslimit_reach_the_ct_disk(vzroot: VzRoot) -> None:
     from pyvz.storage.blockdev import device_of
 
     vzroot.ok("create", "101", "--ioprio", "7", "--iopslimit", "300")
-    vzroot.ok("start", "101")
+    started = vzroot.vzctl("start", "101")
+    assert started.code == 0, started
     device = device_of(vzroot.private_dir)
     assert device is not None and device.name.startswith("loop")
-    assert device.scheduler == "bfq"  # pyvz switched its own pool's loop device to bfq
-    assert cgroup_file(vzroot, "blkio", "blkio.bfq.weight").read_text().split()[-1] == "800"
+    offered = Path(f"/sys/block/{device.name}/queue/scheduler").read_text()
+    if "bfq" in offered:
+        assert device.scheduler == "bfq"  # pyvz switched its own pool's loop device to bfq
+        assert cgroup_file(vzroot, "blkio", "blkio.bfq.weight").read_text().split()[-1] == "800"
+    else:  # a kernel without bfq (some are built so): ioprio cannot be enforced, and start says so
+        assert "ioprio is not enforced" in started.err, started
     iops = f"{device.number} 300"
     assert cgroup_file(vzroot, "blkio", "blkio.throttle.write_iops_device").read_text().strip() == iops
     assert cgroup_file(vzroot, "blkio", "ns/blkio.throttle.write_iops_device").read_text().strip() == iops
     vzroot.ok("set", "101", "--ioprio", "2", "--iopslimit", "0", "--save")
-    assert cgroup_file(vzroot, "blkio", "blkio.bfq.weight").read_text().split()[-1] == "25"
+    if "bfq" in offered:
+        assert cgroup_file(vzroot, "blkio", "blkio.bfq.weight").read_text().split()[-1] == "25"
     assert cgroup_file(vzroot, "blkio", "ns/blkio.throttle.write_iops_device").read_text().strip() == ""
     vzroot.ok("stop", "--fast", "101")

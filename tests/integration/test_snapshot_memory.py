@@ -15,8 +15,9 @@ pytestmark = pytest.mark.root
 UUID = "0a1b2c3d-1111-4222-8333-444455556666"
 # A counter kept only in a shell variable: its value survives only if memory does.
 COUNTER = (
-    "sh -c 'echo $$ > /tmp/counter.pid; i=0; while :; do i=$((i+1)); echo $i > /tmp/count; "
-    "sleep 0.05; done' </dev/null >/dev/null 2>&1 &"
+    # The count is renamed into place: a reader never catches it truncated and empty.
+    "sh -c 'echo $$ > /tmp/counter.pid; i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; "
+    "mv /tmp/count.new /tmp/count; sleep 0.05; done' </dev/null >/dev/null 2>&1 &"
 )
 
 

@@ -232,6 +232,8 @@ SAMPLES: dict[str, str] = {
     "diskquota": "yes",
     "quotatime": "600",
     "replicate": "standby-1,standby-2",
+    "ha_enable": "yes",
+    "ha_prio": "3",
     "replicate_interval": "5m",
     "quotaugidlimit": "200",
     "kmemsize": "14372700:14790164",
