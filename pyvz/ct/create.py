@@ -63,7 +63,7 @@ def _sample(host: Host, name: str) -> ConfigFile:
 def taken_uids(host: Host) -> set[int]:
     taken = set()
     for ctid in host.ctids():
-        value = ConfigFile.load(host.paths.conf_file(ctid)).get("LOCAL_UID")
+        value = ConfigFile.peek(host.paths.conf_file(ctid), "LOCAL_UID")
         if value and value.isdigit():
             taken.add(int(value))
     return taken

@@ -442,3 +442,27 @@ def test_existing_ctids(paths: Paths) -> None:
         (paths.conf_dir / name).write_text("")
     assert sorted(existing_ctids(paths)) == [101, 102]
     assert list(existing_ctids(Paths(paths.root / "elsewhere"))) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'LOCAL_UID="100000"\n',
+        'A="1"\nLOCAL_UID="100000"\nLOCAL_UID="165536"\n',
+        "LOCAL_UID=165536 # a comment\n",
+        "  LOCAL_UID='200000'\r\n",
+        '# LOCAL_UID="1"\nX="2"\n',
+        'XLOCAL_UID="7"\n',
+        'LOCAL_UID="unclosed\n',
+        "",
+    ],
+)
+def test_peek_reads_a_key_as_a_full_parse_does(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "101.conf"
+    path.write_text(text)
+    try:
+        full = ConfigFile.load(path).get("LOCAL_UID")
+    except VzError:
+        full = None  # a malformed file: peek gives None for its malformed value
+    assert ConfigFile.peek(path, "LOCAL_UID") == full
+    assert ConfigFile.peek(tmp_path / "missing.conf", "LOCAL_UID") is None
