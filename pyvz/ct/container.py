@@ -251,6 +251,14 @@ class Container:
         protected = bool(ha) or bool(standbys)
         check_may_start(self.paths, self.ctid, protected, cfg.get(HA_PRIO) or 0 if ha else None)
         self.return_to_netns()
+        from pyvz.resources import hostlimits
+
+        hostlimits.before_start()  # in the netns the CT will run in: its neighbour table
+        routed: tuple[str, ...] = cfg.get(IPADD) or ()
+        hostlimits.check_neighbours(len(routed))
+        for netif in cfg.get(NETIF) or ():
+            if netif.bridge:
+                hostlimits.check_bridge(netif.bridge)
         from pyvz.ct import checkpoint
 
         dump = checkpoint.pending(self.host, self.ctid)
