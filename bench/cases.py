@@ -19,6 +19,7 @@ from bench.backup import bench_backup
 from bench.checkpoint import bench_checkpoint
 from bench.cluster import bench_cluster_list, bench_evacuate
 from bench.convert import bench_convert
+from bench.density import bench_density
 from bench.ha import bench_ha_failover
 from bench.harness import VZCTL, VZLIST, BenchRoot, Row, alternate, log
 from bench.lxcfs import bench_lxcfs_free, bench_lxcfs_start
@@ -470,4 +471,5 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "cluster-list": bench_cluster_list,  # three test hosts with etcd, 200 CTs each
     "evacuate": bench_evacuate,  # three test hosts with etcd, 10 running CTs moved off one
     "ha-failover": bench_ha_failover,  # fresh three test hosts per sample, host a killed
+    "density": bench_density,  # a root of its own: 2000 running CTs (300 with --quick)
 }

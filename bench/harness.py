@@ -157,7 +157,7 @@ class BenchRoot:
 @dataclass
 class Row:
     """One line of the table. kind: 'diff' (target peer + N ms), 'abs' (absolute), 'ratio'
-    (target pyvz/peer ≤ limit), 'growth', 'mem'."""
+    (target pyvz/peer ≤ limit), 'growth', 'mem', 'count' (at least `limit` of something)."""
 
     operation: str
     kind: str
@@ -184,7 +184,7 @@ class Row:
     @property
     def diff_ms(self) -> float | None:
         peer = self.peer_median
-        if peer is None or self.kind in ("growth", "mem"):
+        if peer is None or self.kind in ("growth", "mem", "count"):
             return None
         return (self.pyvz_median - peer) * 1000
 
@@ -200,6 +200,8 @@ class Row:
         if self.kind == "growth":
             peer = self.peer_median
             return self.pyvz_median <= self.limit and (peer is None or peer > self.pyvz_median)
+        if self.kind == "count":
+            return self.pyvz_median >= self.limit
         return self.pyvz_median <= self.limit
 
     def _value(self, value: float | None) -> str:
@@ -209,11 +211,13 @@ class Row:
             return f"{value:.2f}×"
         if self.kind == "mem":
             return f"{value:.2f} MB"
+        if self.kind == "count":
+            return f"{value:.0f}"
         return f"{value * 1000:.1f} ms"
 
     def cells(self) -> list[str]:
         ratio, diff = self.ratio, self.diff_ms
-        if self.kind in ("growth", "mem") or ratio is None or diff is None:
+        if self.kind in ("growth", "mem", "count") or ratio is None or diff is None:
             comparison = "—"
         elif self.kind == "diff":
             comparison = f"{diff:+.1f} ms ({ratio:.2f}×)"
@@ -236,7 +240,7 @@ class Row:
             ratio=self.ratio,
             diff_ms=self.diff_ms,
             met=self.met,
-            unit="MB" if self.kind == "mem" else ("x" if self.kind == "growth" else "s"),
+            unit={"mem": "MB", "growth": "x", "count": "count"}.get(self.kind, "s"),
         )
         return data
 
