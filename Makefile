@@ -2,12 +2,13 @@
 SHELL := /bin/bash
 APT_PACKAGES := lxc btrfs-progs busybox-static uidmap zstd tar python3-venv python3-dev mmdebstrap gnupg \
 	iproute2 procps util-linux e2fsprogs nftables iperf3 openssh-server openssh-client rsync lxcfs lzop dmsetup \
-	xfsprogs nodejs chromium etcd-server etcd-client resource-agents
+	xfsprogs nodejs chromium etcd-server etcd-client resource-agents systemd-container
 # etcd-server/etcd-client: the cluster's etcd (docs/cluster.md), 3.4 in bookworm and 3.5 in trixie. A suite
 # without them gets everything else (vzcluster then says etcd is not installed). Their own etcd.service is
 # masked before a first install where systemd runs, so no system etcd starts: pyvz runs its own member
 # (pyvz-etcd.service) once `vzcluster init` or `join` asks for it.
-OPTIONAL_PACKAGES := etcd-server etcd-client
+# systemd-container: systemd-nspawn, the peer of `vzctl run` on a Debian template in `make bench`.
+OPTIONAL_PACKAGES := etcd-server etcd-client systemd-container
 VENV := .venv
 PY := $(VENV)/bin/python3
 STAMP := $(VENV)/.installed

@@ -28,6 +28,7 @@ from bench.migrate import bench_migrate
 from bench.network import bench_throughput
 from bench.replicate import bench_replicate
 from bench.resources import bench_cpu, bench_vzlist_ubc, bench_vzubc
+from bench.run_cmd import bench_run_busybox, bench_run_debian
 from bench.snapshots import bench_clone_destroy, bench_snapshot_delete, bench_snapshot_switch, bench_snapshots
 from bench.templates import bench_template_build, bench_template_cold_create, bench_template_create
 from pyvz.resources.cgroups import CtCgroups, detect
@@ -471,5 +472,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "cluster-list": bench_cluster_list,  # three test hosts with etcd, 200 CTs each
     "evacuate": bench_evacuate,  # three test hosts with etcd, 10 running CTs moved off one
     "ha-failover": bench_ha_failover,  # fresh three test hosts per sample, host a killed
+    "run-busybox": bench_run_busybox,
+    "run-debian": bench_run_debian,  # builds the Debian 12 template if no benchmark has yet
     "density": bench_density,  # a root of its own: 2000 running CTs (300 with --quick)
 }

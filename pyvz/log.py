@@ -29,6 +29,7 @@ class Log:
         self.file: TextIO | None = None
         self.ctid = ""
         self.prefixes = _PREFIX
+        self.info_to_stderr = False  # vzctl run: stdout is the command's alone
 
     def emit(self, level: int, message: str) -> None:
         prefix = self.prefixes.get(level, "")
@@ -40,7 +41,7 @@ class Log:
             if self.verbose and not self.quiet:
                 print(message, file=sys.stderr, flush=True)
         elif not self.quiet:
-            print(message, flush=True)
+            print(message, file=sys.stderr if self.info_to_stderr else sys.stdout, flush=True)
         if self.file is not None:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             self.file.write(f"{stamp} {self.tool} : {self.ctid}{prefix}{message}\n")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT = 300.0
 _KILL_GRACE = 5.0
+_SLICE = 0.2  # seconds: how often supervised() looks at its clocks
 
 
 class Result(NamedTuple):
@@ -192,6 +193,83 @@ def _run_attached(argv: tuple[str, ...], env: dict[str, str], check: bool, error
     if check and code != 0:
         raise VzError(error_code, f"`{shlex.join(argv)}` failed ({_describe_status(code)})")
     return Result(argv, code, "", "")
+
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def supervised(
+    argv: Sequence[str],
+    *,
+    forward: Callable[[int, int], None],
+    timeout: float | None = None,
+    grace: float = _KILL_GRACE,
+    own_group: bool = True,
+) -> tuple[int, bool]:
+    """A command on our stdio that we watch over (vzctl run's command in its CT). SIGINT,
+    SIGTERM and SIGHUP to us are not our death: `forward(pid, signum)` hands each to what
+    the command `pid` runs, and if it has not ended `grace` seconds later (or at the same
+    signal a second time) SIGKILL follows. At `timeout` seconds the same: SIGTERM, then
+    SIGKILL. Returns its exit code and whether the time ran out. `own_group`: it is put in
+    a process group of its own, so that a terminal's Ctrl-C reaches us alone and is handed
+    on once; not for a command that reads the terminal (it must be in the foreground)."""
+    import select
+    import time
+
+    argv = tuple(argv)
+    env = dict(os.environ, LANG="C.UTF-8")
+    env.pop("LC_ALL", None)
+    pid = -1
+    seen: list[int] = []
+    kill_at: list[float] = []  # when the signalled command is killed if it has not ended
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if pid < 0:
+            return
+        if signum in seen:
+            forward(pid, signal.SIGKILL)
+            return
+        seen.append(signum)
+        forward(pid, signum)
+        kill_at.append(time.monotonic() + grace)
+
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, set(FORWARDED))
+    previous = {signum: signal.signal(signum, on_signal) for signum in FORWARDED}
+    pidfd = -1
+    try:
+        options: dict[str, object] = {"setsigmask": []}
+        if own_group:
+            options["setpgroup"] = 0
+        pid = _spawn(argv, env, **options)
+        pidfd = os.pidfd_open(pid)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a held-back signal lands here
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        timed_out = False
+        while True:
+            # In slices: a signal's handler may set a kill time while we wait (poll is
+            # resumed after a handler with the time it had left, PEP 475).
+            ends = [t for t in (deadline, *kill_at) if t is not None]
+            left = min(ends) - time.monotonic() if ends else _SLICE
+            if poller.poll(max(0, int(min(left, _SLICE) * 1000) + 1)):
+                break
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                timed_out, deadline = True, None
+                forward(pid, signal.SIGTERM)
+                kill_at.append(now + grace)
+            if kill_at and now >= min(kill_at):
+                forward(pid, signal.SIGKILL)
+                kill_at.clear()
+        _pid, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), timed_out
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if pidfd >= 0:
+            os.close(pidfd)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _signal(proc: subprocess.Popen[str], signum: int, group: bool) -> None:

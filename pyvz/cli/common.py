@@ -44,9 +44,10 @@ def _report(err: VzError) -> None:
 def run_tool(tool: str, body: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     """Run a front end: set up logging, map VzError to its exit code, --debug for tracebacks."""
     args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
-    quiet = "--quiet" in args
-    verbose = "--verbose" in args
+    ours = args[: args.index("--")] if "--" in args else args  # not a command's own words
+    debug = "--debug" in ours
+    quiet = "--quiet" in ours
+    verbose = "--verbose" in ours
     setup(tool, Paths.from_env().log_file, quiet=quiet, verbose=int(verbose))
     log.debug(f"command line: {tool} {' '.join(args)}")
     try:

@@ -86,6 +86,13 @@ COMMANDS: dict[str, Command] = {
     "runscript": Command("run a host script inside a CT"),
     "console": Command("attach to a CT console (Esc . detaches)"),
     "boot": Command("start all CTs with ONBOOT=yes, in BOOTORDER"),
+    "run": Command(
+        "run a command in a fresh CT, return its exit code (docs/run.md)",
+        (
+            ("--rm", "destroy the CT at the end, whatever happens"),
+            ("--boot", "start the CT's own init (systemd: until booted) before the command"),
+        ),
+    ),
     "snapshot": Command(
         "snapshot a CT's files and config (a running CT is frozen for the instant it takes)",
         (
@@ -143,6 +150,7 @@ COMMANDS: dict[str, Command] = {
         ),
     ),
 }
+NO_CTID = frozenset({"boot", "run"})
 ALIASES = {alias: name for name, cmd in COMMANDS.items() for alias in cmd.aliases}
 # Commands read without argparse (see _fast_parse): only on/off flags, or a command line.
 PASS_THROUGH = frozenset({"exec", "exec2", "exec3"})
@@ -184,13 +192,15 @@ def build_parser(only: str | None = None) -> ArgumentParser:
             p.option_code = ExitCode.INVALID_PARAMETER_VALUE
         p.getopt_words = True
         parser.commands[name] = p
-        if name != "boot":
+        if name not in NO_CTID:
             p.add_argument("ctid", metavar="CTID", help="CT id or name")
         for flag, help_text in command.flags:
             p.add_argument(flag, action="store_true", help=help_text)
         _add_snapshot_args(p, name)
         if name in ("create", "set"):
             _add_params(p, name)
+        elif name == "run":
+            _add_run_args(p)
         if name == "set":
             p.add_argument(
                 "--setmode", choices=[m.value for m in SetMode], help="restart if a change needs it"
@@ -213,6 +223,20 @@ def build_parser(only: str | None = None) -> ArgumentParser:
                 help="the new layout",
             )
     return parser
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """vzctl run: create's parameters, where the CT comes from, and how the command runs."""
+    import argparse
+
+    _add_params(p, "create")
+    p.add_argument("--from", dest="source", metavar="CT[:SNAPSHOT]", help="a clone of this CT or snapshot")
+    p.add_argument("--network", choices=["none"], help="none: no interface but lo (--from CT's too)")
+    p.add_argument("--user", metavar="USER[:GROUP]", help="run the command as this user of the CT")
+    p.add_argument("--workdir", default="/", metavar="DIR", help="the command's directory (made if missing)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="an environment variable")
+    p.add_argument("--timeout", metavar="SECONDS", help="stop the command after this long (exit 124)")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="-- COMMAND")
 
 
 def _add_snapshot_args(p: argparse.ArgumentParser, name: str) -> None:
@@ -306,7 +330,7 @@ def parse_argv(argv: list[str]) -> argparse.Namespace:
         return ns
     words = [a for a in argv if a not in GLOBAL_FLAGS]
     first = ALIASES.get(words[0], words[0]) if words else None
-    if first in COMMANDS and first != "boot" and len(words) == 1:
+    if first in COMMANDS and first not in NO_CTID and len(words) == 1:
         raise VzError(ExitCode.INVALID_PARAMETER_VALUE, "CT ID missing")
     parser = build_parser(first if first in COMMANDS else None)
     ns, extra = parser.parse_known_args(argv)
@@ -330,6 +354,8 @@ def dispatch(argv: list[str]) -> int:
         from pyvz.ct.boot import boot
 
         return boot(host)
+    if command == "run":
+        return _run_command(host, ns)
     ctid = _ctid(host, ns.ctid, command)
     set_ctid(ctid)
     if command not in WITHOUT_CONFIG and not host.paths.conf_file(ctid).exists():
@@ -433,6 +459,40 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
     else:  # pragma: no cover - argparse only lets known commands through
         raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, f"unknown command {command}")
     return 0
+
+
+def _run_command(host: Host, ns: argparse.Namespace) -> int:
+    """vzctl run; its own messages go to stderr, stdout is the command's alone."""
+    from pyvz.ct.runner import Request, run_ct
+    from pyvz.log import log
+
+    args = list(ns.args)
+    if args[:1] == ["--"]:
+        args = args[1:]
+    timeout = None
+    if ns.timeout is not None:
+        try:
+            timeout = float(ns.timeout)
+        except ValueError:
+            raise VzError(
+                ExitCode.INVALID_PARAMETER_VALUE, f"--timeout wants seconds, not {ns.timeout!r}"
+            ) from None
+    log.info_to_stderr = True
+    log.quiet = log.quiet or not log.verbose  # create's and start's steps only with --verbose
+    request = Request(
+        command=args,
+        remove=ns.rm,
+        source=ns.source,
+        options=_options(ns, "create"),
+        network_none=ns.network == "none",
+        user=ns.user,
+        workdir=ns.workdir,
+        env=ns.env,
+        timeout=timeout,
+        boot=ns.boot,
+        quiet=ns.quiet,
+    )
+    return run_ct(host, request)
 
 
 def _recover(host: Host, ctid: int, ns: argparse.Namespace) -> None:

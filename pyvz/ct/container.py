@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from functools import cached_property
 from typing import Any, NamedTuple
 
@@ -224,7 +225,11 @@ class Container:
 
     # ---- start / stop --------------------------------------------------------------------
 
-    def start(self, wait: bool = False, force: bool = False, skip_setup: bool = False) -> None:
+    def start(
+        self, wait: bool = False, force: bool = False, skip_setup: bool = False, hold: Sequence[str] = ()
+    ) -> None:
+        """`hold`: a command LXC's small init runs in place of the CT's own init (vzctl run's
+        CTs that are not booted: see LxcRuntime.start); no boot to wait for then."""
         if (self.paths.conf_dir / f"{self.ctid}.converting").exists():  # a convert was killed
             from pyvz.ct.convert import finish_interrupted
 
@@ -275,7 +280,7 @@ class Container:
             self.driver().start_quota(area, disk_quota(cfg))  # limits live on disk: mostly nothing
             spec, limits = self.runtime_spec(area, cfg, distro.halt_signal)
             try:
-                self.host.runtime.start(spec)
+                self.host.runtime.start(spec, hold)
             finally:
                 from pyvz.ct.bindmounts import release
 
@@ -288,7 +293,7 @@ class Container:
             raise
         self._run_ct_action("start")
         log.info("Container start in progress...")
-        if wait:
+        if wait and not hold:
             self.wait_booted(distro)
 
     def _own_id_range(self, area: Area) -> Area:

@@ -292,6 +292,9 @@ def destroy(host: Host, ctid: int, lock: bool = True, handed_to: str | None = No
         # finds and finishes, and that `vzctl boot` still knows to be ephemeral.
         if conf_path.exists():
             os.replace(conf_path, conf_path.with_name(conf_path.name + ".destroyed"))
+        from pyvz.ct.runowner import release as release_run
+
+        release_run(host.paths, ctid)  # a vzctl run's owner record: after the config, as it
         log.info("Container private area was destroyed")
         if handed_to is None:
             namespace.release_keys(host.paths, ctid, held)

@@ -178,9 +178,16 @@ class LxcRuntime:
         self.cgroups.remove(cgroups.container)
         self.cgroups.remove(cgroups.monitor)
 
-    def start(self, spec: RuntimeSpec) -> None:
+    def start(self, spec: RuntimeSpec, hold: Sequence[str] = ()) -> None:
+        """Start the CT's init; with `hold`, LXC's own small init (lxc-execute's, from a
+        memfd: nothing is put into the CT's files) runs that command as PID 2 instead, and
+        the CT runs until it ends or is stopped (vzctl run without --boot)."""
         self._prepare(spec)
-        result = run(self._base("lxc-start", spec.ctid) + ["-d"], check=False, timeout=120)
+        if hold:
+            argv = self._base("lxc-execute", spec.ctid) + ["-d", "--", *hold]
+        else:
+            argv = self._base("lxc-start", spec.ctid) + ["-d"]
+        result = run(argv, check=False, timeout=120)
         if result.returncode != 0:
             self._clear_cgroups(spec.ctid)
             why = self._why(spec.ctid) or result.stderr.strip().splitlines()[0:1]
@@ -328,14 +335,18 @@ class LxcRuntime:
         command: Sequence[str],
         env: Mapping[str, str] | None = None,
         own_session: bool = False,
+        ids: tuple[int, int] | None = None,
     ) -> list[str]:
         """lxc-attach argv. `own_session`: the command leads a session of its own inside the
         CT. Without it, what it leaves running stays in lxc-attach's session, whose leader
         is outside the CT, and CRIU cannot checkpoint the CT. Not for commands on a
-        terminal: a new session has no controlling terminal."""
+        terminal: a new session has no controlling terminal. `ids`: the CT's uid and gid
+        to run it as (lxc-attach sets no supplementary groups)."""
         if own_session:
             command = ["/bin/sh", "-c", _OWN_SESSION, "sh", *command]
         argv = self.netns_prefix(ctid) + self._base("lxc-attach", ctid) + ["--clear-env"]
+        if ids is not None:
+            argv += ["-u", str(ids[0]), "-g", str(ids[1])]
         variables = {"PATH": CT_PATH, "HOME": "/root", "USER": "root", "LOGNAME": "root"}
         term = os.environ.get("TERM")
         if term:

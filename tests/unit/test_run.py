@@ -146,3 +146,38 @@ def test_does_not_leak_environment_changes() -> None:
     before = dict(os.environ)
     run(["true"], env={"PYVZ_SOMETHING": "1"})
     assert dict(os.environ) == before
+
+
+def _forward(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def test_supervised_returns_the_code_and_no_timeout() -> None:
+    assert pyvz.run.supervised(["sh", "-c", "exit 3"], forward=_forward) == (3, False)
+
+
+def test_supervised_timeout_forwards_term_then_kill() -> None:
+    # The first command ends on TERM with its own code; the second ignores TERM: KILL follows.
+    polite = pyvz.run.supervised(
+        ["sh", "-c", "trap 'exit 5' TERM; while :; do sleep 0.05; done"], forward=_forward, timeout=0.3
+    )
+    assert polite == (5, True)
+    started = time.monotonic()
+    stubborn = pyvz.run.supervised(
+        ["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"], forward=_forward, timeout=0.3, grace=0.3
+    )
+    assert stubborn == (-9, True)
+    assert time.monotonic() - started < 5  # not left waiting for a command that ignores TERM
+
+
+def test_supervised_hands_our_signals_on() -> None:
+    # SIGTERM to us reaches the command (which says so by its code), and we are still alive.
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    script = "trap 'exit 7' TERM; kill -TERM $PPID; while :; do sleep 0.05; done"
+    assert pyvz.run.supervised(["sh", "-c", script], forward=_forward) == (7, False)
+    assert signal.getsignal(signal.SIGTERM) == before  # its handler is gone again
