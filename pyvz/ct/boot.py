@@ -1,5 +1,5 @@
-"""`vzctl boot`: destroy the ephemeral CTs a host reboot stopped, then start every CT with
-ONBOOT=yes, higher BOOTORDER first."""
+"""`vzctl boot`: finish or undo the rebuilds a host reboot cut short, destroy the ephemeral
+CTs it stopped, then start every CT with ONBOOT=yes, higher BOOTORDER first."""
 
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ def boot_order(host: Host) -> list[int]:
 
 def boot(host: Host) -> int:
     """Start them all; one CT failing does not stop the others. Returns the first error code."""
+    from pyvz.ct import rebuild
     from pyvz.ct.ephemeral import sweep
 
+    rebuild.sweep(host)  # first: an ephemeral CT's rebuild is finished before it is destroyed
     sweep(host)
     first_error: int = ExitCode.OK
     for ctid in boot_order(host):
