@@ -1518,6 +1518,7 @@ _REACHES_HOST = frozenset(
         "bindmount_add",
         "bindmount_del",
         "replicate",  # the host's migration key connects out, and the CT's files go there
+        "recipe",  # a build as host root (mmdebstrap, the recipe's commands), from any .toml path
     }
 )
 
