@@ -26,6 +26,7 @@ from bench.lxcfs import bench_lxcfs_free, bench_lxcfs_start
 from bench.metrics import bench_metrics
 from bench.migrate import bench_migrate
 from bench.network import bench_throughput
+from bench.rebuild import bench_rebuild
 from bench.replicate import bench_replicate
 from bench.resources import bench_cpu, bench_vzlist_ubc, bench_vzubc
 from bench.run_cmd import bench_run_busybox, bench_run_debian
@@ -464,6 +465,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "lxcfs-start": bench_lxcfs_start,
     "lxcfs-free": bench_lxcfs_free,
     "convert": bench_convert,
+    "rebuild": bench_rebuild,
     "api-list": bench_api_list,
     "api-start": bench_api_start,
     "api-event": bench_api_event,

@@ -22,6 +22,7 @@ RECEIVER_POINTS = ("receiving", "staged", "committed", "started")
 REPLICATE_SENDER_POINTS = ("replicate-sending", "replicate-sent")
 REPLICATE_RECEIVER_POINTS = ("replica-receiving", "replica-staged", "replica-committed")
 CONVERT_POINTS = ("convert-built", "convert-swapped")
+REBUILD_POINTS = ("rebuild-built", "rebuild-snapshotted", "rebuild-swapped")  # ct/rebuild.py
 CLUSTER_POINTS = ("join-admitted", "join-started")  # vzcluster join (cluster/membership.py)
 PULL_POINTS = (  # vzmigrate --from (migrate/pull.py)
     "pull-disabled",

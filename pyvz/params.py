@@ -316,6 +316,33 @@ OSTEMPLATE: Param[str] = Param(
     Subsystem.CONFIG,
     field="ostemplate",
 )
+
+
+def parse_recipe(text: str) -> str:
+    """A recipe's name (looked up in $ROOT/etc/vz/recipes/, then pyvz's own) or the absolute
+    path of its .toml file (templates/recipe.py: find)."""
+    if text.startswith("/"):
+        if not text.endswith(".toml") or any(ord(c) < 32 for c in text) or '"' in text:
+            raise bad_value("recipe", text, "expected a recipe name or an absolute path to a .toml file")
+        return text
+    return parse_template_name(text)
+
+
+OSRECIPE: Param[str] = Param(
+    "recipe",
+    "OSRECIPE",
+    ("--recipe",),
+    parse_recipe,
+    _text,
+    # The template is built from it (vztmpl build) and named after it; `vzctl rebuild` alone
+    # builds it again and puts the CT's system on the new build (ct/rebuild.py).
+    "build the OS template from this recipe (a name or a .toml path) and remember it for rebuild",
+    "RECIPE",
+    CREATE,
+    Subsystem.CONFIG,
+    live=False,
+    field="osrecipe",
+)
 EPHEMERAL: Param[bool] = Param(
     "ephemeral",
     "EPHEMERAL",
@@ -1407,6 +1434,7 @@ HA_PRIO: Param[int] = Param(
 
 PARAMS: tuple[Param[Any], ...] = (
     OSTEMPLATE,
+    OSRECIPE,
     ORIGIN_SAMPLE,
     LAYOUT,
     PRIVATE,
@@ -1460,6 +1488,7 @@ BY_KEY: dict[str, Param[Any]] = {p.key: p for p in PARAMS if p.key}
 NOT_APPLIED_FROM_SAMPLE = frozenset(
     {
         "OSTEMPLATE",
+        "OSRECIPE",
         "VE_ROOT",
         "VE_PRIVATE",
         "VE_LAYOUT",
@@ -1489,6 +1518,7 @@ _REACHES_HOST = frozenset(
         "bindmount_add",
         "bindmount_del",
         "replicate",  # the host's migration key connects out, and the CT's files go there
+        "recipe",  # a build as host root (mmdebstrap, the recipe's commands), from any .toml path
     }
 )
 

@@ -68,6 +68,16 @@ class RootView(NamedTuple):
             for leftover in stack:
                 os.close(leftover)
 
+    def host_dir(self, rel_dir: str, create: bool = False) -> Path:
+        """The host path of a directory inside the root, symlinks followed inside it
+        (`create`: missing ones made, 0755, owned by the view's root). Only for a tree no one
+        else changes meanwhile (a stopped CT's, a snapshot): the path is not held open."""
+        fd = self._walk(PurePosixPath("/" + rel_dir.lstrip("/")), create=create)
+        try:
+            return Path(os.readlink(f"/proc/self/fd/{fd}"))
+        finally:
+            os.close(fd)
+
     def _final(self, rel: str, links: int = 0) -> tuple[int, str]:
         path = PurePosixPath("/" + rel.lstrip("/"))
         dir_fd = self._walk(path.parent)

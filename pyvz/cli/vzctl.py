@@ -115,6 +115,9 @@ COMMANDS: dict[str, Command] = {
     "snapshot-umount": Command("unmount a snapshot"),
     "clone": Command("make a new CT from a CT or from one of its snapshots"),
     "convert": Command("move a stopped CT's files into another layout (ploop images are read)"),
+    "rebuild": Command(
+        "a fresh system from a template or recipe; config, data and --keep paths stay (ct/rebuild.py)"
+    ),
     "compact": Command("give a ploop image's unused space back (other layouts need no compacting)"),
     "quotaon": Command("turn the disk quota on: DISKSPACE's hard limit on the CT's btrfs qgroup"),
     "quotaoff": Command("turn the disk quota off: no limit on the qgroup (usage is still counted)"),
@@ -263,6 +266,18 @@ def _add_snapshot_args(p: argparse.ArgumentParser, name: str) -> None:
             "--context",
             metavar="HEX",
             help="the checkpoint context: only the CT's own (0 or its CTID in hex)",
+        )
+    elif name == "rebuild":
+        p.add_argument("--ostemplate", metavar="NAME", help="the template (default: the CT's own)")
+        p.add_argument(
+            "--recipe", metavar="RECIPE", help="build this recipe now (default: the one the CT was made from)"
+        )
+        p.add_argument(
+            "--keep",
+            action="append",
+            default=[],
+            metavar="PATH",
+            help="a path inside the CT to carry over (repeatable; wildcards in its last part)",
         )
     elif name == "clone":
         p.add_argument("target", metavar="NEWCTID", help="the clone's CTID")
@@ -430,6 +445,11 @@ def _run(host: Host, command: str, ctid: int, ns: argparse.Namespace) -> int:
         from pyvz.params import parse_ctid
 
         clone(host, ctid, parse_ctid(ns.target), _options(ns, "clone"), ns.snapshot)
+    elif command == "rebuild":
+        from pyvz.ct.rebuild import rebuild
+
+        given = {"ostemplate": ns.ostemplate, "recipe": ns.recipe}
+        rebuild(host, ctid, {k: v for k, v in given.items() if v is not None}, ns.keep)
     elif command == "convert":
         from pyvz.ct.convert import convert, parse_target
 

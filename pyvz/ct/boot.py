@@ -1,5 +1,6 @@
-"""`vzctl boot`: clean up after the `vzctl run`s and destroy the ephemeral CTs a host reboot
-stopped, then start every CT with ONBOOT=yes, higher BOOTORDER first."""
+"""`vzctl boot`: finish or undo the rebuilds a host reboot cut short, clean up after the
+`vzctl run`s it ended, destroy the ephemeral CTs it stopped, then start every CT with
+ONBOOT=yes, higher BOOTORDER first."""
 
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ def boot_order(host: Host) -> list[int]:
 
 def boot(host: Host) -> int:
     """Start them all; one CT failing does not stop the others. Returns the first error code."""
-    from pyvz.ct import runowner
+    from pyvz.ct import rebuild, runowner
     from pyvz.ct.ephemeral import sweep
 
+    rebuild.sweep(host)  # first: an ephemeral CT's rebuild is finished before it is destroyed
     runowner.sweep(host)  # the CTs of `vzctl run`s that a reboot (or a kill -9) ended
     sweep(host)
     first_error: int = ExitCode.OK

@@ -234,6 +234,10 @@ class Container:
             from pyvz.ct.convert import finish_interrupted
 
             finish_interrupted(self)
+        if (self.paths.conf_dir / f"{self.ctid}.rebuilding").exists():  # a rebuild was killed
+            from pyvz.ct import rebuild
+
+            rebuild.finish_interrupted(self)
         area = self.require_exists()
         if self.is_running():
             raise VzError(ExitCode.RUNNING, "Container is already running")

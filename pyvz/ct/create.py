@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pyvz.atomic import write_atomic
 from pyvz.config import (
@@ -40,6 +41,7 @@ from pyvz.params import (
     NETIF,
     NETIF_ADD,
     ORIGIN_SAMPLE,
+    OSRECIPE,
     OSTEMPLATE,
     Layout,
     parse_options,
@@ -47,6 +49,9 @@ from pyvz.params import (
 from pyvz.resources.policy import derived_changes, disk_quota, refuse_escapes, warn_not_enforced
 from pyvz.storage import pool
 from pyvz.storage.base import Area, StorageDriver, driver_for, remove_path
+
+if TYPE_CHECKING:
+    from pyvz.templates.recipe import Recipe
 
 
 def _sample(host: Host, name: str) -> ConfigFile:
@@ -108,6 +113,42 @@ def new_ct(
         raise
 
 
+def recipe_of(host: Host, values: dict[str, Any], with_template: bool) -> Recipe:
+    """The recipe --recipe names, checked before anything is built or written."""
+    if with_template:
+        raise VzError(
+            ExitCode.INVALID_PARAMETER_SYNTAX,
+            "--ostemplate and --recipe both given: the recipe names its template, give one of them",
+        )
+    from pyvz.templates.recipe import find, load
+
+    return load(find(host.paths, values[OSRECIPE.name]))
+
+
+def template_archive(host: Host, template: str, recipe: Recipe | None, fresh: bool) -> Path:
+    """The archive a CT's system is made from (create, rebuild): the cached template, or the
+    recipe's build (`fresh`: built anew). Caller holds the root lock."""
+    # Imported here: clone and destroy live in this module too, and need neither the
+    # template cache nor hashlib and tempfile (~8 ms of their start-up).
+    if recipe is not None:
+        from pyvz.templates.builder import for_recipe
+
+        return for_recipe(host.paths, recipe, fresh)
+    from pyvz.templates import cache
+
+    return cache.require(host.paths, template)
+
+
+def make_private(area: Area, driver: StorageDriver, archive: Path) -> None:
+    """The one way a CT's files are made from a template (create, rebuild): the template
+    unpacked once per pool, then the layout's copy of it at area.private, complete or absent.
+    Caller holds the root lock (the unpacked trees are shared)."""
+    from pyvz.storage.trees import unpacked_tree
+
+    tree = unpacked_tree(archive, area.private.parent, driver.snapshots_template)
+    driver.create(area, tree)
+
+
 def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
     values: dict[str, Any] = parse_options(raw)  # syntax first: nothing touched yet
     ct = Container(host, ctid)
@@ -130,6 +171,10 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
             log.info("Warning: CT config file already exists, not applying a default config sample.")
             log.info("It might lead to incomplete CT configuration, you can use --applyconfig to fix.")
         conf.path = conf_path
+        recipe = None
+        if OSRECIPE.name in values:
+            recipe = recipe_of(host, values, OSTEMPLATE.name in values)
+            values[OSTEMPLATE.name] = recipe.name  # the template is named after its recipe
         template = values.get(OSTEMPLATE.name) or conf.get("OSTEMPLATE") or host.setting("DEF_OSTEMPLATE")
         if not template:
             raise VzError(
@@ -187,12 +232,7 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
             conf.set(LAYOUT.key or "", str(layout))
             cfg = CtConfig.merge(ctid, host.global_conf.items(), conf.items(), conf_path)
         driver = driver_for(layout)
-        # Imported here: clone and destroy live in this module too, and need neither the
-        # template cache nor hashlib and tempfile (~8 ms of their start-up).
-        from pyvz.storage.trees import unpacked_tree
-        from pyvz.templates import cache
-
-        archive = cache.require(host.paths, template)
+        archive = template_archive(host, template, recipe, fresh=False)
         area = ct.area(cfg)
         if DISKSPACE.name in values and (why := driver.quota_missing(area)) is not None:
             raise VzError(
@@ -214,8 +254,7 @@ def create(host: Host, ctid: int, raw: dict[str, str]) -> None:
         pool.prepare(host.paths, area.private.parent, layout == Layout.BTRFS, host.setting("POOL_SIZE"))
         with new_ct(host, ctid, conf, name, area, driver, was):
             log.info(f"Creating container private area ({template})")  # once its names are its own
-            tree = unpacked_tree(archive, area.private.parent, driver.snapshots_template)
-            driver.create(area, tree)
+            make_private(area, driver, archive)
         log.info("Performing postcreate actions")
         driver.apply_quota(area, disk_quota(cfg))
         warn_not_enforced(cfg, cfg.values, host.runtime.cgroups.enforces)
@@ -240,6 +279,10 @@ def destroy(host: Host, ctid: int, lock: bool = True, handed_to: str | None = No
             from pyvz.ct.convert import finish_interrupted
 
             finish_interrupted(ct)  # so that the config names the tree to destroy
+        if conf_path.exists() and conf_path.with_suffix(".rebuilding").exists():
+            from pyvz.ct import rebuild
+
+            rebuild.finish_interrupted(ct)  # its new tree beside the private area goes too
         if conf_path.exists():
             cfg = ct.config
             held = namespace.of_config(ctid, ct.conf_file().items())

@@ -170,6 +170,10 @@ class Store:
 @contextmanager
 def _locked(ct: Container) -> Iterator[tuple[Area, StorageDriver, Store]]:
     with ct.host.ct_lock(ct.ctid):
+        if ct.paths.conf_file(ct.ctid).with_suffix(".rebuilding").exists():  # a killed rebuild's
+            from pyvz.ct import rebuild
+
+            rebuild.finish_interrupted(ct)
         area = ct.require_exists()
         driver = ct.driver()
         store = Store(area)
@@ -188,36 +192,51 @@ def take(
     """vzctl snapshot: returns the new snapshot's id."""
     uuid = parse_uuid(uuid) if uuid else new_uuid()
     with _locked(ct) as (area, driver, store):
-        if any(s.uuid == uuid for s in store.all()):
-            raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"snapshot {shown(uuid)} already exists")
-        log.info(f"Creating snapshot {shown(uuid)}")
-        if driver.copies_data:
-            log.info(f"layout {driver.layout}: the snapshot is a full copy of the CT's files")
-        partial = store.dir / f".{uuid}.partial"
-        partial.mkdir(mode=0o700, parents=True)
-        if not skip_config:
-            (partial / "ve.conf").write_text(ct.conf_file().render())
-        running = ct.is_running()
-        if running and not skip_suspend:
-            from pyvz.ct import checkpoint
-
-            memory = checkpoint.memory_dumper(ct)
-            cgroup = ct.host.runtime.cgroups_of(ct.ctid).container
-            with frozen(ct.host.runtime.cgroups, cgroup, f"CT {ct.ctid}"):
-                driver.snapshot(area, partial / "fs")
-                if memory is not None:
-                    checkpoint.dump_frozen(ct, partial / "dump", memory)
-            if memory is not None:
-                log.info("The CT's memory and processes are saved with it")
-        else:
-            if running:
-                log.warning("--skip-suspend: the CT keeps running; files written meanwhile may be torn")
-            driver.snapshot(area, partial / "fs")
-        partial.rename(store.dir / uuid)
-        date = time.strftime("%Y-%m-%d %H:%M:%S")
-        store.add(Snapshot(uuid, store.current, date, name, desc))
-        log.info(f"Snapshot {shown(uuid)} has been successfully created")
+        take_locked(ct, area, driver, store, uuid, name, desc, skip_suspend, skip_config)
     return uuid
+
+
+def take_locked(
+    ct: Container,
+    area: Area,
+    driver: StorageDriver,
+    store: Store,
+    uuid: str,
+    name: str = "",
+    desc: str = "",
+    skip_suspend: bool = False,
+    skip_config: bool = False,
+) -> None:
+    """take() for a caller that holds the CT lock (vzctl rebuild)."""
+    if any(s.uuid == uuid for s in store.all()):
+        raise VzError(ExitCode.INVALID_PARAMETER_VALUE, f"snapshot {shown(uuid)} already exists")
+    log.info(f"Creating snapshot {shown(uuid)}")
+    if driver.copies_data:
+        log.info(f"layout {driver.layout}: the snapshot is a full copy of the CT's files")
+    partial = store.dir / f".{uuid}.partial"
+    partial.mkdir(mode=0o700, parents=True)
+    if not skip_config:
+        (partial / "ve.conf").write_text(ct.conf_file().render())
+    running = ct.is_running()
+    if running and not skip_suspend:
+        from pyvz.ct import checkpoint
+
+        memory = checkpoint.memory_dumper(ct)
+        cgroup = ct.host.runtime.cgroups_of(ct.ctid).container
+        with frozen(ct.host.runtime.cgroups, cgroup, f"CT {ct.ctid}"):
+            driver.snapshot(area, partial / "fs")
+            if memory is not None:
+                checkpoint.dump_frozen(ct, partial / "dump", memory)
+        if memory is not None:
+            log.info("The CT's memory and processes are saved with it")
+    else:
+        if running:
+            log.warning("--skip-suspend: the CT keeps running; files written meanwhile may be torn")
+        driver.snapshot(area, partial / "fs")
+    partial.rename(store.dir / uuid)
+    date = time.strftime("%Y-%m-%d %H:%M:%S")
+    store.add(Snapshot(uuid, store.current, date, name, desc))
+    log.info(f"Snapshot {shown(uuid)} has been successfully created")
 
 
 def switch(
@@ -267,12 +286,17 @@ def delete(ct: Container, uuid: str) -> None:
     """vzctl snapshot-delete: online, and the space is free when it returns."""
     uuid = parse_uuid(uuid)
     with _locked(ct) as (_area, driver, store):
-        store.get(uuid)
-        _require_unmounted(store, uuid, "delete")
-        log.info(f"Deleting snapshot {shown(uuid)}")
-        store.remove(uuid)  # gone from the list first: a crash from here on leaves litter only
-        store.sweep(driver)
-        log.info(f"Snapshot {shown(uuid)} has been successfully deleted")
+        delete_locked(driver, store, uuid)
+
+
+def delete_locked(driver: StorageDriver, store: Store, uuid: str) -> None:
+    """delete() for a caller that holds the CT lock (vzctl rebuild)."""
+    store.get(uuid)
+    _require_unmounted(store, uuid, "delete")
+    log.info(f"Deleting snapshot {shown(uuid)}")
+    store.remove(uuid)  # gone from the list first: a crash from here on leaves litter only
+    store.sweep(driver)
+    log.info(f"Snapshot {shown(uuid)} has been successfully deleted")
 
 
 def _require_unmounted(store: Store, uuid: str, action: str) -> None:

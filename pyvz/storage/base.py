@@ -88,6 +88,9 @@ class StorageDriver(ABC):
     # Its files are stored with uid 0 on disk and idmapped at start, so its id range can
     # change at no cost (btrfs, simfs); dir keeps its upper layer in the CT's host ids.
     ids_free: ClassVar[bool] = False
+    # Its private area is the CT's whole tree (btrfs, simfs), so a new one can be built beside
+    # it and swapped in with one rename (vzctl rebuild); dir's upper layer sits on the template.
+    whole_tree: ClassVar[bool] = False
 
     @abstractmethod
     def create(self, area: Area, tree: Path) -> None:

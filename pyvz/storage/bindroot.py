@@ -12,6 +12,7 @@ from pyvz.storage.mounts import bind_mount
 
 class BindRootDriver(StorageDriver):
     ids_free = True
+    whole_tree = True
 
     def mount(self, area: Area) -> None:
         bind_mount(area.private, area.root)

@@ -18,7 +18,7 @@ from pyvz.log import log
 from pyvz.paths import Paths
 from pyvz.run import run
 from pyvz.templates import cache
-from pyvz.templates.manifest import Manifest, sha256_file
+from pyvz.templates.manifest import Manifest, load, path_for, sha256_file
 from pyvz.templates.recipe import Recipe
 from pyvz.templates.sources import for_suite
 
@@ -93,7 +93,26 @@ def build(paths: Paths, recipe: Recipe, apt_dir: Path | None = None) -> Path:
             size=output.stat().st_size,
             packages=packages,
             recipe=recipe.source.name,
+            recipe_sha256=recipe_digest(recipe),
         )
         archive = cache.install(paths, recipe.name, output, manifest, signature=None, move=True)
     log.info(f"Template {recipe.name} built in {time.monotonic() - started:.0f} s: {archive}")
     return archive
+
+
+def recipe_digest(recipe: Recipe) -> str:
+    return sha256_file(recipe.source)
+
+
+def for_recipe(paths: Paths, recipe: Recipe, fresh: bool) -> Path:
+    """The template archive of `recipe`: built now (`fresh`: vzctl rebuild, whose point is
+    a system from the recipe and the mirror as they are now), or else the cached build of
+    the recipe's present text if there is one (vzctl create --recipe: many CTs, one build).
+    Caller holds the root lock, as vztmpl build does."""
+    if not fresh:
+        archive = cache.find(paths, recipe.name)
+        manifest = load(path_for(paths.template_cache, recipe.name))
+        if archive is not None and manifest is not None and manifest.recipe_sha256 == recipe_digest(recipe):
+            log.info(f"Template {recipe.name} in the cache was built from this recipe: using it")
+            return archive
+    return build(paths, recipe)

@@ -27,6 +27,7 @@ class Manifest(NamedTuple):
     size: int
     packages: dict[str, str] = {}
     recipe: str = ""
+    recipe_sha256: str = ""  # the recipe's text it was built from (create --recipe reuses a match)
 
     def to_json(self) -> str:
         return json.dumps(self._asdict(), indent=2, sort_keys=True) + "\n"

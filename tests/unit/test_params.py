@@ -185,6 +185,7 @@ def test_defaults_parse_back() -> None:
 # One valid command-line value per stored parameter; a new parameter must add one here.
 SAMPLES: dict[str, str] = {
     "ostemplate": "debian-12-x86_64",
+    "recipe": "debian-12-x86_64-minimal",
     "config": "basic",
     "layout": "dir",
     "private": "/var/lib/vz/private/$VEID",

@@ -117,3 +117,29 @@ def test_hook_writes_files_masks_and_runs_scripts(tmp_path: Path) -> None:
     assert (stage / "append-0").read_text() == "more\n"
     assert (stage / "post-0.sh").read_text() == "set -e\necho hi > /x\n"
     assert "dpkg-query" in script
+
+
+def test_rebuild_keep_paths_are_checked_before_anything() -> None:
+    from pyvz.ct.rebuild import parse_keep
+
+    assert parse_keep("/root/.ssh/") == "/root/.ssh"
+    assert parse_keep("/etc//ssh/./ssh_host_*") == "/etc/ssh/ssh_host_*"
+    for bad, words in (
+        ("root/.ssh", "absolute"),
+        ("/etc/../../x", "`..`"),
+        ("/", "whole /"),
+        ("/e*c/ssh", "last part"),
+        ("/etc/a\nb", "control"),
+    ):
+        with pytest.raises(VzError) as caught:
+            parse_keep(bad)
+        assert caught.value.code == ExitCode.INVALID_PARAMETER_VALUE and words in caught.value.message
+
+
+def test_recipe_option_takes_a_name_or_a_toml_path() -> None:
+    from pyvz.params import parse_recipe
+
+    assert parse_recipe("web") == "web" and parse_recipe("/srv/r/web.toml") == "/srv/r/web.toml"
+    for bad in ("/srv/r/web", "a b", '/x/"y.toml'):
+        with pytest.raises(VzError):
+            parse_recipe(bad)
