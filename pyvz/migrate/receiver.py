@@ -142,6 +142,18 @@ class Receiver:
 
     # ---- hello: is there room for this CT here? ----------------------------------------------
 
+    def _drop_stale_handover(self, ctid: int) -> None:
+        """A marker of this host's own earlier hand-over of the CT, with nothing of the CT
+        left here (a sender killed after taking it apart, before the marker went): that
+        hand-over ended, the CT ran elsewhere and now comes back. Left, the marker would
+        refuse the arriving CT's start."""
+        from pyvz.migrate.sender import marker
+
+        stale = marker(self.host, ctid)
+        if stale.exists():
+            log.info(f"CT {ctid}: this host's earlier hand-over of it had ended; its marker goes")
+            stale.unlink(missing_ok=True)
+
     def op_hello(self, message: Message) -> None:
         if _field(message, "version", int) != VERSION:
             raise VzError(MigrateExit.UNSUP_CPT_VER, f"this host speaks migration protocol {VERSION}")
@@ -160,6 +172,7 @@ class Receiver:
         self._sweep_leftovers()
         if self.paths.conf_file(ctid).exists() or private.exists():
             raise VzError(MigrateExit.EXISTS, f"CT {ctid} already exists on this host")
+        self._drop_stale_handover(ctid)
         name = _field(message, "name", str, optional=True)
         if name:
             self.name = parse_name(name)

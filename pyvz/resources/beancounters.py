@@ -161,7 +161,7 @@ def read(
     identity = cgroups.identity(relative)
     if identity is None:
         return None
-    kernel = dict(cgroups.usage(relative) if kernel is None else kernel)
+    kernel = dict(cgroups.usage(relative, names) if kernel is None else kernel)
     if names is None or names & FROM_PROCESSES:
         kernel.update(process_usage(cgroups.procs(relative) if pids is None else pids))
     state = State(state_file, identity)

@@ -51,6 +51,12 @@ class IoCount(NamedTuple):
     writes: int
 
 
+# The beancounters each version's memory files give (usage() skips those files when none
+# of them is asked for).
+_V1_MEMORY = ("physpages", "swappages", "oomguarpages", "shmpages")
+_V2_MEMORY = ("physpages", "swappages", "oomguarpages", "kmemsize", "shmpages", "tcpsndbuf", "tcprcvbuf")
+
+
 class CtCgroups(NamedTuple):
     """The LXC config's view: relative cgroup dirs for one CT."""
 
@@ -125,8 +131,9 @@ class CgroupTree(ABC):
     enforces: frozenset[str] = frozenset({"physpages", "swappages", "numproc"})
 
     @abstractmethod
-    def usage(self, relative: str) -> dict[str, Usage]:
-        """The kernel's counters for a running CT's cgroup, by beancounter name."""
+    def usage(self, relative: str, names: frozenset[str] | None = None) -> dict[str, Usage]:
+        """The kernel's counters for a running CT's cgroup, by beancounter name; `names`:
+        only these are needed (the files of the others are not read; they may still come)."""
 
     @abstractmethod
     def cpu_seconds(self, relative: str) -> float | None:
@@ -351,22 +358,30 @@ class CgroupV1(CgroupTree):
         swap = {"swappages"} if self._has_memsw() else set()
         return frozenset({"physpages", "numproc", *swap, *tcp})
 
-    def usage(self, relative: str) -> dict[str, Usage]:
+    def usage(self, relative: str, names: frozenset[str] | None = None) -> dict[str, Usage]:
         # Plain strings, no existence checks: a missing cgroup reads as nothing counted.
         mem, pids = f"{self.mount}/memory/{relative}", f"{self.mount}/pids/{relative}"
         found: dict[str, Usage] = {}
         read = self._read
-        held = read(f"{mem}/memory.usage_in_bytes")
+
+        def wanted(*which: str) -> bool:
+            return names is None or not names.isdisjoint(which)
+
+        held = read(f"{mem}/memory.usage_in_bytes") if wanted(*_V1_MEMORY) else None
         if held is not None:
             failcnt = (read(f"{mem}/memory.failcnt") or 0) + (read(f"{mem}/memory.memsw.failcnt") or 0)
             found["physpages"] = Usage(held, read(f"{mem}/memory.max_usage_in_bytes"), failcnt)
             both = read(f"{mem}/memory.memsw.usage_in_bytes")
             if both is not None:
                 found["swappages"] = Usage(max(0, both - held), None, None)
-            oom = self._subtree_sum(mem, "memory.oom_control", "oom_kill")
-            found["oomguarpages"] = Usage(both if both is not None else held, None, oom)
-            found["shmpages"] = Usage(self._key(f"{mem}/memory.stat", "total_shmem"))
+            if wanted("oomguarpages"):
+                oom = self._subtree_sum(mem, "memory.oom_control", "oom_kill")
+                found["oomguarpages"] = Usage(both if both is not None else held, None, oom)
+            if wanted("shmpages"):
+                found["shmpages"] = Usage(self._key(f"{mem}/memory.stat", "total_shmem"))
         for name, prefix in (("kmemsize", "memory.kmem"), ("tcpsndbuf", "memory.kmem.tcp")):
+            if not wanted(name, "tcprcvbuf" if name == "tcpsndbuf" else name):
+                continue
             kheld = read(f"{mem}/{prefix}.usage_in_bytes")
             if kheld is not None:
                 found[name] = Usage(
@@ -374,7 +389,7 @@ class CgroupV1(CgroupTree):
                 )
         if "tcpsndbuf" in found:
             found["tcprcvbuf"] = found["tcpsndbuf"]  # one kernel counter for both directions
-        current = read(f"{pids}/pids.current")
+        current = read(f"{pids}/pids.current") if wanted("numproc") else None
         if current is not None:
             found["numproc"] = Usage(
                 current, read(f"{pids}/pids.peak"), self._subtree_sum(pids, "pids.events", "max")
@@ -514,11 +529,12 @@ class CgroupV2(CgroupTree):
             values = [(f, v) for f, v in values if v not in unlimited]
         return values
 
-    def usage(self, relative: str) -> dict[str, Usage]:
+    def usage(self, relative: str, names: frozenset[str] | None = None) -> dict[str, Usage]:
         path = f"{self.mount}/{relative}"  # a missing cgroup reads as nothing counted
         read, keyed = self._read, self._keyed
         found: dict[str, Usage] = {}
-        held = read(f"{path}/memory.current")
+        memory = names is None or not names.isdisjoint(_V2_MEMORY)
+        held = read(f"{path}/memory.current") if memory else None
         if held is not None:
             events = keyed(f"{path}/memory.events")  # hierarchical: inner cgroups included
             found["physpages"] = Usage(held, read(f"{path}/memory.peak"), events.get("max", 0))
@@ -531,7 +547,7 @@ class CgroupV2(CgroupTree):
             found["kmemsize"] = Usage(stat.get("kernel"))
             found["shmpages"] = Usage(stat.get("shmem"))
             found["tcpsndbuf"] = found["tcprcvbuf"] = Usage(stat.get("sock"))
-        current = read(f"{path}/pids.current")
+        current = read(f"{path}/pids.current") if names is None or "numproc" in names else None
         if current is not None:
             found["numproc"] = Usage(
                 current, read(f"{path}/pids.peak"), keyed(f"{path}/pids.events").get("max", 0)

@@ -298,3 +298,21 @@ def test_a_dir_layout_ct_moves_to_a_host_with_other_paths(test_hosts: HostFactor
     assert ok(b, "exec", "102", "stat -c %u:%g /home/someone/note").strip() == "1234:1234"
     assert ok(b, "exec", "102", "cat /home/someone/note").strip() == "hi"
     assert ok(b, "exec", "102", "hostname").strip() == "dirct"
+
+
+def test_a_ct_comes_back_to_a_host_whose_own_hand_over_of_it_was_cut(test_hosts: HostFactory) -> None:
+    """a handed CT 101 to b and was killed after taking it apart, before its hand-over
+    marker went (the evacuation test's kill point): the CT moving back to a must start."""
+    a, b = test_hosts(2)
+    trust(b, a)
+    assert b.vzctl("create", "101").code == 0 and b.vzctl("start", "101").code == 0
+    from pyvz.paths import Paths
+
+    left = Paths(a.root.root).conf_file(101).with_name("101.migrating")
+    left.parent.mkdir(parents=True, exist_ok=True)
+    left.write_text(json.dumps({"to": b.address, "running": True}))
+    done = move(b, a, "101")
+    assert done.code == 0, done
+    assert a.vzctl("status", "101").out.split()[4] == "running"
+    assert not left.exists()
+    assert a.vzctl("stop", "--fast", "101").code == 0
