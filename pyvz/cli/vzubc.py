@@ -193,29 +193,33 @@ def pyvz_counters(paths: Paths, ctids: tuple[str, ...], shown_only: bool = False
     from pyvz.host import Host
     from pyvz.listing import records
     from pyvz.log import log
-    from pyvz.params import UBC_PARAMS
-    from pyvz.resources.beancounters import NAMES, configured, proc_text
+    from pyvz.params import UBC_PARAMS, ubc_name
+    from pyvz.resources.beancounters import configured, proc_text
     from pyvz.resources.beancounters import read as read_beancounters
     from pyvz.resources.policy import not_enforced, warning
 
     host = Host(paths)
     wanted = [int(word) for word in ctids if word.isascii() and word.isdigit()] if ctids else None
-    keys = [param.key for param in UBC_PARAMS if param.key]
+    ubc_keys = [(ubc_name(param), param.key) for param in UBC_PARAMS if param.key]
     runtime = host.runtime
+    enforces = runtime.cgroups.enforces  # once: it looks at the hierarchy's files
     found = []
     for record in records(host, wanted):
         if not record.running:
             continue
+        cfg = record.config
+        # An unset beancounter is unlimited and not enforced: only the set ones are parsed.
+        present = [(name, key) for name, key in ubc_keys if cfg is not None and cfg.raw(key)]
         names = None
         if shown_only:
-            names = frozenset(n for n in NAMES if configured(record.config, n).barrier not in HIDDEN_BARRIERS)
+            names = frozenset(n for n, _key in present if configured(cfg, n).barrier not in HIDDEN_BARRIERS)
         relative = runtime.cgroups_of(record.ctid).container
-        counters = read_beancounters(runtime.cgroups, relative, record.config, record.state_file, names)
+        counters = read_beancounters(runtime.cgroups, relative, cfg, record.state_file, names)
         if counters is None:
             continue  # stopped meanwhile
         found.append((record.ctid, counters))
-        if record.config is not None:
-            unenforced = not_enforced(record.config, keys, runtime.cgroups.enforces)
+        if cfg is not None:
+            unenforced = not_enforced(cfg, [key for _name, key in present], enforces)
             if unenforced:
                 log.warning(f"CT {record.ctid}: {warning(unenforced)}")
     return proc_text(found)
