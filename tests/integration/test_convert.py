@@ -9,14 +9,13 @@ import os
 import signal
 import stat
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, VzRoot
+from tests.conftest import VzRoot
+from tests.faultpoint import stopped_at
 
 pytestmark = pytest.mark.root
 
@@ -178,26 +177,6 @@ def test_convert_refuses_what_it_cannot_do(vzroot: VzRoot) -> None:
     assert vzroot.vzctl("convert", "999").code != 0
 
 
-def _killed_at(vzroot: VzRoot, point: str, *args: str) -> None:
-    marker = vzroot.root / "var/lib/vz/.fault-point"
-    marker.write_text(point)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pyvz.cli.vzctl", *args],
-        env=vzroot.env,
-        cwd=REPO,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 120
-    while f"fault point {point} reached" not in proc.stderr.readline():
-        assert time.monotonic() < deadline and proc.poll() is None, "the point was never reached"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    marker.unlink()
-
-
 @pytest.mark.parametrize("point,converted", [("convert-built", False), ("convert-swapped", True)])
 def test_a_killed_convert_leaves_the_ct_as_it_was_or_converted(
     vzroot: VzRoot, point: str, converted: bool
@@ -206,7 +185,7 @@ def test_a_killed_convert_leaves_the_ct_as_it_was_or_converted(
     vzroot.ok("start", "101")
     vzroot.ok("exec", "101", "echo kept > /root/mark")
     vzroot.ok("stop", "101")
-    _killed_at(vzroot, point, "convert", "101", "--layout", "btrfs")
+    stopped_at(vzroot, point, signal.SIGKILL, "convert", "101", "--layout", "btrfs")
     vzroot.ok("start", "101")  # finishes or undoes it first
     assert layout(vzroot, "101") == ("btrfs" if converted else "dir")
     assert vzroot.ok("exec", "101", "cat /root/mark") == "kept\n"

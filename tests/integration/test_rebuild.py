@@ -9,12 +9,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, Done, VzRoot
+from tests.faultpoint import stopped_at
 from tests.integration.test_network import netns, ping_from_host, start_in, vzctl_in  # noqa: F401
 
 pytestmark = pytest.mark.root
@@ -257,31 +257,6 @@ def quota_limit(vzroot: VzRoot) -> int:
 # ---- kill -9 (and Ctrl-C) at each step: the old system or the new one, never a mix ----------
 
 
-def _stopped_at(vzroot: VzRoot, point: str, how: signal.Signals, *args: str) -> None:
-    marker = vzroot.root / "var/lib/vz/.fault-point"
-    marker.write_text(point)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pyvz.cli.vzctl", *args],
-        env=vzroot.env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 120
-    while f"fault point {point} reached" not in proc.stderr.readline():
-        assert time.monotonic() < deadline and proc.poll() is None, "the point was never reached"
-    marker.unlink()
-    if how is signal.SIGKILL:
-        os.killpg(proc.pid, signal.SIGKILL)
-    else:
-        proc.send_signal(how)  # Ctrl-C: the rebuild itself undoes what it did
-    proc.wait(120)
-    proc.stderr.close()
-
-
 @pytest.mark.parametrize(
     "point,how,sweeper,rebuilt",
     [
@@ -300,7 +275,7 @@ def test_an_interrupted_rebuild_leaves_the_old_system_or_the_new_one(
     vzroot.ok("start", "101")
     inside(vzroot, "101", "echo old > /etc/marker && echo key > /root/key")
     before = conf(vzroot)
-    _stopped_at(vzroot, point, how, "rebuild", "101", "--keep", "/root/key")
+    stopped_at(vzroot, point, how, "rebuild", "101", "--keep", "/root/key")
     # Before anything sweeps it, the CT's tree is one whole system: the old one or the new one.
     assert (vzroot.private_dir / "101/etc/marker").exists() is not rebuilt
     assert (vzroot.private_dir / "101/bin/busybox").exists()
