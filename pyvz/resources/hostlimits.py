@@ -58,6 +58,14 @@ def _write(path: Path, value: int) -> bool:
         return False
 
 
+def _used_up(sysctl: str, limit: int, by: str, raise_to: int) -> VzError:
+    return VzError(
+        ExitCode.ENVCREATE_ERROR,
+        f"host limit {sysctl} ({limit}) is nearly used up by {by}: raise it with "
+        f"`sysctl -w {sysctl}={raise_to}`",
+    )
+
+
 def tasks(proc: Path = PROC) -> int | None:
     """Host tasks (processes and threads) now: the 4th field of loadavg, "running/total"."""
     try:
@@ -74,18 +82,10 @@ def check_pids(proc: Path = PROC) -> None:
         if raised > pid_max and _write(proc / "sys/kernel/pid_max", raised):
             log.warning(f"raised kernel.pid_max from {pid_max} to {raised}: {used} tasks run on this host")
         elif used + HEADROOM_TASKS // 8 > pid_max:
-            raise VzError(
-                ExitCode.ENVCREATE_ERROR,
-                f"host limit kernel.pid_max ({pid_max}) is nearly used up by {used} tasks: raise it "
-                f"with `sysctl -w kernel.pid_max={PID_MAX_LIMIT}`",
-            )
+            raise _used_up("kernel.pid_max", pid_max, f"{used} tasks", PID_MAX_LIMIT)
     threads_max = _read_int(proc / "sys/kernel/threads-max")
     if used is not None and threads_max is not None and used + HEADROOM_TASKS // 8 > threads_max:
-        raise VzError(
-            ExitCode.ENVCREATE_ERROR,
-            f"host limit kernel.threads-max ({threads_max}) is nearly used up by {used} tasks: raise "
-            f"it with `sysctl -w kernel.threads-max={2 * threads_max}`",
-        )
+        raise _used_up("kernel.threads-max", threads_max, f"{used} tasks", 2 * threads_max)
 
 
 def check_files(proc: Path = PROC) -> None:
@@ -95,11 +95,7 @@ def check_files(proc: Path = PROC) -> None:
         return
     file_max = _read_int(proc / "sys/fs/file-max")
     if file_max is not None and open_now + HEADROOM_FILES > file_max:
-        raise VzError(
-            ExitCode.ENVCREATE_ERROR,
-            f"host limit fs.file-max ({file_max}) is nearly used up by {open_now} open files: raise "
-            f"it with `sysctl -w fs.file-max={2 * file_max}`",
-        )
+        raise _used_up("fs.file-max", file_max, f"{open_now} open files", 2 * file_max)
 
 
 def check_memory(proc: Path = PROC) -> None:
