@@ -6,11 +6,13 @@ Ctrl-C is held back for the few system calls in between, so it never leaves a te
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -77,3 +79,17 @@ def exchange(first: Path, second: Path) -> None:
     if libc.renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"cannot swap {first} and {second}: {os.strerror(err)}")
+
+
+def read_journal(path: Path) -> dict[str, Any] | None:
+    """A journal file that write_atomic() wrote (an interrupted convert or rebuild): None
+    when there is none. One that does not parse cannot be a torn write of ours: it is
+    removed, and None returned."""
+    try:
+        journal = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        path.unlink()
+        return None
+    return journal if isinstance(journal, dict) else None

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pyvz import faults
-from pyvz.atomic import exchange, write_atomic
+from pyvz.atomic import exchange, read_journal, write_atomic
 from pyvz.ct.container import Container
 from pyvz.errors import ExitCode, VzError
 from pyvz.host import Host
@@ -201,12 +201,8 @@ def sweep(area: Area) -> None:
 def finish_interrupted(ct: Container) -> None:
     """A convert killed half-way: finished if its new tree was swapped in, else undone."""
     path = _journal(ct)
-    try:
-        journal = json.loads(path.read_text())
-    except FileNotFoundError:
-        return
-    except ValueError:
-        path.unlink()  # written atomically: a torn one cannot be, so this is not ours
+    journal = read_journal(path)
+    if journal is None:
         return
     try:
         now = os.stat(journal["new"])

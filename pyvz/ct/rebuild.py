@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pyvz import faults
-from pyvz.atomic import exchange, signals_held, write_atomic
+from pyvz.atomic import exchange, read_journal, signals_held, write_atomic
 from pyvz.ct import snapshots
 from pyvz.ct.container import Container
 from pyvz.ct.snapshots import Store
@@ -244,12 +244,8 @@ def finish_interrupted(ct: Container) -> None:
     """A rebuild killed half-way (the caller holds the CT lock): finished if the new tree was
     swapped in, else undone."""
     path = _journal(ct)
-    try:
-        journal = json.loads(path.read_text())
-    except FileNotFoundError:
-        return
-    except ValueError:
-        path.unlink()  # written atomically: a torn one cannot be ours
+    journal = read_journal(path)
+    if journal is None:
         return
     area = ct.area()
     driver = ct.driver()
