@@ -27,7 +27,7 @@ POLL = 0.05  # seconds between tries while waiting for a lock
 STALE_TEMPORARY = 60.0  # seconds after which a taker's temporary file is a dead taker's
 
 
-def _start_time(pid: int) -> str | None:
+def process_start_time(pid: int) -> str | None:
     """When `pid` started (clock ticks since boot, /proc/PID/stat field 22); None if gone.
     A zombie is gone too: it holds nothing, and its parent may take its time to reap it (a
     `kill -9`ed vzmigrate --receive stays one until its sshd notices)."""
@@ -52,7 +52,7 @@ def _holder(text: str) -> int | None:
     if not lines or not lines[0].strip().isdigit() or int(lines[0]) <= 0:
         return None  # vzctl: an incorrect pid, the file goes
     pid = int(lines[0])
-    started = _start_time(pid)
+    started = process_start_time(pid)
     if started is None:
         return None
     status = lines[1].split() if len(lines) > 1 else []
@@ -76,7 +76,7 @@ class Lock:
         directory.mkdir(parents=True, exist_ok=True)
         pid = os.getpid()
         command = " ".join(os.path.basename(a) for a in sys.argv[:3])
-        mine = f"{pid}\npyvz {_start_time(pid)} {command}\n"
+        mine = f"{pid}\npyvz {process_start_time(pid)} {command}\n"
         deadline = time.monotonic() + self.wait
         with signals_held():  # a Ctrl-C lands after the temporary file is gone again
             fd, tmp = tempfile.mkstemp(prefix=self.path.name, dir=directory)

@@ -32,7 +32,7 @@ def require_running(host: Host, ctid: int) -> None:
         raise VzError(ExitCode.NOT_RUNNING, "Container is not running")
 
 
-def _lxcfs_refresh() -> None:
+def lxcfs_refresh() -> None:
     """A restarted LXCFS's files, given to the running CTs before we go into one (one stat
     and one readlink when nothing changed)."""
     from pyvz.runtime import lxcfsmark
@@ -49,7 +49,7 @@ def exec_in(host: Host, ctid: int, args: Sequence[str], shell: bool = True) -> i
     if not args:
         raise VzError(ExitCode.INVALID_PARAMETER_SYNTAX, "No command line given for exec")
     require_running(host, ctid)
-    _lxcfs_refresh()
+    lxcfs_refresh()
     command = _command(args) if shell else list(args)
     argv = host.runtime.attach_argv(ctid, command, own_session=not os.isatty(0))
     return run(argv, check=False, inherit_stdio=True, timeout=None).returncode
@@ -57,7 +57,7 @@ def exec_in(host: Host, ctid: int, args: Sequence[str], shell: bool = True) -> i
 
 def enter(host: Host, ctid: int, command: Sequence[str] | None) -> int:
     require_running(host, ctid)
-    _lxcfs_refresh()
+    lxcfs_refresh()
     script = LOGIN_SHELL if not command else f"{' '.join(command)}; {LOGIN_SHELL}"
     argv = host.runtime.attach_argv(ctid, ["/bin/sh", "-c", script])
     log.info(f"entered into CT {ctid}")

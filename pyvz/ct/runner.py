@@ -177,31 +177,32 @@ def _make(host: Host, ctid: int, request: Request, source: tuple[int, str | None
 def _ids(ct: Container, user: str) -> tuple[int, int, str, str]:
     """uid, gid, home and name of NAME|UID[:GROUP|GID] in the CT's own /etc/passwd and
     /etc/group (read through the CT's root, never the host's)."""
+    from pyvz.distro.base import find_account, find_group
+
     name, _colon, group = user.partition(":")
     view = ct.view()
-    entries = [line.split(":") for line in view.read_or_empty("/etc/passwd").splitlines()]
-    entry = next((e for e in entries if len(e) >= 7 and (e[0] == name or e[2] == name)), None)
-    if entry is None and not name.isdigit():
+    account = find_account(view, name, by_uid=True)
+    if account is None and not name.isdigit():
         raise VzError(
             ExitCode.INVALID_PARAMETER_VALUE, f"--user {user}: no user {name!r} in the CT's /etc/passwd"
         )
-    uid = int(entry[2]) if entry else int(name)
-    gid = int(entry[3]) if entry else uid
-    home = entry[5] if entry else "/"
-    login = entry[0] if entry else name
+    uid, gid, home, login = (
+        (account.uid, account.gid, account.home, account.name)
+        if account
+        else (int(name), int(name), "/", name)
+    )
     if group:
-        groups = [line.split(":") for line in view.read_or_empty("/etc/group").splitlines()]
-        found = next((g for g in groups if len(g) >= 3 and (g[0] == group or g[2] == group)), None)
+        found = find_group(view, group)
         if found is None and not group.isdigit():
             raise VzError(
                 ExitCode.INVALID_PARAMETER_VALUE, f"--user {user}: no group {group!r} in the CT's /etc/group"
             )
-        gid = int(found[2]) if found else int(group)
+        gid = found if found is not None else int(group)
     return uid, gid, home, login
 
 
 def _command(host: Host, ct: Container, request: Request) -> int:
-    from pyvz.ct.inside import _lxcfs_refresh
+    from pyvz.ct.inside import lxcfs_refresh
     from pyvz.run import supervised
 
     env: dict[str, str] = {}
@@ -215,7 +216,7 @@ def _command(host: Host, ct: Container, request: Request) -> int:
         env[name] = value
     terminal = os.isatty(0)
     command = ["/bin/sh", "-c", _WORKDIR, "sh", request.workdir, *request.command]
-    _lxcfs_refresh()
+    lxcfs_refresh()
     argv = host.runtime.attach_argv(ct.ctid, command, env=env, own_session=not terminal, ids=ids)
     code, timed_out = supervised(
         argv, forward=_forward, timeout=request.timeout, grace=STOP_GRACE, own_group=not terminal

@@ -43,10 +43,10 @@ def record(paths: Paths, ctid: int) -> Path:
 
 
 def me(remove: bool) -> Owner:
-    from pyvz.lock import _start_time
+    from pyvz.lock import process_start_time
 
     pid = os.getpid()
-    return Owner(pid, _start_time(pid) or "?", remove)
+    return Owner(pid, process_start_time(pid) or "?", remove)
 
 
 def read(path: Path) -> Owner | None:
@@ -61,9 +61,9 @@ def read(path: Path) -> Owner | None:
 
 
 def alive(owner: Owner) -> bool:
-    from pyvz.lock import _start_time
+    from pyvz.lock import process_start_time
 
-    return _start_time(owner.pid) == owner.started
+    return process_start_time(owner.pid) == owner.started
 
 
 def _free(host: Host, ctid: int) -> bool:

@@ -62,20 +62,13 @@ class Distro:
         if not view.exists("/etc/passwd"):
             raise VzError(ExitCode.CHANGE_PASSWORD, "the CT has no /etc/passwd")
         created = False
-        account = self._find(view, user)
+        account = find_account(view, user)
         if account is None:
             account = self._add_user(view, user)
             created = True
         hashed = _sha512_crypt(password)
         self._set_shadow(view, user, hashed)
         return created
-
-    def _find(self, view: RootView, user: str) -> Account | None:
-        for line in view.read_text("/etc/passwd").splitlines():
-            fields = line.split(":")
-            if len(fields) >= 7 and fields[0] == user:
-                return Account(user, int(fields[2]), int(fields[3]), fields[5])
-        return None
 
     def _add_user(self, view: RootView, user: str) -> Account:
         passwd = view.read_text("/etc/passwd")
@@ -152,6 +145,23 @@ def host_resolver() -> tuple[tuple[str, ...], tuple[str, ...]]:
         if servers and not all(server.startswith("127.") for server in servers):
             break
     return tuple(s for s in servers if not s.startswith("127.")), tuple(search)
+
+
+def find_account(view: RootView, user: str, by_uid: bool = False) -> Account | None:
+    """`user`'s entry in the CT's /etc/passwd (read through its root); `by_uid`: a number
+    matches the uid too, as `vzctl run --user 1000` means it."""
+    for fields in _rows(view.read_or_empty("/etc/passwd")):
+        if len(fields) >= 7 and fields[2].isdigit() and (fields[0] == user or (by_uid and fields[2] == user)):
+            return Account(fields[0], int(fields[2]), int(fields[3]), fields[5])
+    return None
+
+
+def find_group(view: RootView, group: str) -> int | None:
+    """The gid of `group` (a name or a gid) in the CT's /etc/group."""
+    for fields in _rows(view.read_or_empty("/etc/group")):
+        if len(fields) >= 3 and fields[2].isdigit() and group in (fields[0], fields[2]):
+            return int(fields[2])
+    return None
 
 
 def _rows(text: str) -> list[list[str]]:
