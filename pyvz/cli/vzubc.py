@@ -197,6 +197,7 @@ def pyvz_counters(paths: Paths, ctids: tuple[str, ...], shown_only: bool = False
     from pyvz.resources.beancounters import configured, proc_text
     from pyvz.resources.beancounters import read as read_beancounters
     from pyvz.resources.policy import not_enforced, warning
+    from pyvz.resources.ubcreport import hides_barrier
 
     host = Host(paths)
     wanted = [int(word) for word in ctids if word.isascii() and word.isdigit()] if ctids else None
@@ -212,7 +213,7 @@ def pyvz_counters(paths: Paths, ctids: tuple[str, ...], shown_only: bool = False
         present = [(name, key) for name, key in ubc_keys if cfg is not None and cfg.raw(key)]
         names = None
         if shown_only:
-            names = frozenset(n for n, _key in present if configured(cfg, n).barrier not in HIDDEN_BARRIERS)
+            names = frozenset(n for n, _key in present if not hides_barrier(configured(cfg, n).barrier))
         relative = runtime.cgroups_of(record.ctid).container
         counters = read_beancounters(runtime.cgroups, relative, cfg, record.state_file, names)
         if counters is None:
@@ -223,11 +224,6 @@ def pyvz_counters(paths: Paths, ctids: tuple[str, ...], shown_only: bool = False
             if unenforced:
                 log.warning(f"CT {record.ctid}: {warning(unenforced)}")
     return proc_text(found)
-
-
-# The barriers vzubc's report takes for "no barrier" (LONG_MAX, INT_MAX): such rows show
-# only with -v, or with -i when the value moved.
-HIDDEN_BARRIERS = frozenset({9223372036854775807, 2147483647})
 
 
 def _watch(parsed: Parsed, argv: list[str]) -> int:

@@ -82,6 +82,12 @@ def _unset_or_unlimited(item: Value) -> bool:
     return compare(item, _LONG_MAX) == 0 or compare(item, _INT_MAX) == 0
 
 
+def hides_barrier(barrier: int) -> bool:
+    """Whether the report, without -v (and -i), hides a row with this barrier: vzubc then
+    need not read that counter at all."""
+    return _unset_or_unlimited(float(barrier))
+
+
 def human(resource: str, item: Value) -> str:
     """A value in vzubc's short form: pages in bytes, then K, M, G...; 0 and unlimited '- '."""
     if compare(item, 0.0) == 0 or _unset_or_unlimited(item):
