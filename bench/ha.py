@@ -23,24 +23,22 @@ if TYPE_CHECKING:
 
 
 def _one_failover(sample: int) -> float:
-    from tests.integration.test_ha import answers, check_failover, kill_host, setup, state, wait_for, watch
+    from tests.integration.test_ha import Prober, check_failover, kill_host, setup, state, wait_for
     from tests.testhosts import host_network
 
     with host_network(3, etcd=True) as hosts, TemporaryDirectory() as tmp:
         a, b, c = hosts
         first, agents = setup(a, b, c)
-        proc, stop = watch(c, Path(tmp))
         try:
-            time.sleep(1.0)
-            failed_at = time.monotonic()
-            kill_host(a)
-            a.cut()
-            wait_for("both CTs running on b", lambda: state(b, tuple(first)) == {"running"}, 120)
-            time.sleep(1.5)
-            seen = answers(proc, stop)
+            with Prober(c, Path(tmp)) as probe:
+                time.sleep(1.0)
+                failed_at = time.monotonic()
+                kill_host(a)
+                a.cut()
+                wait_for("both CTs running on b", lambda: state(b, tuple(first)) == {"running"}, 120)
+                time.sleep(1.5)
+                seen = probe.answers()
         finally:
-            if proc.poll() is None:
-                proc.kill()
             for agent in agents:
                 if agent.poll() is None:
                     agent.terminate()

@@ -156,22 +156,33 @@ def state(host: TestHost, ctids: tuple[str, ...]) -> set[str]:
     return {" ".join(host.vzctl("status", ct).out.split()[4:5]) for ct in ctids}
 
 
-def watch(c: TestHost, tmp: Path, ctids: tuple[str, ...] = CTIDS) -> tuple[subprocess.Popen[str], Path]:
-    stop = tmp / "stop"
-    addresses = ",".join(address_of(c, ctid) for ctid in ctids)
-    proc = subprocess.Popen(
-        [*c.enter, sys.executable, "-c", PROBER, addresses, str(stop)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    return proc, stop
+class Prober:
+    """A client on `host` asking each CT's service address for its incarnation every 100 ms,
+    from entering until answers() (killed on the way out if still running)."""
 
+    def __init__(self, host: TestHost, tmp: Path, ctids: tuple[str, ...] = CTIDS) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.stop = tmp / "stop"
+        addresses = ",".join(address_of(host, ctid) for ctid in ctids)
+        self.proc = subprocess.Popen(
+            [*host.enter, sys.executable, "-c", PROBER, addresses, str(self.stop)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
-def answers(proc: subprocess.Popen[str], stop: Path) -> list[dict[str, Any]]:
-    stop.touch()
-    out, _err = proc.communicate(timeout=30)
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+    def answers(self) -> list[dict[str, Any]]:
+        self.stop.touch()
+        out, _err = self.proc.communicate(timeout=30)
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def __enter__(self) -> Prober:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def check_failover(
@@ -200,18 +211,14 @@ def check_failover(
 def test_a_dead_host_s_ha_cts_answer_from_the_standby(test_hosts: HostFactory, tmp_path: Path) -> None:
     a, b, c = test_hosts(3, etcd=True, ttl=TTL)
     first, _agents = setup(a, b, c)
-    proc, stop = watch(c, tmp_path)
-    try:
+    with Prober(c, tmp_path) as probe:
         time.sleep(1.0)
         failed_at = time.monotonic()
         kill_host(a)
         a.cut()  # what is dead answers nothing, not even ARP
         wait_for("both CTs running on b", lambda: state(b, CTIDS) == {"running"}, 60, lambda: logs(b, c))
         time.sleep(1.5)
-        seen = answers(proc, stop)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        seen = probe.answers()
     took = check_failover(a, b, seen, first, failed_at)
     print(f"host failure to HA CT answering on b: {', '.join(f'{t:.1f} s' for t in took)}")
 
@@ -219,21 +226,15 @@ def test_a_dead_host_s_ha_cts_answer_from_the_standby(test_hosts: HostFactory, t
 def test_a_cut_off_host_fences_before_the_standby_starts(test_hosts: HostFactory, tmp_path: Path) -> None:
     a, b, c = test_hosts(3, etcd=True, ttl=TTL)
     first, _agents = setup(a, b, c)
-    (tmp_path / "a").mkdir()
-    local, local_stop = watch(a, tmp_path / "a")  # a's own view: its CTs, behind the cut
-    proc, stop = watch(c, tmp_path)
-    try:
+    # a's own view too: its CTs, behind the cut.
+    with Prober(a, tmp_path / "a") as local, Prober(c, tmp_path) as probe:
         time.sleep(1.0)
         failed_at = time.monotonic()
         a.cut()
         wait_for("a fencing its HA CTs", lambda: state(a, CTIDS) == {"down"}, TTL + 10, lambda: logs(a))
         wait_for("both CTs running on b", lambda: state(b, CTIDS) == {"running"}, 60, lambda: logs(b, c))
         time.sleep(1.5)
-        seen = answers(proc, stop) + answers(local, local_stop)
-    finally:
-        for p in (proc, local):
-            if p.poll() is None:
-                p.kill()
+        seen = probe.answers() + local.answers()
     took = check_failover(a, b, seen, first, failed_at)
     print(f"cut-off host: HA CTs answered from b after {', '.join(f'{t:.1f} s' for t in took)}")
     # Back: its copies are stale, stay stopped, and say so.
@@ -251,8 +252,7 @@ def test_an_agent_killed_is_fenced_by_its_watchdog(test_hosts: HostFactory, tmp_
     process) stops the HA CTs before the leader starts them on b."""
     a, b, c = test_hosts(3, etcd=True, ttl=TTL)
     first, agents = setup(a, b, c)
-    proc, stop = watch(c, tmp_path)
-    try:
+    with Prober(c, tmp_path) as probe:
         time.sleep(1.0)
         failed_at = time.monotonic()
         agents[0].kill()
@@ -262,10 +262,7 @@ def test_an_agent_killed_is_fenced_by_its_watchdog(test_hosts: HostFactory, tmp_
         )
         wait_for("both CTs running on b", lambda: state(b, CTIDS) == {"running"}, 60, lambda: logs(b, c))
         time.sleep(1.5)
-        seen = answers(proc, stop)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        seen = probe.answers()
     check_failover(a, b, seen, first, failed_at)
     assert "Fenced CT 301" in logs(a)
     # The agent back (as systemd restarts it): the copies are stale now, and stay stopped.
@@ -314,8 +311,7 @@ def test_vzctl_recover_waits_for_the_dead_host_s_fencing(test_hosts: HostFactory
         refused.code != 0 and "alive" in refused.err and len(refused.err.strip().splitlines()) == 1
     ), refused
     assert not (Paths(b.root.root).conf_file(303)).exists()
-    proc, stop = watch(c, tmp_path, ctids)
-    try:
+    with Prober(c, tmp_path, ctids) as probe:
         time.sleep(1.0)
         failed_at = time.monotonic()
         a.cut()
@@ -325,10 +321,7 @@ def test_vzctl_recover_waits_for_the_dead_host_s_fencing(test_hosts: HostFactory
         assert "waiting" in recovered.out + recovered.err
         assert state(a, ctids) == {"down"}, logs(a)  # fenced: it is replicated, so protected
         time.sleep(1.5)
-        seen = answers(proc, stop)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        seen = probe.answers()
     took = check_failover(a, b, seen, first, failed_at)
     print(f"vzctl recover: CT answered from b {took[0]:.1f} s after the cut")
     again = b.vzctl("recover", "303")
