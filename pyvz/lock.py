@@ -61,6 +61,14 @@ def _holder(text: str) -> int | None:
     return pid
 
 
+def held(path: Path) -> bool:
+    """Whether a running process holds the lock file at `path` (a look, not a take)."""
+    try:
+        return _holder(path.read_text(errors="replace")) is not None
+    except OSError:
+        return False
+
+
 class Lock:
     def __init__(
         self, path: Path, what: str, wait: float = 0.0, on_release: Callable[[], None] | None = None

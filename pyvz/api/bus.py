@@ -69,11 +69,13 @@ class Watcher:
         bus: Bus,
         look: Callable[[int | None], dict[int, Snapshot]],
         on_poke: Callable[[], None] = lambda: None,
+        busy: Callable[[set[int]], set[int]] = lambda ctids: set(),
     ) -> None:
         self.paths = paths
         self.bus = bus
         self.look = look  # reads the CTs' state and config: all of them, or one
         self.on_poke = on_poke  # told at once of every change a command reports
+        self.busy = busy  # which of these CTs' locks a command holds now
         self.seen: dict[int, Snapshot] = {}
         self._pending: dict[int, tuple[str, str, float]] = {}
         self._transport: asyncio.DatagramTransport | None = None
@@ -127,8 +129,14 @@ class Watcher:
         while True:
             await asyncio.sleep(POLL_EVERY)
             async with self._lock:
+                busy_before = await asyncio.to_thread(self.busy, set(self.seen))
                 now = await asyncio.to_thread(self.look, None)
-                self._compare(dict(self.seen), now, "the CT itself", "")
+                # A CT a command is changing is left to that command's datagram, which
+                # names it as the actor; otherwise the look could catch the change first
+                # and put it down to "the CT itself".
+                left = busy_before | set(self._pending) | await asyncio.to_thread(self.busy, set(now))
+                before: dict[int, Snapshot | None] = {c: s for c, s in self.seen.items() if c not in left}
+                self._compare(before, {c: s for c, s in now.items() if c not in left}, "the CT itself", "")
 
     def _compare(
         self,

@@ -63,7 +63,7 @@ class Daemon:
         self.bus = Bus()
         self.operations = Operations(paths, self._operation_changed)
         self.shared_reads = SharedReads()
-        self.watcher = Watcher(paths, self.bus, self._look, self.shared_reads.changed)
+        self.watcher = Watcher(paths, self.bus, self._look, self.shared_reads.changed, self._busy)
         self.sessions = web_ui.Sessions(self.grants.for_token)
         self.started = time.time()
 
@@ -102,6 +102,13 @@ class Daemon:
                 actor=op.actor, operation=op.id, command=" ".join(op.argv), status=str(op.status),
                 exit_code=op.exit_code, message=op.message,
             )  # fmt: skip
+
+    def _busy(self, ctids: set[int]) -> set[int]:
+        from pyvz.host import Host
+        from pyvz.lock import held
+
+        lock_dir = Host(self.paths).lock_dir
+        return {ctid for ctid in ctids if held(lock_dir / f"{ctid}.lck")}
 
     def _look(self, ctid: int | None) -> dict[int, Snapshot]:
         """Each CT's status and own config keys (one CT, or all)."""

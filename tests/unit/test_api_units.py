@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,3 +129,39 @@ def test_failures_are_slowed_down_then_refused() -> None:
     assert throttle.blocked("a")
     throttle.succeeded("a")
     assert not throttle.blocked("a")
+
+
+def test_the_poll_leaves_a_ct_a_command_is_changing_to_that_commands_datagram(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyvz.api import bus as bus_module
+    from pyvz.api.bus import Bus, Snapshot, Watcher
+
+    monkeypatch.setattr(bus_module, "POLL_EVERY", 0.01)
+    state: dict[int, Snapshot] = {101: ("stopped", {})}
+    locked: set[int] = set()
+    events: list[dict[str, Any] | None] = []
+
+    async def scenario() -> None:
+        bus = Bus()
+        subscriber = bus.subscribe(lambda event: True)
+        watcher = Watcher(Paths(tmp_path), bus, lambda ctid: dict(state), busy=lambda ctids: ctids & locked)
+        await watcher.start()
+        try:
+            locked.add(101)  # a `vzctl start 101` holds the lock while the CT comes up
+            state[101] = ("running", {})
+            await asyncio.sleep(0.1)  # several polls see it running
+            assert subscriber.queue.empty()
+            locked.clear()
+            watcher.poked(json.dumps({"ctid": 101, "actor": "vzctl", "command": "start 101"}).encode())
+            events.append(await asyncio.wait_for(subscriber.queue.get(), 5))
+            state[101] = ("stopped", {})  # it halts from inside: only the poll can see that
+            events.append(await asyncio.wait_for(subscriber.queue.get(), 5))
+        finally:
+            await watcher.stop()
+
+    asyncio.run(scenario())
+    assert [(e["type"], e["status"], e["actor"], e.get("command")) for e in events if e] == [
+        ("ct-state", "running", "vzctl", "start 101"),
+        ("ct-state", "stopped", "the CT itself", None),
+    ]
